@@ -1,0 +1,26 @@
+"""Graphs as dicts of tensors, neighbour lists, conversion from ASE and RDKit."""
+
+from physnet.data import keys
+from physnet.data.graph import (
+    SpeciesIndex,
+    atomic_number,
+    check_positions,
+    collate,
+    from_ase,
+    from_smiles,
+    to_device,
+)
+from physnet.data.neighbors import edge_vectors, radius_graph
+
+__all__ = [
+    "keys",
+    "SpeciesIndex",
+    "atomic_number",
+    "check_positions",
+    "collate",
+    "from_ase",
+    "from_smiles",
+    "to_device",
+    "edge_vectors",
+    "radius_graph",
+]

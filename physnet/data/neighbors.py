@@ -1,0 +1,152 @@
+"""Neighbour lists and edge vectors: the one place where both are computed.
+
+Every part of physnet that needs neighbours (data sets, the ASE calculator, the
+GNS rollout) calls :func:`radius_graph`, backed by vesin (Luthi et al.,
+https://github.com/Luthaf/vesin), which runs on CPU and GPU tensors without a
+round trip, supports triclinic cells of any size and per-axis periodicity, and
+never caps the number of neighbours.
+
+Convention (written once, here)::
+
+    r_ij = pos[j] - pos[i] + edge_shift_ij @ cell[batch[i]]
+
+``edge_index[0]`` is the centre ``i``, ``edge_index[1]`` the neighbour ``j``; the
+list is *full* (both ``i->j`` and ``j->i`` appear). ``i == j`` appears only with a
+non-zero shift (an atom's own periodic images).
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    from vesin_torch import NeighborList
+except ImportError:  # vesin-torch < 0.6 ships it as vesin.torch
+    from vesin.torch import NeighborList
+
+from physnet.data import keys as K
+
+__all__ = ["radius_graph", "edge_vectors", "check_cell"]
+
+
+def check_cell(cell: torch.Tensor, pbc: torch.Tensor, graph_index: int = 0) -> None:
+    """Raise ``ValueError`` if a periodic cell is singular.
+
+    Args:
+        cell: [3, 3] lattice vectors as rows.
+        pbc: [3] bool periodicity along each lattice vector.
+        graph_index: used in the message only.
+    """
+    if not bool(pbc.any()):
+        return
+    lengths = torch.linalg.vector_norm(cell, dim=1)  # [3]
+    for axis in range(3):
+        if bool(pbc[axis]) and float(lengths[axis]) == 0.0:
+            raise ValueError(
+                f"graph {graph_index}: lattice vector {axis} is zero but pbc[{axis}] is True; "
+                "give the cell a non-zero vector along every periodic direction or set that pbc to False"
+            )
+    if bool(pbc.all()):
+        volume = abs(float(torch.linalg.det(cell.double())))
+        scale = float(lengths.prod())
+        if volume <= 1e-10 * max(scale, 1e-300):
+            raise ValueError(
+                f"graph {graph_index}: periodic cell is singular (volume {volume:.3g}); "
+                "its three lattice vectors must be linearly independent"
+            )
+
+
+def radius_graph(
+    pos: torch.Tensor,
+    cutoff: float,
+    batch: torch.Tensor | None = None,
+    cell: torch.Tensor | None = None,
+    pbc: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All pairs closer than ``cutoff``, with periodic images.
+
+    Args:
+        pos: [n_atoms, 3] positions (length unit of the data).
+        cutoff: neighbour cutoff radius, same length unit, > 0.
+        batch: [n_atoms] graph index of each atom, sorted ascending; ``None`` for
+            a single graph.
+        cell: [n_graphs, 3, 3] (or [3, 3] for one graph) lattice vectors as rows;
+            ``None`` or zeros for a molecule.
+        pbc: [n_graphs, 3] (or [3]) bool; ``None`` means no periodicity.
+
+    Returns:
+        ``edge_index`` [2, n_edges] long (row 0 = centre ``i``, row 1 = neighbour
+        ``j``, indices into the batch) and ``edge_shift`` [n_edges, 3] long, the
+        integer cell offsets such that ``r_ij = pos[j] - pos[i] + shift @ cell``.
+        Both are on ``pos.device``.
+    """
+    if cutoff <= 0:
+        raise ValueError(f"cutoff must be > 0, got {cutoff}")
+    device = pos.device
+    n_atoms = pos.shape[0]
+    if batch is None:
+        counts = [n_atoms]
+    else:
+        counts = torch.bincount(batch).tolist() if n_atoms > 0 else []
+    n_graphs = len(counts)
+    if cell is None:
+        cell = torch.zeros(n_graphs, 3, 3, dtype=pos.dtype, device=device)
+    elif cell.dim() == 2:
+        cell = cell.unsqueeze(0)
+    if pbc is None:
+        pbc = torch.zeros(n_graphs, 3, dtype=torch.bool, device=device)
+    elif pbc.dim() == 1:
+        pbc = pbc.unsqueeze(0)
+    if cell.shape[0] != n_graphs or pbc.shape[0] != n_graphs:
+        raise ValueError(
+            f"batch has {n_graphs} graphs but cell has {cell.shape[0]} and pbc {pbc.shape[0]} entries"
+        )
+
+    calculator = NeighborList(cutoff=float(cutoff), full_list=True)
+    edge_indices, edge_shifts = [], []
+    start = 0
+    # vesin works in float64 for exact agreement with reference neighbour lists.
+    pos64 = pos.detach().to(torch.float64)
+    cell64 = cell.detach().to(torch.float64)
+    for g, count in enumerate(counts):
+        if count == 0:
+            continue
+        periodic = pbc[g].to(torch.bool)
+        check_cell(cell64[g], periodic, g)
+        i, j, shift = calculator.compute(
+            points=pos64[start : start + count],
+            box=cell64[g],
+            periodic=periodic if bool(periodic.any()) else False,
+            quantities="ijS",
+        )
+        edge_indices.append(torch.stack([i, j]).to(torch.long) + start)
+        edge_shifts.append(shift.to(torch.long))
+        start += count
+    if not edge_indices:
+        return (
+            torch.zeros(2, 0, dtype=torch.long, device=device),
+            torch.zeros(0, 3, dtype=torch.long, device=device),
+        )
+    return torch.cat(edge_indices, dim=1).to(device), torch.cat(edge_shifts).to(device)
+
+
+def edge_vectors(graph: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Edge vectors ``r_ij = pos[j] - pos[i] + edge_shift_ij @ cell[batch[i]]``.
+
+    Computed from ``graph[POS]`` inside the forward pass so that gradients reach
+    positions (forces) and the cell (stress).
+
+    Returns:
+        [n_edges, 3] in the length unit of ``pos``.
+    """
+    pos = graph[K.POS]
+    edge_index = graph[K.EDGE_INDEX]
+    i, j = edge_index[0], edge_index[1]
+    vec = pos[j] - pos[i]  # [n_edges, 3]
+    shift = graph.get(K.EDGE_SHIFT)
+    if shift is not None and shift.numel() > 0:
+        cell = graph[K.CELL]  # [n_graphs, 3, 3]
+        batch = graph[K.BATCH]
+        edge_cell = cell[batch[i]]  # [n_edges, 3, 3]
+        vec = vec + torch.einsum("ek,ekl->el", shift.to(pos.dtype), edge_cell)
+    return vec

@@ -1,0 +1,11 @@
+"""Energy models and the name -> builder registry.
+
+``physnet.models.available()`` lists names; ``physnet.models.build(name, species=[...], **hparams)``
+returns a model.
+"""
+
+from physnet.models import schnet  # noqa: F401  (registers "schnet")
+from physnet.models.registry import EnergyModel, available, build, register
+from physnet.models.schnet import SchNet
+
+__all__ = ["EnergyModel", "available", "build", "register", "SchNet"]

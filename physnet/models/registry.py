@@ -1,0 +1,97 @@
+"""Name -> builder registry: the public entry point every model joins.
+
+>>> import physnet
+>>> "schnet" in physnet.models.available()
+True
+>>> model = physnet.models.build("schnet", species=["H", "C", "O"], n_interactions=2)
+>>> model.hparams["n_interactions"]
+2
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+from physnet.data.graph import SpeciesIndex
+
+__all__ = ["EnergyModel", "register", "build", "available"]
+
+
+class EnergyModel(torch.nn.Module):
+    """Base of every energy model.
+
+    A subclass maps a graph to per-atom energies [n_atoms] (``per_atom = True``) or
+    per-graph energies [n_graphs] (``per_atom = False``, e.g. CGnet), in the energy
+    unit of its training data. It recomputes edge vectors from ``graph[POS]`` with
+    :func:`physnet.data.edge_vectors` inside ``forward`` so that forces and stress
+    follow by autograd in :class:`physnet.Potential`. It stores nothing on itself
+    during ``forward``.
+
+    Attributes:
+        species: :class:`SpeciesIndex` mapping atomic numbers to indices.
+        cutoff: neighbour cutoff the graphs must be built with (length unit).
+        per_atom: whether ``forward`` returns [n_atoms] (True) or [n_graphs].
+        hparams: the name and keyword arguments that rebuild the model with :func:`build`.
+    """
+
+    per_atom: bool = True
+
+    def __init__(self, species: Sequence[int | str], cutoff: float) -> None:
+        super().__init__()
+        if cutoff <= 0:
+            raise ValueError(f"cutoff must be > 0, got {cutoff}")
+        self.species = SpeciesIndex(species)
+        self.cutoff = float(cutoff)
+        self.hparams: dict[str, Any] = {}
+
+
+_REGISTRY: dict[str, Callable[..., EnergyModel]] = {}
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def register(name: str) -> Callable[[M], M]:
+    """Class decorator adding a model builder under ``name``."""
+
+    def wrap(builder: M) -> M:
+        if name in _REGISTRY:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def available() -> list[str]:
+    """Names of the registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def build(name: str, species: Sequence[int | str], **hparams: Any) -> EnergyModel:
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`available`.
+        species: elements (symbols or atomic numbers) the model handles.
+        **hparams: the model's keyword arguments; unknown ones are an error.
+
+    Returns:
+        the model, with ``model.hparams`` recording ``name``, ``species`` and every
+        keyword argument (defaults filled in) so a checkpoint can rebuild it.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {available()}")
+    builder = _REGISTRY[name]
+    sig = inspect.signature(builder)
+    unknown = set(hparams) - set(sig.parameters)
+    if unknown:
+        allowed = sorted(p for p in sig.parameters if p != "species")
+        raise TypeError(f"model {name!r} got unknown argument(s) {sorted(unknown)}; it takes {allowed}")
+    bound = sig.bind(species=list(species), **hparams)
+    bound.apply_defaults()
+    model = builder(*bound.args, **bound.kwargs)
+    model.hparams = {"name": name, **bound.arguments}
+    return model

@@ -1,0 +1,8 @@
+"""Building blocks shared by the models."""
+
+from physnet.nn.cutoff import CosineCutoff
+from physnet.nn.mlp import ShiftedSoftplus, activation, mlp
+from physnet.nn.radial import GaussianRBF
+from physnet.nn.scatter import scatter_sum
+
+__all__ = ["CosineCutoff", "GaussianRBF", "ShiftedSoftplus", "activation", "mlp", "scatter_sum"]
