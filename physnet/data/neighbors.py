@@ -46,14 +46,16 @@ def check_cell(cell: torch.Tensor, pbc: torch.Tensor, graph_index: int = 0) -> N
                 f"graph {graph_index}: lattice vector {axis} is zero but pbc[{axis}] is True; "
                 "give the cell a non-zero vector along every periodic direction or set that pbc to False"
             )
-    if bool(pbc.all()):
-        volume = abs(float(torch.linalg.det(cell.double())))
-        scale = float(lengths.prod())
-        if volume <= 1e-10 * max(scale, 1e-300):
-            raise ValueError(
-                f"graph {graph_index}: periodic cell is singular (volume {volume:.3g}); "
-                "its three lattice vectors must be linearly independent"
-            )
+    # Gram determinant of the periodic rows, relative to their squared lengths: ~ the squared
+    # sine of the smallest angle between them. Catches parallel vectors under mixed pbc (which
+    # crash vesin) and nearly flat cells (which would make it loop over ~1e9 images).
+    periodic_rows = cell.double()[pbc.bool()]  # [k, 3]
+    gram = float(torch.linalg.det(periodic_rows @ periodic_rows.T))
+    if gram <= 1e-12 * float((lengths.double()[pbc.bool()] ** 2).prod()):
+        raise ValueError(
+            f"graph {graph_index}: periodic cell is singular or nearly flat: its periodic lattice "
+            "vectors are (nearly) linearly dependent"
+        )
 
 
 def radius_graph(
@@ -84,6 +86,10 @@ def radius_graph(
         raise ValueError(f"cutoff must be > 0, got {cutoff}")
     device = pos.device
     n_atoms = pos.shape[0]
+    if batch is not None and batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError(
+            "batch must be sorted ascending (each graph's atoms contiguous), as collate makes it"
+        )
     if batch is None:
         counts = [n_atoms]
     else:
