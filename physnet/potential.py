@@ -82,8 +82,11 @@ def compute_forces_and_stress(
 class Potential(torch.nn.Module):
     """Energy, forces and stress from any :class:`EnergyModel`, priors and references.
 
-    E = sum_i [e_model(i) + e_ref(Z_i) + sum_p e_p(i)] (+ per-graph terms),
-    F = -dE/dx, stress = (1/V) dE/d(strain). Each term is returned separately.
+    E = sum_i [s * e_model(i) + b + e_ref(Z_i) + sum_p e_p(i)] (+ per-graph terms),
+    F = -dE/dx, stress = (1/V) dE/d(strain). Each term is returned separately. The
+    scale ``s`` and per-atom shift ``b`` (buffers ``energy_scale``, ``energy_shift``;
+    1 and 0 until training sets them from data statistics) let every model work on
+    targets of unit size; for a per-graph model ``b`` is added once per graph.
 
     Args:
         model: a per-atom (or per-graph) energy model from :func:`physnet.models.build`.
@@ -121,6 +124,13 @@ class Potential(torch.nn.Module):
                 f"prior name(s) {sorted(reserved)} are reserved for the model and reference terms"
             )
         for name, prior in self.priors.items():
+            for key, mine in (("energy_unit", energy_unit), ("length_unit", length_unit)):
+                theirs = prior.hparams.get(key)
+                if theirs is not None and theirs != mine:
+                    raise ValueError(
+                        f"prior {name!r} has {key}={theirs!r} but the potential has {mine!r}; "
+                        f"build the prior with {key}={mine!r}"
+                    )
             if prior.cutoff > model.cutoff:
                 raise ValueError(
                     f"prior {name!r} needs cutoff {prior.cutoff} > the model's {model.cutoff}; "
@@ -136,6 +146,8 @@ class Potential(torch.nn.Module):
                 )
             refs[model.species.atomic_numbers.index(z)] = float(value)
         self.register_buffer("atom_refs", refs)  # [n_species], energy_unit
+        self.register_buffer("energy_scale", torch.ones(()))  # energy_unit
+        self.register_buffer("energy_shift", torch.zeros(()))  # energy_unit per atom
         self.energy_unit = energy_unit
         self.length_unit = length_unit
 
@@ -194,7 +206,7 @@ class Potential(torch.nn.Module):
 
             atom_terms: dict[str, torch.Tensor] = {}
             graph_terms: dict[str, torch.Tensor] = {}
-            model_energy = self.model(g)
+            model_energy = self.model(g) * self.energy_scale + self.energy_shift
             (atom_terms if self.model.per_atom else graph_terms)["model"] = model_energy
             atom_terms["reference"] = self.atom_refs.to(pos.dtype)[self.model.species(z)]
             for name, prior in self.priors.items():
@@ -256,14 +268,22 @@ class Potential(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Potential:
-        """Load a file written by :meth:`save`."""
+        """Load a file written by :meth:`save` or a ``physnet train`` Lightning checkpoint."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no potential file at {path}")
         data = torch.load(path, map_location=map_location, weights_only=True)
-        potential = cls.from_config(data)
-        dtypes = {v.dtype for v in data["state_dict"].values() if v.is_floating_point()}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a physnet potential or checkpoint")
+        if "physnet" in data:  # Lightning checkpoint of a PotentialTask
+            config = data["physnet"]
+            prefix = "potential."
+            state = {k[len(prefix) :]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        else:
+            config, state = data, data.get("state_dict", {})
+        potential = cls.from_config(config)
+        dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
         if len(dtypes) == 1:
             potential.to(dtypes.pop())
-        potential.load_state_dict(data["state_dict"])
+        potential.load_state_dict(state)
         return potential

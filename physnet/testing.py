@@ -380,17 +380,14 @@ def nve_drift(
     """Short NVE run (ASE VelocityVerlet): total-energy drift as a linear-fit slope in
     meV/atom/ps and the largest excursion |E_tot - E_tot(0)| in meV/atom. A figure, not a test."""
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
 
     from physnet.md.ase_calculator import Calculator
+    from physnet.md.velocities import thermalize
 
     system = atoms.copy()
     system.calc = Calculator(potential, device=device, dtype=dtype)
-    MaxwellBoltzmannDistribution(system, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    Stationary(system)
-    if not system.pbc.any():
-        ZeroRotation(system)
+    thermalize(system, temperature_K, seed)
     dyn = VelocityVerlet(system, timestep=dt_fs * units.fs)
     totals = [system.get_total_energy()]
     for _ in range(steps):

@@ -177,3 +177,15 @@ def test_unknown_units_are_refused(pot: physnet.Potential) -> None:
     with pytest.raises(ValueError, match="unknown length unit"):
         physnet.Potential(pot.model, length_unit="inch")
     assert np.isclose(physnet.units.energy_factor("kcal/mol"), 0.0433641, rtol=1e-5)
+
+
+def test_prior_units_must_match_the_potential(pot: physnet.Potential) -> None:
+    with pytest.raises(ValueError, match="prior 'zbl' has energy_unit='eV' but the potential has 'kcal/mol'"):
+        physnet.Potential(pot.model, priors={"zbl": ZBLRepulsion(["H"])}, energy_unit="kcal/mol")
+
+
+def test_calculator_leaves_the_callers_potential_alone(pot: physnet.Potential, ethanol: Atoms) -> None:
+    pot.train()
+    calc = physnet.Calculator(pot, dtype=torch.float32)
+    assert pot.training and next(pot.parameters()).dtype == torch.float64
+    assert not calc.potential.training and next(calc.potential.parameters()).dtype == torch.float32

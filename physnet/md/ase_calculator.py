@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -54,7 +55,8 @@ class Calculator(_ASECalculator):
             potential = Potential.load(potential, map_location=device)
         elif not isinstance(potential, Potential):
             potential = Potential(potential)
-        self.potential = potential.to(device=device, dtype=dtype).eval()
+        # A private copy: casting or switching the caller's module would change it under them.
+        self.potential = copy.deepcopy(potential).to(device=device, dtype=dtype).eval()
         self.device = torch.device(device)
         self.dtype = dtype
         self._e = energy_factor(potential.energy_unit)

@@ -14,9 +14,8 @@ architecture for molecules and materials", J. Chem. Phys. 148, 241722 (2018).
 - atom-wise output network ssp MLP F -> F/2 -> 1 giving per-atom energies, summed
   by :class:`physnet.Potential` (eq. 11 and Fig. 2).
 
-Deviation: per-atom energies are scaled and shifted by the buffers
-``atom_scale`` / ``atom_shift`` (1 and 0 by default) that training fills from
-target statistics, as schnetpack does.
+Target scaling (a scale and a per-atom shift from training statistics) is applied
+by :class:`physnet.Potential` for every model alike, not here.
 """
 
 from __future__ import annotations
@@ -105,8 +104,6 @@ class SchNet(EnergyModel):
             Interaction(n_features, n_filters, n_rbf) for _ in range(n_interactions)
         )
         self.readout = mlp([n_features, n_features // 2, 1], act="ssp")
-        self.register_buffer("atom_scale", torch.ones(()))
-        self.register_buffer("atom_shift", torch.zeros(()))
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """graph -> per-atom energies [n_atoms]."""
@@ -117,5 +114,4 @@ class SchNet(EnergyModel):
         x = self.embedding(self.species(graph[K.Z]))  # [n_atoms, F]
         for interaction in self.interactions:
             x = interaction(x, rbf, fcut, edge_index)
-        energy = self.readout(x).squeeze(-1)  # [n_atoms]
-        return energy * self.atom_scale + self.atom_shift
+        return self.readout(x).squeeze(-1)  # [n_atoms]
