@@ -1,9 +1,10 @@
 """The ``physnet`` command line.
 
-``physnet demo``: build a molecule from SMILES with RDKit, wrap a SchNet in a
-Potential and run ASE molecular dynamics with :class:`physnet.Calculator`,
-printing energies as it goes. (Training, evaluation and MD from checkpoints join
-this CLI with the training issue.)
+- ``physnet train CONFIG.yaml [section.key=value ...]`` trains a potential
+  (``--resume RUN_DIR`` continues a killed run);
+- ``physnet eval CHECKPOINT DATA`` reports errors and draws parity plots;
+- ``physnet md CHECKPOINT STRUCTURE`` runs ASE molecular dynamics;
+- ``physnet demo`` builds a molecule from SMILES and runs MD with a SchNet.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ def _demo(args: argparse.Namespace) -> int:
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
 
     import physnet
+    from physnet.md.velocities import thermalize
 
     torch.manual_seed(args.seed)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -38,9 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"physnet demo: {args.smiles} ({len(atoms)} atoms, RDKit ETKDG + MMFF), SchNet with "
         f"{n_params} parameters (random weights), {args.dtype}, {args.device}"
     )
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
-    Stationary(atoms)
-    ZeroRotation(atoms)
+    thermalize(atoms, args.temperature, args.seed)
     if args.thermostat == "langevin":
         # fixcm=False with a FixCom constraint samples NVT correctly (ASE >= 3.28 advice).
         atoms.set_constraint(FixCom())
@@ -73,6 +72,167 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from physnet.train.config import load_config
+    from physnet.train.fit import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+        cfg.run_dir = str(run_dir)
+        train(cfg, resume=True)
+    else:
+        if args.config is None:
+            raise SystemExit("physnet train: give a CONFIG.yaml or --resume RUN_DIR")
+        train(load_config(args.config, args.overrides))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import physnet
+    from physnet.data.datasets import GraphDataset, read_frames
+    from physnet.train.fit import error_table, predict
+    from physnet.train.plots import plot_parity
+
+    potential = physnet.Potential.load(args.checkpoint, map_location=args.device)
+    e_unit = args.energy_unit or potential.energy_unit
+    l_unit = args.length_unit or potential.length_unit
+    if (e_unit, l_unit) == (potential.energy_unit, potential.length_unit) and not (
+        args.energy_unit and args.length_unit
+    ):
+        print(
+            f"assuming the data is in the potential's units ({e_unit}, {l_unit}); "
+            "pass --energy-unit/--length-unit otherwise"
+        )
+    frames = read_frames(args.data)
+    e_fac = physnet.units.energy_factor(e_unit) / physnet.units.energy_factor(potential.energy_unit)
+    l_fac = physnet.units.length_factor(l_unit) / physnet.units.length_factor(potential.length_unit)
+    if (e_fac, l_fac) != (1.0, 1.0):
+        frames = [_convert(a, e_fac, l_fac) for a in frames]
+    param = next(potential.parameters())
+    dataset = GraphDataset(frames, potential.cutoff, dtype=param.dtype, require=("energy",), source=args.data)
+    import numpy as np
+
+    pred = predict(potential, dataset, np.arange(len(dataset)), args.batch_size)
+    table = error_table(pred)
+    unit = potential.energy_unit
+    print(f"{len(dataset)} frames, errors in {unit} and {unit}/{potential.length_unit}:")
+    for key, value in table.items():
+        print(f"  {key:24s} {value:.5g}")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval_metrics.json").write_text(json.dumps(table, indent=2))
+    png = plot_parity(
+        pred, out / "parity.png", potential.energy_unit, potential.length_unit, title=Path(args.data).name
+    )
+    print(f"parity plot: {png}")
+    return 0
+
+
+def _convert(atoms, e_fac: float, l_fac: float):
+    """Copy of ``atoms`` with positions, cell and reference results in the potential's units."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    new = atoms.copy()
+    new.set_cell(np.asarray(atoms.cell) * l_fac, scale_atoms=False)
+    new.positions = atoms.positions * l_fac
+    results = dict(getattr(atoms.calc, "results", {}) or {})
+    scaled = {}
+    for key, value in results.items():
+        if key in ("energy", "free_energy"):
+            scaled[key] = value * e_fac
+        elif key == "forces":
+            scaled[key] = np.asarray(value) * e_fac / l_fac
+        elif key == "stress":
+            scaled[key] = np.asarray(value) * e_fac / l_fac**3
+    new.calc = SinglePointCalculator(new, **scaled)
+    return new
+
+
+def _md(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.io import read
+    from ase.io.trajectory import Trajectory
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+    from tqdm import tqdm
+
+    import physnet
+    from physnet.md.velocities import thermalize
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    if Path(args.structure).exists():
+        atoms = read(args.structure)
+        source = args.structure
+    else:
+        atoms = physnet.data.from_smiles(args.structure, seed=args.seed)[0]
+        source = f"SMILES {args.structure} (RDKit ETKDG + MMFF)"
+    atoms.calc = physnet.Calculator(args.checkpoint, device=args.device, dtype=dtype)
+    thermalize(atoms, args.temperature, args.seed)
+    dt = args.dt * units.fs
+    if args.thermostat == "langevin":
+        atoms.set_constraint(FixCom())
+        dyn = Langevin(
+            atoms,
+            dt,
+            temperature_K=args.temperature,
+            friction=args.friction / units.fs,
+            fixcm=False,
+            rng=np.random.default_rng(args.seed),
+        )
+    else:
+        dyn = VelocityVerlet(atoms, dt)
+    traj = Trajectory(args.trajectory, "w", atoms)
+    dyn.attach(traj.write, interval=args.log_every)
+    n = len(atoms)
+    print(
+        f"MD of {n} atoms from {source}: {args.thermostat}, {args.steps} steps of {args.dt} fs, "
+        f"T = {args.temperature} K, trajectory -> {args.trajectory}"
+    )
+    times, totals, temps = [], [], []
+    bar = tqdm(total=args.steps, unit="step", disable=not args.progress)
+
+    def log() -> None:
+        epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        if not np.isfinite(epot):
+            raise RuntimeError(f"non-finite energy at step {dyn.nsteps}")
+        times.append(dyn.nsteps * args.dt * 1e-3)
+        totals.append(epot + ekin)
+        temps.append(atoms.get_temperature())
+        bar.set_postfix_str(f"Epot {epot:.4f} eV, T {temps[-1]:.0f} K")
+
+    dyn.attach(log, interval=args.log_every)
+    start = time.perf_counter()
+    for _ in range(args.steps // args.log_every):
+        dyn.run(args.log_every)
+        bar.update(args.log_every)
+    if args.steps % args.log_every:
+        dyn.run(args.steps % args.log_every)
+        bar.update(args.steps % args.log_every)
+    bar.close()
+    traj.close()
+    elapsed = time.perf_counter() - start
+    print(
+        f"{args.steps} steps in {elapsed:.1f} s ({args.steps / elapsed:.1f} steps/s); "
+        f"mean T {np.mean(temps):.1f} ± {np.std(temps):.1f} K"
+    )
+    if args.thermostat == "nve" and len(times) > 2:
+        slope = np.polyfit(np.array(times), np.array(totals) / n * 1e3, 1)[0]
+        print(
+            f"NVE total-energy drift: {slope:.4g} meV/atom/ps "
+            f"(max |ΔE| {1e3 * np.abs(np.array(totals) - totals[0]).max() / n:.4g} meV/atom)"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physnet", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,13 +252,74 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--log-every", type=int, default=20, help="print every N steps")
     demo.set_defaults(func=_demo)
+
+    from physnet.train.config import describe
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    tr = sub.add_parser(
+        "train", help="train a potential from a YAML config", epilog=describe(), formatter_class=fmt
+    )
+    tr.add_argument("config", nargs="?", help="YAML config (see examples/configs/)")
+    tr.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.max_epochs=10")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.ckpt")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="errors and parity plots of a potential on a data file",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ev.add_argument("checkpoint", help="potential.pt or a Lightning .ckpt from physnet train")
+    ev.add_argument("data", help="extxyz / ASE .db / MD17 .npz with reference energies (and forces)")
+    ev.add_argument("--energy-unit", default="", help="energy unit of DATA (default: the potential's)")
+    ev.add_argument("--length-unit", default="", help="length unit of DATA (default: the potential's)")
+    ev.add_argument("--batch-size", type=int, default=50)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--output", default="eval", help="folder for eval_metrics.json and parity.png")
+    ev.set_defaults(func=_eval)
+
+    md = sub.add_parser(
+        "md",
+        help="ASE molecular dynamics with a trained potential",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    md.add_argument("checkpoint", help="potential.pt or a Lightning .ckpt from physnet train")
+    md.add_argument("structure", help="any file ASE reads, or a SMILES string")
+    md.add_argument("--steps", type=int, default=1000)
+    md.add_argument("--dt", type=float, default=0.5, help="time step in fs")
+    md.add_argument(
+        "--temperature", type=float, default=300.0, help="K (initial velocities; Langevin target)"
+    )
+    md.add_argument("--thermostat", choices=["langevin", "nve"], default="langevin")
+    md.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs")
+    md.add_argument("--trajectory", default="md.traj", help="ASE trajectory file to write")
+    md.add_argument("--log-every", type=int, default=10, help="log and write a frame every N steps")
+    md.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    md.add_argument("--device", default="cpu")
+    md.add_argument("--seed", type=int, default=0)
+    md.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    md.set_defaults(func=_md)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``physnet`` command."""
+    """Entry point of the ``physnet`` command.
+
+    Problems with the user's input (missing files, bad config, unknown units or
+    elements, ...) end with one line ``physnet <command>: error: ...`` and exit code 2;
+    set ``PHYSNET_DEBUG=1`` for the traceback.
+    """
+    import os
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+        if os.environ.get("PHYSNET_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"physnet {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

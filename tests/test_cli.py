@@ -21,6 +21,7 @@ def test_entry_point_help_lists_demo_options() -> None:
     assert "--smiles" in result.stdout and "(default: CCO)" in result.stdout
 
 
-def test_bad_smiles_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="could not parse the SMILES 'C1CC'"):
-        main(["demo", "--smiles", "C1CC", "--steps", "1"])
+def test_bad_smiles_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--smiles", "C1CC", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["physnet demo: error: RDKit could not parse the SMILES 'C1CC'"]

@@ -1,6 +1,7 @@
 """Graphs as dicts of tensors, neighbour lists, conversion from ASE and RDKit."""
 
 from physnet.data import keys
+from physnet.data.datasets import GraphDataset, load_split, make_loader, make_split, read_frames, save_split
 from physnet.data.graph import (
     SpeciesIndex,
     atomic_number,
@@ -14,6 +15,12 @@ from physnet.data.neighbors import edge_vectors, radius_graph
 
 __all__ = [
     "keys",
+    "GraphDataset",
+    "load_split",
+    "make_loader",
+    "make_split",
+    "read_frames",
+    "save_split",
     "SpeciesIndex",
     "atomic_number",
     "check_positions",

@@ -1,0 +1,183 @@
+"""Run configuration: dataclasses with defaults, YAML files and dotted overrides.
+
+A config file is YAML with the sections below; any field can be overridden on
+the command line as ``section.field=value`` (the value is parsed as YAML, so
+``model.n_features=128`` is an int and ``trainer.devices=[0,1]`` a list).
+``physnet train --help`` prints every field with its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DataConfig", "TaskConfig", "TrainerConfig", "RunConfig", "load_config", "describe"]
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and what it means."""
+
+    path: str = ""  # extxyz / ASE .db / MD17 or rMD17 .npz, or an embedded set's name
+    energy_unit: str = ""  # unit of the file's energies, e.g. eV or kcal/mol (required)
+    length_unit: str = ""  # unit of the file's positions, e.g. Å or Bohr (required)
+    train: float = 0.8  # fraction (<= 1) or count (> 1) of frames for training
+    val: float = 0.1  # fraction or count for validation
+    test: float | None = None  # fraction or count for testing; null = the rest
+    split_file: str = ""  # JSON with train/val/test index lists; overrides the fractions
+    seed: int = 0  # seed of the random split
+    batch_size: int = 10  # graphs per training batch
+    eval_batch_size: int = 50  # graphs per validation / test batch
+    num_workers: int = 0  # DataLoader workers (graphs are pre-built, 0 is usually fastest)
+    stress: bool = False  # train on stress too (periodic data with stress only)
+
+
+@dataclass
+class TaskConfig:
+    """Loss, optimiser and schedule."""
+
+    energy_weight: float = 1.0  # weight of the per-atom energy MSE (normalised by scale^2)
+    forces_weight: float = 10.0  # weight of the force-component MSE (normalised by scale^2)
+    stress_weight: float = 0.0  # weight of the stress MSE; needs data.stress
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 200  # linear LR warm-up from lr/100 over this many optimiser steps
+    plateau_factor: float = 0.8  # ReduceLROnPlateau factor on the validation loss
+    plateau_patience: int = 10  # epochs without improvement before reducing the LR
+    min_lr: float = 1e-6  # lower bound of the LR
+    ema_decay: float = 0.99  # EMA of weights used for validation and checkpoints; 0 disables
+    fit_references: bool = True  # per-element reference energies by least squares on the train split
+    fit_scale: bool = True  # energy scale = force RMS on the train split
+
+
+@dataclass
+class TrainerConfig:
+    """Passed through to Lightning's Trainer (plus checkpointing)."""
+
+    max_epochs: int = 1000
+    max_steps: int = -1  # -1: no limit
+    max_time_minutes: float = 0.0  # wall-clock budget; 0 disables
+    accelerator: str = "auto"  # cpu, gpu, auto
+    devices: Any = "auto"  # number or list of devices
+    strategy: str = "auto"  # e.g. ddp
+    num_nodes: int = 1
+    dtype: str = "float32"  # float32 or float64
+    gradient_clip_val: float = 10.0  # clip the gradient norm; 0 disables
+    checkpoint_every_n_steps: int = 500  # write last.ckpt this often (and at each epoch end)
+    log_every_n_steps: int = 20
+    check_val_every_n_epoch: int = 1
+    seed: int = 0
+    progress_bar: bool = True
+    threads: int = 0  # torch intra-op threads; 0 = torch's default. 1 is far faster on a busy 2-core CPU
+
+
+@dataclass
+class RunConfig:
+    """A whole training run."""
+
+    run_dir: str = "runs/run"  # where config, split, logs, checkpoints and plots go
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "schnet"})  # name + hyper-parameters
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "task": TaskConfig, "trainer": TrainerConfig}
+
+
+def _from_dict(raw: dict[str, Any]) -> RunConfig:
+    unknown = set(raw) - {"run_dir", "model", *_SECTIONS}
+    if unknown:
+        raise ValueError(
+            f"unknown config section(s) {sorted(unknown)}; allowed: run_dir, model, {sorted(_SECTIONS)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        bad = set(section) - allowed
+        if bad:
+            raise ValueError(f"unknown key(s) {sorted(bad)} in section {name!r}; allowed: {sorted(allowed)}")
+        kwargs[name] = cls(**{k: _coerce(cls, name, k, v) for k, v in section.items()})
+    model = {"name": "schnet", **(raw.get("model") or {})}
+    return RunConfig(run_dir=str(raw.get("run_dir", RunConfig.run_dir)), model=model, **kwargs)
+
+
+def _coerce(cls: type, section: str, key: str, value: Any) -> Any:
+    """Convert ``value`` to the field's declared type (YAML reads ``5e-4`` as a string)."""
+    hint = typing.get_type_hints(cls)[key]
+    args = typing.get_args(hint)
+    if value is None and type(None) in args:
+        return None
+    target = next((a for a in (args or (hint,)) if a is not type(None)), hint)
+    if value is None and target is str:  # "key=" on the command line
+        return ""
+    if target is Any or isinstance(value, target if isinstance(target, type) else object):
+        if target is float and isinstance(value, bool):
+            raise ValueError(f"{section}.{key} must be a number, got {value!r}")
+        return value
+    try:
+        if target is bool:
+            if isinstance(value, str) and value.lower() in {"true", "false", "yes", "no", "1", "0"}:
+                return value.lower() in {"true", "yes", "1"}
+            raise ValueError
+        if target is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return target(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{section}.{key} must be {getattr(target, '__name__', target)}, got {value!r}"
+        ) from None
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (or start from defaults) and apply ``section.key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file {p} must hold a YAML mapping")
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return _from_dict(raw)
+
+
+def describe() -> str:
+    """Every config field with its default, for ``--help``."""
+    lines = [
+        "config fields (YAML sections; override with section.key=value):",
+        "  run_dir: runs/run",
+        "  model.name: schnet   (plus the model's own keyword arguments, e.g. model.n_features=128)",
+    ]
+    for name, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"  {name}.{f.name}: {default!r}")
+    return "\n".join(lines)

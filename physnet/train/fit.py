@@ -1,0 +1,342 @@
+"""Training driver: data -> split -> references and scale -> Lightning fit -> test -> plots.
+
+``physnet train CONFIG.yaml`` calls :func:`train`. A run directory holds the
+resolved ``config.yaml``, ``split.json``, ``logs/metrics.csv`` (earlier parts of a
+resumed run as ``logs/metrics_partNNN.csv``; TensorBoard logs when installed),
+``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, the final self-contained
+``potential.pt`` (EMA weights), ``test_metrics.json`` and PNGs of the learning
+curves and parity plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from physnet.data import keys as K
+from physnet.data.datasets import GraphDataset, load_split, make_loader, make_split, read_frames, save_split
+from physnet.data.graph import atomic_number
+from physnet.models.registry import build
+from physnet.potential import Potential
+from physnet.train.config import RunConfig
+from physnet.units import energy_factor, length_factor
+
+__all__ = ["train", "fit_reference_energies", "fit_energy_scale", "predict", "prepare"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+
+
+def _say(msg: str) -> None:
+    if _rank() == 0:
+        print(msg, flush=True)
+
+
+def fit_reference_energies(
+    dataset: GraphDataset, indices: np.ndarray, atomic_numbers: Sequence[int]
+) -> dict[int, float]:
+    """Per-element energies e_Z minimising sum_frames (E - sum_i e_{Z_i})^2 over ``indices``.
+
+    Solved with ``numpy.linalg.lstsq`` (minimum-norm when the composition does not vary,
+    e.g. one molecule: then the shares are split evenly in the least-squares sense).
+    """
+    column = {z: n for n, z in enumerate(atomic_numbers)}
+    counts = np.zeros((len(indices), len(atomic_numbers)))
+    energies = np.zeros(len(indices))
+    for row, idx in enumerate(indices):
+        graph = dataset[int(idx)]
+        for z, c in zip(*np.unique(graph[K.Z].numpy(), return_counts=True), strict=True):
+            counts[row, column[int(z)]] = c
+        energies[row] = float(graph[K.ENERGY][0])
+    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return {z: float(solution[column[z]]) for z in atomic_numbers}
+
+
+def fit_energy_scale(dataset: GraphDataset, indices: np.ndarray, potential: Potential) -> tuple[float, float]:
+    """(scale, shift) from the train split: scale = force RMS (energy residual std per atom
+    if the data has no forces), shift = mean residual energy per atom after references."""
+    refs = potential.atom_refs.double()
+    residuals, forces = [], []
+    for idx in indices:
+        graph = dataset[int(idx)]
+        ref = refs[potential.model.species(graph[K.Z])].sum()
+        residuals.append(float(graph[K.ENERGY][0] - ref) / graph[K.Z].shape[0])
+        if K.FORCES in graph:
+            forces.append(graph[K.FORCES].double().reshape(-1))
+    shift = float(np.mean(residuals))
+    if forces:
+        scale = float(torch.cat(forces).pow(2).mean().sqrt())
+    else:
+        scale = float(np.std(residuals))
+    if not np.isfinite(scale) or scale <= 0:
+        scale = 1.0
+    return scale, shift
+
+
+def prepare(
+    cfg: RunConfig, run_dir: Path, resume: bool
+) -> tuple[Potential, GraphDataset, dict[str, np.ndarray]]:
+    """Read and check the data, split it, build the potential with fitted references and scale.
+
+    Everything that can be wrong with the inputs fails here, before any training.
+    """
+    d = cfg.data
+    if not d.path:
+        raise ValueError("data.path is empty: give the training data file, e.g. data.path=train.xyz")
+    if not d.energy_unit or not d.length_unit:
+        raise ValueError(
+            "data.energy_unit and data.length_unit are required (e.g. data.energy_unit=kcal/mol "
+            "data.length_unit=Å): physnet never guesses units"
+        )
+    energy_factor(d.energy_unit)
+    length_factor(d.length_unit)
+    if cfg.trainer.dtype not in DTYPES:
+        raise ValueError(f"trainer.dtype must be float32 or float64, got {cfg.trainer.dtype!r}")
+    dtype = DTYPES[cfg.trainer.dtype]
+
+    frames = read_frames(_resolve_data_path(d.path))
+    present = sorted({int(z) for a in frames for z in np.unique(a.numbers)})
+    hparams = {k: v for k, v in cfg.model.items() if k != "name"}
+    species = hparams.pop("species", None)
+    if species is None:
+        species = present
+    else:
+        known = {atomic_number(s) for s in species}
+        missing = [z for z in present if z not in known]
+        if missing:
+            from ase.data import chemical_symbols
+
+            names = [chemical_symbols[z] for z in missing]
+            raise ValueError(f"the data contains element(s) {names} outside model.species {species}")
+    model = build(cfg.model["name"], species=species, **hparams)
+    require = ["energy", "forces"] + (["stress"] if d.stress or cfg.task.stress_weight > 0 else [])
+    dataset = GraphDataset(
+        frames, model.cutoff, dtype=dtype, require=require, source=d.path, progress=_rank() == 0
+    )
+
+    split_path = run_dir / "split.json"
+    if resume or (d.split_file == "" and split_path.is_file() and _rank() != 0):
+        split = load_split(split_path, n=len(dataset))
+    elif d.split_file:
+        split = load_split(d.split_file, n=len(dataset))
+    else:
+
+        def size(x: float | None) -> float | int | None:
+            return None if x is None else (int(x) if x > 1 else float(x))
+
+        split = make_split(len(dataset), size(d.train), size(d.val), size(d.test), seed=d.seed)
+    for name in ("train", "val"):
+        if len(split[name]) == 0:
+            raise ValueError(f"the {name} split is empty; change data.{name} or data.split_file")
+
+    potential = Potential(model, energy_unit=d.energy_unit, length_unit=d.length_unit)
+    if cfg.task.fit_references:
+        refs = fit_reference_energies(dataset, split["train"], model.species.atomic_numbers)
+        potential.atom_refs.copy_(torch.tensor([refs[z] for z in model.species.atomic_numbers]))
+    if cfg.task.fit_scale:
+        scale, shift = fit_energy_scale(dataset, split["train"], potential)
+        potential.energy_scale.fill_(scale)
+        potential.energy_shift.fill_(shift)
+    return potential.to(dtype), dataset, split
+
+
+def _resolve_data_path(path: str) -> str:
+    p = Path(path)
+    if p.exists():
+        return str(p)
+    try:  # an embedded data set by name, once physnet ships them
+        from physnet.data import embedded  # type: ignore[attr-defined]
+
+        return str(embedded.path(path))
+    except (ImportError, KeyError, AttributeError):
+        raise FileNotFoundError(f"data file {path} does not exist") from None
+
+
+@torch.no_grad()
+def predict(
+    potential: Potential, dataset: GraphDataset, indices: np.ndarray, batch_size: int = 50
+) -> dict[str, np.ndarray]:
+    """Reference and predicted energies [n] and forces [n_atoms_total, 3] on ``indices``, with atom counts."""
+    from physnet.data.graph import to_device
+
+    device = next(potential.parameters()).device
+    potential = potential.eval()
+    out: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("energy", "energy_pred", "forces", "forces_pred", "n_atoms")
+    }
+    for batch in make_loader(dataset, indices, batch_size, shuffle=False):
+        batch = to_device(batch, device)
+        pred = potential(batch, compute_forces=True, compute_stress=False)
+        out["energy"].append(batch[K.ENERGY].cpu().double().numpy())
+        out["energy_pred"].append(pred[K.ENERGY].cpu().double().numpy())
+        out["n_atoms"].append(batch[K.N_ATOMS].cpu().numpy())
+        if K.FORCES in batch:
+            out["forces"].append(batch[K.FORCES].cpu().double().numpy())
+            out["forces_pred"].append(pred[K.FORCES].cpu().double().numpy())
+    return {k: np.concatenate(v) for k, v in out.items() if v}
+
+
+def error_table(pred: dict[str, np.ndarray]) -> dict[str, float]:
+    """MAE / RMSE of energy, energy per atom and force components."""
+    table: dict[str, float] = {}
+    de = pred["energy_pred"] - pred["energy"]
+    for name, err in (("energy", de), ("energy_per_atom", de / pred["n_atoms"])):
+        table[f"{name}_mae"] = float(np.abs(err).mean())
+        table[f"{name}_rmse"] = float(np.sqrt((err**2).mean()))
+    if "forces" in pred:
+        df = pred["forces_pred"] - pred["forces"]
+        table["forces_mae"] = float(np.abs(df).mean())
+        table["forces_rmse"] = float(np.sqrt((df**2).mean()))
+    return table
+
+
+def train(cfg: RunConfig, resume: bool = False, callbacks: Sequence[Any] = ()) -> Path:
+    """Run (or resume) a training run; returns the run directory."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from physnet.train.plots import plot_learning_curves, plot_parity
+    from physnet.train.tasks import PotentialTask
+
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"cannot resume: {last} does not exist")
+    if not resume and _rank() == 0 and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise FileExistsError(
+            f"run directory {run_dir} already has checkpoints; resume with --resume {run_dir} or set run_dir"
+        )
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
+    started = time.perf_counter()
+    potential, dataset, split = prepare(cfg, run_dir, resume)
+    if _rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+        )
+        save_split(split, run_dir / "split.json")
+    _say(
+        f"data: {len(dataset)} frames from {cfg.data.path} ({cfg.data.energy_unit}, {cfg.data.length_unit}); "
+        f"split train/val/test = {len(split['train'])}/{len(split['val'])}/{len(split.get('test', []))}; "
+        f"references {dict(zip(potential.species, potential.atom_refs.tolist(), strict=True))}, "
+        f"scale {float(potential.energy_scale):.4g}, shift {float(potential.energy_shift):.4g} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    d, t = cfg.data, cfg.trainer
+    train_loader = make_loader(
+        dataset, split["train"], d.batch_size, shuffle=True, num_workers=d.num_workers, seed=d.seed
+    )
+    val_loader = make_loader(
+        dataset, split["val"], d.eval_batch_size, shuffle=False, num_workers=d.num_workers
+    )
+    task = PotentialTask(potential, cfg.task, run_config=cfg.to_dict())
+
+    checkpoints = [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        ),
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=max(t.checkpoint_every_n_steps, 1),
+        ),
+    ]
+    all_callbacks: list[Any] = [*checkpoints, *callbacks]
+    if cfg.task.ema_decay > 0:
+        all_callbacks.append(EMAWeightAveraging(decay=cfg.task.ema_decay))
+    log_dir = run_dir / "logs"
+    if resume and _rank() == 0 and (log_dir / "metrics.csv").is_file():
+        # Lightning's CSVLogger deletes an existing metrics.csv: keep the killed run's part.
+        n = len(list(log_dir.glob("metrics_part*.csv")))
+        os.replace(log_dir / "metrics.csv", log_dir / f"metrics_part{n:03d}.csv")
+    loggers: list[Any] = [CSVLogger(run_dir, name="logs", version="")]
+    try:
+        import tensorboard  # noqa: F401
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    trainer = pl.Trainer(
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision="64-true" if t.dtype == "float64" else "32-true",
+        gradient_clip_val=t.gradient_clip_val or None,
+        log_every_n_steps=max(1, min(t.log_every_n_steps, len(train_loader))),
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        enable_progress_bar=t.progress_bar,
+        inference_mode=False,  # validation needs autograd for forces
+        default_root_dir=run_dir,
+        logger=loggers,
+        callbacks=all_callbacks,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    if trainer.global_rank != 0:
+        return run_dir
+    # After fit the EMA callback has swapped the averaged weights into the model.
+    task.potential.save(run_dir / "potential.pt")
+    report: dict[str, Any] = {
+        "epochs": trainer.current_epoch,
+        "optimizer_steps": trainer.global_step,
+        "wall_time_s": time.perf_counter() - started,
+    }
+    pot = task.potential.eval()
+    for stage in ("val", "test"):
+        if len(split.get(stage, [])) > 0:
+            pred = predict(pot, dataset, split[stage], d.eval_batch_size)
+            report[stage] = error_table(pred)
+            if stage == "test" or len(split.get("test", [])) == 0:
+                plot_parity(pred, run_dir / f"parity_{stage}.png", d.energy_unit, d.length_unit, title=stage)
+    (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2))
+    plot_learning_curves(log_dir, run_dir / "learning_curves.png", d.energy_unit, d.length_unit)
+    _say(_summary(report, d.energy_unit, d.length_unit))
+    _say(f"run directory: {run_dir} (potential.pt, checkpoints/, logs/, PNGs)")
+    return run_dir
+
+
+def _summary(report: dict[str, Any], e_unit: str, l_unit: str) -> str:
+    lines = [
+        f"trained {report['epochs']} epochs, {report['optimizer_steps']} optimizer steps in "
+        f"{report['wall_time_s']:.0f} s"
+    ]
+    for stage in ("val", "test"):
+        if stage in report:
+            r = report[stage]
+            line = f"{stage}: energy MAE {r['energy_mae']:.4g} {e_unit}"
+            line += f" ({r['energy_per_atom_mae']:.4g} per atom)"
+            if "forces_mae" in r:
+                line += f", force MAE {r['forces_mae']:.4g} {e_unit}/{l_unit} (RMSE {r['forces_rmse']:.4g})"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `physnet train` command")
