@@ -1,7 +1,8 @@
 """Graphs as dicts of tensors, neighbour lists, conversion from ASE and RDKit."""
 
-from physnet.data import keys
+from physnet.data import embedded, keys
 from physnet.data.datasets import GraphDataset, load_split, make_loader, make_split, read_frames, save_split
+from physnet.data.embedded import load
 from physnet.data.graph import (
     SpeciesIndex,
     atomic_number,
@@ -14,7 +15,9 @@ from physnet.data.graph import (
 from physnet.data.neighbors import edge_vectors, radius_graph
 
 __all__ = [
+    "embedded",
     "keys",
+    "load",
     "GraphDataset",
     "load_split",
     "make_loader",

@@ -141,6 +141,8 @@ def prepare(
         if len(split[name]) == 0:
             raise ValueError(f"the {name} split is empty; change data.{name} or data.split_file")
 
+    if not resume:
+        model.to(dtype).fit_statistics([dataset[int(i)] for i in split["train"]])
     potential = Potential(model, energy_unit=d.energy_unit, length_unit=d.length_unit)
     if cfg.task.fit_references:
         refs = fit_reference_energies(dataset, split["train"], model.species.atomic_numbers)
@@ -156,40 +158,46 @@ def _resolve_data_path(path: str) -> str:
     p = Path(path)
     if p.exists():
         return str(p)
-    try:  # an embedded data set by name, once physnet ships them
-        from physnet.data import embedded  # type: ignore[attr-defined]
+    from physnet.data import embedded
 
+    try:  # an embedded data set by name
         return str(embedded.path(path))
-    except (ImportError, KeyError, AttributeError):
-        raise FileNotFoundError(f"data file {path} does not exist") from None
+    except KeyError as err:
+        raise FileNotFoundError(
+            f"data file {path} does not exist; {err.args[0] if err.args else ''}"
+        ) from None
 
 
 @torch.no_grad()
 def predict(
     potential: Potential, dataset: GraphDataset, indices: np.ndarray, batch_size: int = 50
 ) -> dict[str, np.ndarray]:
-    """Reference and predicted energies [n] and forces [n_atoms_total, 3] on ``indices``, with atom counts."""
+    """Reference and predicted energies [n], forces [n_atoms_total, 3] and, where the data has it,
+    stress [n, 3, 3] on ``indices``, with atom counts."""
     from physnet.data.graph import to_device
 
     device = next(potential.parameters()).device
     potential = potential.eval()
-    out: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("energy", "energy_pred", "forces", "forces_pred", "n_atoms")
-    }
+    keys = ("energy", "energy_pred", "forces", "forces_pred", "stress", "stress_pred", "n_atoms")
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for batch in make_loader(dataset, indices, batch_size, shuffle=False):
         batch = to_device(batch, device)
-        pred = potential(batch, compute_forces=True, compute_stress=False)
+        has_stress = K.STRESS in batch
+        pred = potential(batch, compute_forces=True, compute_stress=has_stress)
         out["energy"].append(batch[K.ENERGY].cpu().double().numpy())
         out["energy_pred"].append(pred[K.ENERGY].cpu().double().numpy())
         out["n_atoms"].append(batch[K.N_ATOMS].cpu().numpy())
         if K.FORCES in batch:
             out["forces"].append(batch[K.FORCES].cpu().double().numpy())
             out["forces_pred"].append(pred[K.FORCES].cpu().double().numpy())
+        if has_stress:
+            out["stress"].append(batch[K.STRESS].cpu().double().numpy())
+            out["stress_pred"].append(pred[K.STRESS].cpu().double().numpy())
     return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 def error_table(pred: dict[str, np.ndarray]) -> dict[str, float]:
-    """MAE / RMSE of energy, energy per atom and force components."""
+    """MAE / RMSE of energy, energy per atom, force components and (if present) stress components."""
     table: dict[str, float] = {}
     de = pred["energy_pred"] - pred["energy"]
     for name, err in (("energy", de), ("energy_per_atom", de / pred["n_atoms"])):
@@ -199,6 +207,10 @@ def error_table(pred: dict[str, np.ndarray]) -> dict[str, float]:
         df = pred["forces_pred"] - pred["forces"]
         table["forces_mae"] = float(np.abs(df).mean())
         table["forces_rmse"] = float(np.sqrt((df**2).mean()))
+    if "stress" in pred:
+        ds = pred["stress_pred"] - pred["stress"]
+        table["stress_mae"] = float(np.abs(ds).mean())
+        table["stress_rmse"] = float(np.sqrt((ds**2).mean()))
     return table
 
 
@@ -334,6 +346,8 @@ def _summary(report: dict[str, Any], e_unit: str, l_unit: str) -> str:
             line += f" ({r['energy_per_atom_mae']:.4g} per atom)"
             if "forces_mae" in r:
                 line += f", force MAE {r['forces_mae']:.4g} {e_unit}/{l_unit} (RMSE {r['forces_rmse']:.4g})"
+            if "stress_mae" in r:
+                line += f", stress MAE {r['stress_mae']:.4g} {e_unit}/{l_unit}^3"
             lines.append(line)
     return "\n".join(lines)
 

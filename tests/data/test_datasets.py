@@ -415,3 +415,28 @@ def test_loader_shuffle_is_seeded_and_covers_every_frame() -> None:
         make_loader(data, [7], batch_size=1, shuffle=False)
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         make_loader(data, None, batch_size=0, shuffle=False)
+
+
+def test_compressed_extxyz_reads_fast_and_identically(tmp_path: Path) -> None:
+    import gzip
+    import time
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for k in range(300):
+        atoms = ase.Atoms("H2O", positions=np.random.default_rng(k).normal(size=(3, 3)))
+        atoms.calc = SinglePointCalculator(atoms, energy=float(k), forces=np.full((3, 3), 0.1 * k))
+        frames.append(atoms)
+    plain = tmp_path / "f.extxyz"
+    ase.io.write(plain, frames)
+    packed = tmp_path / "f.extxyz.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    start = time.perf_counter()
+    read_back = read_frames(packed)
+    elapsed = time.perf_counter() - start
+    assert len(read_back) == 300 and elapsed < 5.0
+    for a, b in zip(read_back, read_frames(plain), strict=True):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        assert a.get_potential_energy() == b.get_potential_energy()
+        np.testing.assert_array_equal(a.get_forces(), b.get_forces())
