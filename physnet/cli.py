@@ -4,7 +4,7 @@
   (``--resume RUN_DIR`` continues a killed run);
 - ``physnet eval CHECKPOINT DATA`` reports errors and draws parity plots;
 - ``physnet md CHECKPOINT STRUCTURE`` runs ASE molecular dynamics;
-- ``physnet demo`` builds a molecule from SMILES and runs MD with a SchNet.
+- ``physnet demo`` trains a small SchNet on an embedded data set and runs MD with it.
 """
 
 from __future__ import annotations
@@ -19,56 +19,81 @@ import torch
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """Train a small SchNet on the embedded GFN2-xTB ethanol set, then run MD with it."""
+    from pathlib import Path
+
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.verlet import VelocityVerlet
 
     import physnet
     from physnet.md.velocities import thermalize
+    from physnet.train.config import load_config
+    from physnet.train.fit import train
 
-    torch.manual_seed(args.seed)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    atoms = physnet.data.from_smiles(args.smiles, seed=args.seed)[0]
-    species = sorted(set(atoms.get_chemical_symbols()))
-    model = physnet.models.build("schnet", species=species, cutoff=args.cutoff)
-    potential = physnet.Potential(model)
-    atoms.calc = physnet.Calculator(potential, device=args.device, dtype=dtype)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(
-        f"physnet demo: {args.smiles} ({len(atoms)} atoms, RDKit ETKDG + MMFF), SchNet with "
-        f"{n_params} parameters (random weights), {args.dtype}, {args.device}"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir)
+    n = 1
+    while (run_dir / "checkpoints").exists():  # never overwrite an earlier demo
+        n += 1
+        run_dir = Path(f"{args.run_dir}-{n}")
+    print(f"physnet demo: train SchNet on the embedded ethanol_gfn2 set for {args.minutes} min, then MD")
+    cfg = load_config(
+        None,
+        [
+            f"run_dir={run_dir}",
+            f"data.path={args.data}",
+            "data.energy_unit=eV",
+            "data.length_unit=Å",
+            "data.train=800",
+            "data.val=100",
+            "data.test=300",
+            "model.n_features=64",
+            "model.n_filters=64",
+            "model.n_interactions=2",
+            "model.n_rbf=20",
+            "task.warmup_steps=50",
+            "task.plateau_patience=5",
+            f"trainer.max_time_minutes={args.minutes}",
+            "trainer.max_epochs=100000",
+            f"trainer.progress_bar={str(args.progress).lower()}",
+        ],
     )
+    train(cfg)
+
+    atoms = physnet.data.from_smiles(args.smiles, seed=args.seed)[0]
+    atoms.calc = physnet.Calculator(str(run_dir / "potential.pt"), device=args.device)
     thermalize(atoms, args.temperature, args.seed)
-    if args.thermostat == "langevin":
-        # fixcm=False with a FixCom constraint samples NVT correctly (ASE >= 3.28 advice).
-        atoms.set_constraint(FixCom())
-        dyn = Langevin(
-            atoms,
-            args.dt * units.fs,
-            temperature_K=args.temperature,
-            friction=0.01 / units.fs,
-            fixcm=False,
-            rng=np.random.default_rng(args.seed),
-        )
-    else:
-        dyn = VelocityVerlet(atoms, args.dt * units.fs)
+    atoms.set_constraint(FixCom())  # with fixcm=False: correct NVT sampling (ASE >= 3.28 advice)
+    dyn = Langevin(
+        atoms,
+        args.dt * units.fs,
+        temperature_K=args.temperature,
+        friction=0.01 / units.fs,
+        fixcm=False,
+        rng=np.random.default_rng(args.seed),
+    )
+    print(
+        f"\nLangevin MD of {args.smiles} from RDKit ({len(atoms)} atoms) with the trained potential, "
+        f"{args.temperature} K, {args.dt} fs steps"
+    )
     print(f"{'step':>6} {'time/fs':>8} {'Epot/eV':>12} {'Ekin/eV':>10} {'Etot/eV':>12} {'T/K':>8}")
 
     def report() -> None:
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-        temp = atoms.get_temperature()
-        step = dyn.nsteps
-        print(f"{step:6d} {step * args.dt:8.1f} {epot:12.5f} {ekin:10.5f} {epot + ekin:12.5f} {temp:8.1f}")
         if not np.isfinite(epot):
             raise RuntimeError("non-finite energy during MD")
+        step = dyn.nsteps
+        temp = atoms.get_temperature()
+        print(f"{step:6d} {step * args.dt:8.1f} {epot:12.5f} {ekin:10.5f} {epot + ekin:12.5f} {temp:8.1f}")
 
     dyn.attach(report, interval=args.log_every)
     start = time.perf_counter()
-    dyn.run(args.steps)
+    dyn.run(args.md_steps)
     elapsed = time.perf_counter() - start
-    per_step = 1e3 * elapsed / max(args.steps, 1)
-    print(f"{args.steps} {args.thermostat} steps in {elapsed:.2f} s ({per_step:.2f} ms/step)")
+    per_step = 1e3 * elapsed / max(args.md_steps, 1)
+    print(f"{args.md_steps} MD steps in {elapsed:.2f} s ({per_step:.2f} ms/step); run directory {run_dir}")
     return 0
 
 
@@ -238,19 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
-        help="SchNet + ASE MD on an RDKit-built molecule",
+        help="train SchNet on the embedded ethanol GFN2-xTB set, then run MD with it",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--smiles", default="CCO", help="molecule to build with RDKit")
-    demo.add_argument("--steps", type=int, default=200, help="MD steps")
+    demo.add_argument("--data", default="ethanol_gfn2", help="embedded set or file (eV, Å) to train on")
+    demo.add_argument("--minutes", type=float, default=2.0, help="training wall-time budget")
+    demo.add_argument("--run-dir", default="runs/demo", help="run directory (a suffix is added if taken)")
+    demo.add_argument(
+        "--smiles", default="CCO", help="molecule for the MD run (must match the data's elements)"
+    )
+    demo.add_argument("--md-steps", type=int, default=400, help="Langevin MD steps")
     demo.add_argument("--dt", type=float, default=0.5, help="time step in fs")
     demo.add_argument("--temperature", type=float, default=300.0, help="temperature in K")
-    demo.add_argument("--thermostat", choices=["langevin", "nve"], default="langevin")
-    demo.add_argument("--cutoff", type=float, default=5.0, help="SchNet cutoff in Å")
-    demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    demo.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    demo.add_argument("--device", default="cpu", help="torch device for MD, e.g. cpu or cuda")
+    demo.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--log-every", type=int, default=20, help="print every N steps")
+    demo.add_argument("--log-every", type=int, default=40, help="print every N MD steps")
+    demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     demo.set_defaults(func=_demo)
 
     from physnet.train.config import describe

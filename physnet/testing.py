@@ -56,7 +56,7 @@ __all__ = [
 # Acceptance thresholds (relative errors) by dtype.
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
     torch.float64: {"symmetry": 1e-10, "fd": 1e-6, "batch": 1e-10, "cross": 0.0},
-    torch.float32: {"symmetry": 1e-5, "fd": 1e-4, "batch": 1e-5, "cross": 0.0},
+    torch.float32: {"symmetry": 1e-5, "fd": 1e-5, "batch": 1e-5, "cross": 0.0},
 }
 
 

@@ -144,7 +144,11 @@ def test_train_help_shows_every_option_with_default() -> None:
     ],
 )
 def test_train_bad_input_is_one_line_before_training(
-    emt_molecule_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+    emt_molecule_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
 ) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(

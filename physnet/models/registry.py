@@ -48,6 +48,13 @@ class EnergyModel(torch.nn.Module):
         self.cutoff = float(cutoff)
         self.hparams: dict[str, Any] = {}
 
+    def fit_statistics(self, graphs: Sequence[dict[str, torch.Tensor]]) -> None:
+        """Set data-dependent buffers (e.g. feature means and widths) from training graphs.
+
+        Called once by the training driver on the train split before training; the values
+        must live in buffers so checkpoints carry them. The default does nothing.
+        """
+
 
 _REGISTRY: dict[str, Callable[..., EnergyModel]] = {}
 M = TypeVar("M", bound=Callable[..., Any])

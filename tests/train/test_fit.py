@@ -95,6 +95,8 @@ def test_stress_training_on_periodic_data(emt_metal_file: Path, tmp_path: Path) 
     )
     run_dir = train(cfg)
     assert "train/stress_mae" in (run_dir / "logs" / "metrics.csv").read_text()
+    report = json.loads((run_dir / "test_metrics.json").read_text())
+    assert np.isfinite(report["test"]["stress_mae"]) and report["test"]["stress_mae"] > 0
 
 
 def test_reference_energies_by_least_squares() -> None:
