@@ -4,8 +4,9 @@
 returns a model.
 """
 
-from physnet.models import schnet  # noqa: F401  (registers "schnet")
+from physnet.models import behler_parrinello, schnet  # noqa: F401  (register their names)
+from physnet.models.behler_parrinello import BehlerParrinello
 from physnet.models.registry import EnergyModel, available, build, register
 from physnet.models.schnet import SchNet
 
-__all__ = ["EnergyModel", "available", "build", "register", "SchNet"]
+__all__ = ["EnergyModel", "available", "build", "register", "SchNet", "BehlerParrinello"]

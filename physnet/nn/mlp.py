@@ -16,8 +16,17 @@ class ShiftedSoftplus(torch.nn.Module):
         return F.softplus(x) - math.log(2.0)
 
 
+class CELU(torch.nn.CELU):
+    """celu(x) = max(0, x) + min(0, alpha (e^(x / alpha) - 1)) with alpha = 0.1, the activation
+    of ANI's atomic networks (Smith et al., Chem. Sci. 8, 3192 (2017); torchani, NeuroChem)."""
+
+    def __init__(self) -> None:
+        super().__init__(alpha=0.1)
+
+
 ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "ssp": ShiftedSoftplus,
+    "celu": CELU,
     "silu": torch.nn.SiLU,
     "tanh": torch.nn.Tanh,
     "gelu": torch.nn.GELU,
@@ -25,7 +34,7 @@ ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
 
 
 def activation(name: str) -> torch.nn.Module:
-    """An activation module by name: one of ``ssp``, ``silu``, ``tanh``, ``gelu``."""
+    """An activation module by name: one of ``ssp``, ``celu`` (alpha 0.1), ``silu``, ``tanh``, ``gelu``."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()

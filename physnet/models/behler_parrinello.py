@@ -1,0 +1,254 @@
+"""Behler-Parrinello neural network potential: symmetry functions + per-element atomic networks.
+
+Behler & Parrinello, "Generalized neural-network representation of high-dimensional
+potential-energy surfaces", PRL 98, 146401 (2007): the energy is a sum of atomic energies
+E = sum_i E_i (eq. (1)), each the output of a feed-forward network of the atom's element fed
+with atom-centred symmetry functions of its neighbourhood (Fig. 1 there: one network copy
+per atom, parameters shared between atoms of the same element). Behler, J. Chem. Phys. 134,
+074106 (2011) for the symmetry functions G^2, G^4, G^5; Smith, Isayev & Roitberg, Chem. Sci. 8,
+3192 (2017) (ANI-1) for the modified angular term (eq. (4)), the evenly spaced parameter grids
+and the default sizes and activation.
+
+- descriptor: element-resolved radial G2 (``radial_*``) and angular ``"ani"``, ``"g4"``,
+  ``"g5"`` or no angular functions (``angular_*``), see :mod:`physnet.nn.symmetry_functions`;
+- normalisation: per element and per feature, x' = (G - mean) / std with mean and (floored)
+  std of the atoms of that element in the training split
+  (:meth:`BehlerParrinello.fit_statistics`; identity before it is called). Deviation: the
+  papers scale features to [-1, 1] with minima and maxima (RuNNer) or not at all (ANI);
+  standardising plays the same role;
+- one MLP per element ``[n_features, *hidden, 1]`` (ANI-1x H network: 384 -> 160 -> 128 ->
+  96 -> 1, CELU with alpha = 0.1), evaluated once per element on all its atoms;
+- per-atom energies [n_atoms]; :class:`physnet.Potential` scales, shifts, adds reference
+  energies and sums (the target scaling is common to all models, not done here).
+
+With the defaults, the descriptor for H, C, N, O has 4 x 16 radial + 10 x 32 angular = 384
+features, ANI-1x's AEV length (ANI-1x's parameters: radial eta = 16 Å^-2, 16 shifts from
+0.9 Å, r_c = 5.2 Å; angular eta = 8 Å^-2, zeta = 32, 4 shifts from 0.9 Å, 8 angle sections,
+r_c = 3.5 Å). Two differences from torchani's AEV remain: torchani multiplies its radial
+terms by 0.25 (NeuroChem's convention, absorbed here by the normalisation) and uses one
+network size per element (ANI-1x: H 160-128-96, C 144-112-96, N and O 128-112-96), whereas
+``hidden`` here is shared by all elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from physnet.data import keys as K
+from physnet.data.graph import collate
+from physnet.data.neighbors import edge_vectors
+from physnet.models.registry import EnergyModel, register
+from physnet.nn import mlp
+from physnet.nn.symmetry_functions import (
+    ANGULAR_KINDS,
+    AngularSymmetryFunctions,
+    RadialSymmetryFunctions,
+    SymmetryFunctions,
+    ani_sections,
+    behler_angular,
+    evenly_spaced,
+)
+
+__all__ = ["BehlerParrinello"]
+
+# Floors of the per-feature std used for normalisation: std' = max(std, 1e-2 |mean|, 1e-3).
+# Without them, features that barely vary in the training split (a radial shell in a crystal,
+# an angular function with zeta = 32 far from its theta_s) would be scaled by 1e4-1e6, which
+# amplifies float32 round-off of (G - mean) and any extrapolation at test time alike.
+_STD_FLOOR_RELATIVE = 1e-2
+_STD_FLOOR_ABSOLUTE = 1e-3
+# Features with std at most this (relative to max(1, |mean|)) are constant in the training split
+# (e.g. O-O angular functions of a molecule with one O): they are centred, not scaled (std' = 1).
+_CONSTANT_FEATURE = 1e-9
+
+
+def _floats(value: float | Sequence[float]) -> list[float]:
+    return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+
+
+def _centres(value: int | Sequence[float], start: float, stop: float) -> list[float]:
+    """An int n -> n evenly spaced centres on [start, stop) (ANI); a list -> itself."""
+    if isinstance(value, int):
+        return evenly_spaced(value, start, stop)
+    return [float(v) for v in value]
+
+
+@register("behler_parrinello")
+class BehlerParrinello(EnergyModel):
+    """Behler-Parrinello / ANI-style network potential returning per-atom energies [n_atoms].
+
+    Parameter grids are outer products of the lists given (one function per combination);
+    every argument is a plain number, string or list, so ``hparams`` rebuild the model.
+
+    Args:
+        species: elements (symbols or atomic numbers) the model handles.
+        cutoff: radial cutoff r_c in Å (or the data's length unit); ANI-1x: 5.2.
+        radial_eta: radial width(s) eta in 1/length^2; ANI-1x: 16.
+        radial_shifts: radial centres r_s (length unit), or an int n for n centres evenly spaced
+            on [``radial_start``, ``cutoff``) (ANI); ANI-1x: 16.
+        radial_start: first radial centre when ``radial_shifts`` is an int; ANI-1x: 0.9.
+        angular: ``"ani"`` (Smith et al. 2017, eq. (4)), ``"g4"``, ``"g5"`` (Behler 2011) or
+            ``"none"`` (radial functions only).
+        angular_cutoff: angular cutoff (length unit); ANI-1x: 3.5. The model's neighbour
+            cutoff is ``max(cutoff, angular_cutoff)``.
+        angular_eta: angular width(s) in 1/length^2; ``None``: 8.0 for ``"ani"`` (ANI-1x),
+            [0.01, 0.05, 0.2] for ``"g4"``/``"g5"``.
+        angular_zeta: angular exponent(s) >= 1; ``None``: 32 for ``"ani"``, [1, 4, 16] otherwise.
+        angular_shifts: ``"ani"`` only: radial centres of (r_ij + r_ik) / 2, or an int n for n
+            centres on [``angular_start``, ``angular_cutoff``); ANI-1x: 4.
+        angular_start: ``"ani"`` only: first centre when ``angular_shifts`` is an int; 0.9.
+        angular_sections: ``"ani"`` only: angle centres theta_s in radians, or an int n for
+            theta_s = pi / 2n + m pi / n; ANI-1x: 8.
+        angular_lambda: ``"g4"``/``"g5"`` only: lambda values, each +1 or -1.
+        angle_cos_scale: ``"ani"`` only: c in theta' = arccos(c cos theta); 0.95 as
+            NeuroChem/torchani (smooth at collinear triplets), 1.0 for eq. (4) as printed.
+        hidden: hidden layer widths of every element's network (ANI-1x H: [160, 128, 96]), or
+            a mapping element symbol -> widths for per-element sizes (ANI-1x: C [144, 112, 96],
+            N and O [128, 112, 96]); every species must appear in the mapping.
+        activation: ``"celu"`` (alpha 0.1, ANI's), ``"silu"``, ``"ssp"``, ``"tanh"`` or ``"gelu"``.
+
+    Example:
+        >>> import physnet
+        >>> model = physnet.models.build("behler_parrinello", species=["H", "C", "N", "O"])
+        >>> model.descriptor.n_features, model.cutoff
+        (384, 5.2)
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int | str],
+        cutoff: float = 5.2,
+        radial_eta: float | Sequence[float] = 16.0,
+        radial_shifts: int | Sequence[float] = 16,
+        radial_start: float = 0.9,
+        angular: str = "ani",
+        angular_cutoff: float = 3.5,
+        angular_eta: float | Sequence[float] | None = None,
+        angular_zeta: float | Sequence[float] | None = None,
+        angular_shifts: int | Sequence[float] = 4,
+        angular_start: float = 0.9,
+        angular_sections: int | Sequence[float] = 8,
+        angular_lambda: Sequence[float] = (1.0, -1.0),
+        angle_cos_scale: float = 0.95,
+        hidden: Sequence[int] | Mapping[str, Sequence[int]] = (160, 128, 96),
+        activation: str = "celu",
+    ) -> None:
+        if angular not in ANGULAR_KINDS + ("none",):
+            raise ValueError(f"unknown angular kind {angular!r}; choose from {ANGULAR_KINDS + ('none',)}")
+        full_cutoff = max(float(cutoff), float(angular_cutoff) if angular != "none" else 0.0)
+        super().__init__(species, full_cutoff)
+        n_species = len(self.species)
+
+        r_eta, r_shift = _floats(radial_eta), _centres(radial_shifts, radial_start, cutoff)
+        rows = [(e, s) for e in r_eta for s in r_shift]
+        radial = RadialSymmetryFunctions(n_species, [e for e, _ in rows], [s for _, s in rows], cutoff)
+
+        angular_block = None
+        if angular == "ani":
+            a_eta = _floats(8.0 if angular_eta is None else angular_eta)
+            a_zeta = _floats(32.0 if angular_zeta is None else angular_zeta)
+            shifts = _centres(angular_shifts, angular_start, angular_cutoff)
+            sections = (
+                ani_sections(angular_sections)
+                if isinstance(angular_sections, int)
+                else [float(t) for t in angular_sections]
+            )
+            grid = [(e, z, s, t) for e in a_eta for z in a_zeta for s in shifts for t in sections]
+            angular_block = AngularSymmetryFunctions(
+                n_species,
+                "ani",
+                angular_cutoff,
+                eta=[g[0] for g in grid],
+                zeta=[g[1] for g in grid],
+                shift=[g[2] for g in grid],
+                theta=[g[3] for g in grid],
+                cos_scale=angle_cos_scale,
+            )
+        elif angular in ("g4", "g5"):
+            params = behler_angular(
+                eta=_floats((0.01, 0.05, 0.2) if angular_eta is None else angular_eta),
+                zeta=_floats((1.0, 4.0, 16.0) if angular_zeta is None else angular_zeta),
+                lambdas=_floats(angular_lambda),
+            )
+            angular_block = AngularSymmetryFunctions(
+                n_species, angular, angular_cutoff, params["eta"], params["zeta"], lambda_=params["lambda"]
+            )
+        self.descriptor = SymmetryFunctions(radial, angular_block)
+        n_features = self.descriptor.n_features
+
+        # Per element, per feature statistics of the training split (identity until fitted).
+        self.register_buffer("feature_mean", torch.zeros(n_species, n_features))
+        self.register_buffer("feature_std", torch.ones(n_species, n_features))
+        if isinstance(hidden, Mapping):
+            missing = [s for s in self.species.symbols if s not in hidden]
+            if missing:
+                raise ValueError(f"hidden has no layer sizes for element(s) {missing}")
+            widths = {s: [int(h) for h in hidden[s]] for s in self.species.symbols}
+        else:
+            widths = {s: [int(h) for h in hidden] for s in self.species.symbols}
+        # one network per element, in species order, keyed by symbol ("networks.H.0.weight")
+        self.networks = torch.nn.ModuleDict(
+            {s: mlp([n_features, *widths[s], 1], act=activation) for s in self.species.symbols}
+        )
+
+    def descriptors(self, graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetry functions before normalisation [n_atoms, n_features] and species indices
+        [n_atoms] of a (batched) graph."""
+        species = self.species(graph[K.Z])  # [n_atoms]
+        x = self.descriptor(edge_vectors(graph), graph[K.EDGE_INDEX], species)  # [n_atoms, n_features]
+        return x, species
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """graph -> per-atom energies [n_atoms]."""
+        x, species = self.descriptors(graph)
+        energy = x.new_zeros(x.shape[0])  # [n_atoms]
+        # One batched network call per element present (a loop over elements, not atoms).
+        for s, network in enumerate(self.networks.values()):
+            idx = torch.nonzero(species == s).squeeze(-1)  # [n_s]
+            if idx.numel() == 0:
+                continue
+            xs = (x.index_select(0, idx) - self.feature_mean[s]) / self.feature_std[s]  # [n_s, n_features]
+            energy = energy.index_copy(0, idx, network(xs).squeeze(-1))
+        return energy
+
+    @torch.no_grad()
+    def fit_statistics(self, graphs: Sequence[dict[str, torch.Tensor]], batch_size: int = 64) -> None:
+        """Set ``feature_mean`` and ``feature_std`` [n_species, n_features] from training graphs.
+
+        Mean and standard deviation over the atoms of each element (accumulated in float64).
+        The std is floored at max(1e-2 |mean|, 1e-3) so that features which hardly vary in the
+        training split are not blown up (float32 round-off, extrapolation); features constant
+        for an element keep std 1, and elements absent from ``graphs`` keep mean 0 and std 1.
+        """
+        n_species, n_features = self.feature_mean.shape
+        total = torch.zeros(n_species, n_features, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        count = torch.zeros(n_species, dtype=torch.float64)
+        dtype, device = self.feature_mean.dtype, self.feature_mean.device
+        for start in range(0, len(graphs), batch_size):
+            chunk = [
+                {
+                    k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                    for k, v in g.items()
+                }
+                for g in graphs[start : start + batch_size]
+            ]
+            self.species.check(torch.cat([g[K.Z] for g in chunk]))
+            x, species = self.descriptors(collate(chunk) if len(chunk) > 1 else chunk[0])
+            x, species = x.double().cpu(), species.cpu()
+            total.index_add_(0, species, x)
+            total_sq.index_add_(0, species, x * x)
+            count += torch.bincount(species, minlength=n_species).double()
+        seen = count > 0
+        n = count.clamp_min(1.0).unsqueeze(-1)
+        mean = total / n
+        std = (total_sq / n - mean * mean).clamp_min(0.0).sqrt()
+        constant = std <= _CONSTANT_FEATURE * mean.abs().clamp_min(1.0)
+        floor = (_STD_FLOOR_RELATIVE * mean.abs()).clamp_min(_STD_FLOOR_ABSOLUTE)
+        std = torch.where(constant, torch.ones_like(std), torch.maximum(std, floor))
+        mean[~seen] = 0.0
+        std[~seen] = 1.0
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
