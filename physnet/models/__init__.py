@@ -4,9 +4,19 @@
 returns a model.
 """
 
-from physnet.models import behler_parrinello, schnet  # noqa: F401  (register their names)
+from physnet.models import behler_parrinello, egnn, schnet  # noqa: F401  (register their names)
 from physnet.models.behler_parrinello import BehlerParrinello
+from physnet.models.egnn import EGNN, EGNNDynamics
 from physnet.models.registry import EnergyModel, available, build, register
 from physnet.models.schnet import SchNet
 
-__all__ = ["EnergyModel", "available", "build", "register", "SchNet", "BehlerParrinello"]
+__all__ = [
+    "EnergyModel",
+    "available",
+    "build",
+    "register",
+    "SchNet",
+    "BehlerParrinello",
+    "EGNN",
+    "EGNNDynamics",
+]

@@ -1,0 +1,38 @@
+"""scripts/nbody_benchmark.py runs end to end on a tiny file in the shared N-body format."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "nbody_benchmark.py"
+
+
+def _tiny_nbody(path: Path, n_sims: int = 8, seed: int = 0) -> None:
+    """Random arrays with the layout of nbody_charged5.npz: (n_sims, frames, xyz, particle)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in ("train", "valid", "test"):
+        arrays[f"loc_{split}"] = rng.normal(size=(n_sims, 49, 3, 5)).astype(np.float32)
+        arrays[f"vel_{split}"] = rng.normal(size=(n_sims, 49, 3, 5)).astype(np.float32)
+        charges = rng.choice([-1, 1], size=(n_sims, 5, 1)).astype(np.int8)
+        arrays[f"charges_{split}"] = charges
+        arrays[f"edges_{split}"] = (charges * charges.transpose(0, 2, 1)).astype(np.int8)
+    np.savez(path, **arrays)
+
+
+def test_benchmark_runs_and_prints_paper_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("nbody_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = tmp_path / "nbody.npz"
+    _tiny_nbody(data)
+    argv = ["--data", str(data), "--epochs", "2", "--batch-size", "4", "--n-features", "8", "--n-layers", "2"]
+    threads = str(torch.get_num_threads())  # leave the process's thread count as it is
+    assert module.main(argv + ["--eval-every", "1", "--threads", threads]) == 0
+    out = capsys.readouterr().out
+    assert "EGNN (this run" in out and "0.0071" in out and "zero displacement" in out
