@@ -483,8 +483,32 @@ def _displaced(atoms: Atoms, seed: int, scale: float = 0.05) -> Atoms:
     return other
 
 
-def assert_kit(report: dict[str, float], dtype: torch.dtype = torch.float64) -> None:
-    """Raise ``AssertionError`` listing every figure of ``report`` above the dtype's tolerance."""
+_MOLECULE_KEYS = (
+    "rotation_energy", "rotation_forces", "reflection_energy", "reflection_forces", "translation_energy",
+    "translation_forces", "permutation_energy", "permutation_forces", "forces_fd", "batch_energy",
+    "batch_forces", "additivity", "cross_gradients",
+)  # fmt: skip
+_PERIODIC_KEYS = tuple(f"{k}_periodic" for k in _MOLECULE_KEYS if k != "additivity") + (
+    "rotation_stress_periodic",
+    "reflection_stress_periodic",
+    "stress_fd_periodic",
+    "batch_stress_periodic",
+)
+
+
+def assert_kit(report: dict[str, float], dtype: torch.dtype = torch.float64, complete: bool = False) -> None:
+    """Raise ``AssertionError`` listing every figure of ``report`` above the dtype's tolerance.
+
+    With ``complete``, also require every figure of the full kit on a molecule and a periodic
+    cell (as :func:`run_kit` with both structures and all checks produces), so a model test
+    cannot pass by skipping checks.
+    """
+    if complete:
+        missing = [k for k in (*_MOLECULE_KEYS, *_PERIODIC_KEYS) if k not in report]
+        if missing:
+            raise AssertionError(
+                f"kit report lacks {missing}; run run_kit with a molecule and a periodic cell"
+            )
     tol = TOLERANCES[dtype]
     failures = []
     for key, value in report.items():

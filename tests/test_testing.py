@@ -144,3 +144,10 @@ def test_nve_drift_reports_figures(structures) -> None:
 def test_unknown_check_name_is_refused(structures) -> None:
     with pytest.raises(ValueError, match="unknown check"):
         physnet.testing.run_kit(physnet.Potential(_Pairwise()), structures[0], checks=["rotaton"])
+
+
+def test_complete_kit_refuses_a_partial_report(structures) -> None:
+    partial = physnet.testing.run_kit(physnet.Potential(_Pairwise()), structures[0], checks=["rotation"])
+    assert_kit(partial)  # what is there passes
+    with pytest.raises(AssertionError, match="lacks"):
+        assert_kit(partial, complete=True)
