@@ -4,8 +4,9 @@
 returns a model.
 """
 
-from physnet.models import behler_parrinello, egnn, schnet  # noqa: F401  (register their names)
+from physnet.models import behler_parrinello, cgnet, egnn, schnet  # noqa: F401  (register their names)
 from physnet.models.behler_parrinello import BehlerParrinello
+from physnet.models.cgnet import CGnet
 from physnet.models.egnn import EGNN, EGNNDynamics
 from physnet.models.registry import EnergyModel, available, build, register
 from physnet.models.schnet import SchNet
@@ -17,6 +18,7 @@ __all__ = [
     "register",
     "SchNet",
     "BehlerParrinello",
+    "CGnet",
     "EGNN",
     "EGNNDynamics",
 ]
