@@ -77,11 +77,22 @@ def mse(model: EGNNDynamics, split: dict[str, torch.Tensor], batch_size: int = 5
     return total / count
 
 
+def build_model(args: argparse.Namespace) -> torch.nn.Module:
+    """The dynamics model named by ``--model``: ``f(pos, vel, charges, batch) -> positions``."""
+    if args.model == "egnn":
+        return EGNNDynamics(n_features=args.n_features, n_layers=args.n_layers)
+    raise ValueError(f"unknown --model {args.model!r}; choose from {MODELS}")
+
+
+MODELS = ("egnn",)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model", default="egnn", choices=MODELS)
     parser.add_argument("--epochs", type=int, default=10000, help="paper: 10000")
     parser.add_argument("--minutes", type=float, default=None, help="stop training after this wall time")
     parser.add_argument("--n-train", type=int, default=3000)
@@ -112,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     t_fit = float((dx * v).sum() / (v * v).sum())
     const_vel = float(((test["pos"] + t_fit * test["vel"] - test["target"]) ** 2).mean())
 
-    model = EGNNDynamics(n_features=args.n_features, n_layers=args.n_layers).to(device)
+    model = build_model(args).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     n = train["pos"].shape[0]
     best = (float("inf"), 0, None)
     start = time.perf_counter()
-    print(f"training EGNN ({sum(p.numel() for p in model.parameters())} parameters) on {n} systems")
+    print(f"training {args.model} ({sum(p.numel() for p in model.parameters())} parameters) on {n} systems")
     for epoch in range(1, args.epochs + 1):
         model.train()
         perm = torch.randperm(n, device=device)
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     test_mse = mse(model, test)
 
     print(f"\nN-body (charged, 5 particles), test MSE of positions 1000 steps ahead, {n} training systems")
-    print(f"  EGNN (this run, best val at epoch {best[1]}, {elapsed / 60:.1f} min)  {test_mse:.4f}")
+    print(f"  {args.model} (this run, best val at epoch {best[1]}, {elapsed / 60:.1f} min)  {test_mse:.4f}")
     print(f"  zero displacement (this run)                 {zero:.4f}")
     print(f"  constant velocity, t = {t_fit:.3f} (this run)      {const_vel:.4f}")
     for name, value in PAPER.items():
