@@ -140,7 +140,9 @@ def _eval(args: argparse.Namespace) -> int:
     if (e_fac, l_fac) != (1.0, 1.0):
         frames = [_convert(a, e_fac, l_fac) for a in frames]
     param = next(potential.parameters())
-    dataset = GraphDataset(frames, potential.cutoff, dtype=param.dtype, require=("energy",), source=args.data)
+    if not any(a.calc is not None for a in frames):
+        raise ValueError(f"{args.data} has no reference energies or forces to compare with")
+    dataset = GraphDataset(frames, potential.cutoff, dtype=param.dtype, require=(), source=args.data)
     import numpy as np
 
     pred = predict(potential, dataset, np.arange(len(dataset)), args.batch_size)

@@ -190,10 +190,49 @@ def _check_frames(frames: list[ase.Atoms], path: Path) -> None:
                 )
 
 
+def _read_npy(
+    path: Path, index: int | slice, numbers: Sequence[int | str] | None, forces_path: str | os.PathLike | None
+) -> list[ase.Atoms]:
+    """Positions [n_frames, n_atoms, 3] from ``path`` (.npy) and optional forces of the same shape."""
+    from physnet.data.graph import atomic_number
+
+    if numbers is None or len(numbers) == 0:
+        raise ValueError(
+            f"{path} holds positions only; give the atom (bead) types as numbers=[...] "
+            "(config: data.numbers, e.g. [6, 7, 6, 6, 7])"
+        )
+    positions = np.load(path, mmap_mode="r", allow_pickle=False)
+    if positions.ndim != 3 or positions.shape[-1] != 3:
+        raise ValueError(f"{path} has shape {positions.shape}, expected [n_frames, n_atoms, 3]")
+    n_frames, n_atoms = positions.shape[:2]
+    z = np.array([atomic_number(s) for s in numbers], dtype=int)
+    if z.shape != (n_atoms,):
+        raise ValueError(f"numbers has {len(z)} entries but {path} has {n_atoms} atoms per frame")
+    forces = None
+    if forces_path:
+        fpath = Path(forces_path)
+        if not fpath.is_file():
+            raise FileNotFoundError(f"no such forces file: {fpath}")
+        forces = np.load(fpath, mmap_mode="r", allow_pickle=False)
+        if forces.shape != positions.shape:
+            raise ValueError(
+                f"forces file {fpath} has shape {forces.shape} but positions {path} have {positions.shape}"
+            )
+    frames = []
+    for k in _select(n_frames, index, path):
+        atoms = ase.Atoms(numbers=z, positions=np.asarray(positions[k], dtype=np.float64))
+        if forces is not None:
+            atoms.calc = SinglePointCalculator(atoms, forces=np.asarray(forces[k], dtype=np.float64))
+        frames.append(atoms)
+    return frames
+
+
 def read_frames(
     path: str | os.PathLike,
     format: str | None = None,
     index: Index = ":",
+    numbers: Sequence[int | str] | None = None,
+    forces_path: str | os.PathLike | None = None,
 ) -> list[ase.Atoms]:
     """Read structures and their reference energies, forces and stresses.
 
@@ -205,7 +244,10 @@ def read_frames(
     - ``.npz`` (or ``format="npz"``) in the MD17 convention (``z`` [n_atoms], ``R``
       [n_frames, n_atoms, 3], ``E`` [n_frames] or [n_frames, 1], ``F`` like ``R``) or the
       rMD17 convention (``nuclear_charges``, ``coords``, ``energies``, ``forces``). Energies
-      and forces are optional; an sGDML-style ``lattice`` [3, 3] makes the frames periodic.
+      and forces are optional; an sGDML-style ``lattice`` [3, 3] makes the frames periodic;
+    - ``.npy`` positions [n_frames, n_atoms, 3] (e.g. coarse-grained data) with the atom
+      types given as ``numbers`` and, optionally, forces of the same shape in the ``.npy``
+      file ``forces_path`` (no energies).
 
     Every returned ``Atoms`` carries whatever targets the file holds (energy [], forces
     [n_atoms, 3], stress Voigt [6] or [3, 3]) in a ``SinglePointCalculator``, so that
@@ -218,6 +260,8 @@ def read_frames(
             the suffix (and, for ase formats, from the content).
         index: which frames, as in :func:`ase.io.read`: ``":"`` (all), ``"10:20"``,
             ``"::2"``, ``-1``, a ``slice`` ...
+        numbers: atomic numbers or symbols of the atoms of every frame (``.npy`` only).
+        forces_path: ``.npy`` file of forces matching the positions (``.npy`` only).
 
     Returns:
         the selected frames, a list even when ``index`` is an int.
@@ -243,6 +287,8 @@ def read_frames(
         frames = _read_db(path, idx)
     elif fmt == "npz" or (fmt is None and suffix == ".npz"):
         frames = _read_npz(path, idx)
+    elif fmt == "npy" or (fmt is None and suffix == ".npy"):
+        frames = _read_npy(path, idx, numbers, forces_path)
     else:
         frames = _read_ase(path, format, idx)
     if not frames:
@@ -410,8 +456,9 @@ def make_split(
     val: float | int,
     test: float | int | None = None,
     seed: int = 0,
+    blocks: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Random train / validation / test indices.
+    """Random train / validation / test indices, of frames or of time-contiguous blocks.
 
     ``perm = np.random.default_rng(seed).permutation(n)``; train is ``perm[:n_train]``,
     val the next ``n_val`` and test the next ``n_test``, so
@@ -423,9 +470,19 @@ def make_split(
         train, val, test: sizes, each a fraction of ``n`` (float in (0, 1], rounded down)
             or a count (int); ``test=None`` takes all remaining frames.
         seed: seed of the permutation.
+        blocks: if > 0, cut the frames into this many time-contiguous blocks
+            (``np.array_split``) and split whole blocks: each size is rounded to the
+            nearest number of blocks (at least one for train and val), the block order is
+            ``default_rng(seed).permutation(blocks)`` (train, then val, then test), and
+            each split lists its frames in time order. Use it for correlated MD frames,
+            where a random frame split leaks neighbouring frames into the test set.
 
     Returns:
         ``{"train": [n_train], "val": [n_val], "test": [n_test]}`` int64 index arrays.
+
+    >>> s = make_split(100, 0.7, 0.1, 0.2, seed=0, blocks=10)
+    >>> [len(s[k]) for k in ("train", "val", "test")]
+    [70, 10, 20]
     """
     if not _is_int(n) or n < 1:
         raise ValueError(f"n must be a positive int (the number of frames), got {n!r}")
@@ -442,12 +499,38 @@ def make_split(
         raise ValueError(
             f"split of {n} frames gives train={n_train}, val={n_val}; both must have at least one frame"
         )
+    if blocks:
+        return _block_split(n, n_train, n_val, n_test, seed, int(blocks))
     perm = np.random.default_rng(seed).permutation(n).astype(np.int64)
     return {
         "train": perm[:n_train],
         "val": perm[n_train : n_train + n_val],
         "test": perm[n_train + n_val : n_train + n_val + n_test],
     }
+
+
+def _block_split(
+    n: int, n_train: int, n_val: int, n_test: int, seed: int, blocks: int
+) -> dict[str, np.ndarray]:
+    if not 3 <= blocks <= n:
+        raise ValueError(f"data.blocks must be between 3 and the {n} frames, got {blocks}")
+    counts = [
+        max(1, round(n_train / n * blocks)),
+        max(1, round(n_val / n * blocks)),
+        round(n_test / n * blocks),
+    ]
+    if sum(counts) > blocks:
+        counts[0] = blocks - counts[1] - counts[2]
+    if counts[0] < 1:
+        raise ValueError(f"{blocks} blocks are too few for train/val/test sizes {n_train}/{n_val}/{n_test}")
+    chunks = np.array_split(np.arange(n, dtype=np.int64), blocks)
+    order = np.random.default_rng(seed).permutation(blocks)
+    out, start = {}, 0
+    for name, c in zip(("train", "val", "test"), counts, strict=True):
+        chosen = sorted(order[start : start + c])
+        out[name] = np.concatenate([chunks[b] for b in chosen]) if chosen else np.zeros(0, np.int64)
+        start += c
+    return out
 
 
 def _as_indices(values: object, n: int | None, name: str, unique: bool = True) -> np.ndarray:

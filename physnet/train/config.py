@@ -32,6 +32,9 @@ class DataConfig:
     test: float | None = None  # fraction or count for testing; null = the rest
     split_file: str = ""  # JSON with train/val/test index lists; overrides the fractions
     seed: int = 0  # seed of the random split
+    blocks: int = 0  # > 0: split whole time-contiguous blocks of frames (correlated MD data)
+    numbers: Any = None  # atom / bead types of a positions-only .npy file, e.g. [6, 7, 6, 6, 7]
+    forces_path: str = ""  # .npy forces matching a positions .npy in data.path
     batch_size: int = 10  # graphs per training batch
     eval_batch_size: int = 50  # graphs per validation / test batch
     num_workers: int = 0  # DataLoader workers (graphs are pre-built, 0 is usually fastest)
@@ -54,6 +57,7 @@ class TaskConfig:
     ema_decay: float = 0.99  # EMA of weights used for validation and checkpoints; 0 disables
     fit_references: bool = True  # per-element reference energies by least squares on the train split
     fit_scale: bool = True  # energy scale = force RMS on the train split
+    lipschitz: float = 0.0  # > 0: bound every weight matrix's spectral norm after each step (CGnet)
 
 
 @dataclass
@@ -83,6 +87,8 @@ class RunConfig:
 
     run_dir: str = "runs/run"  # where config, split, logs, checkpoints and plots go
     model: dict[str, Any] = field(default_factory=lambda: {"name": "schnet"})  # name + hyper-parameters
+    # prior energy terms: {term: {name: <physnet.nn.priors.PRIORS key>, **kwargs}}, fitted on the train split
+    priors: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -95,10 +101,17 @@ _SECTIONS = {"data": DataConfig, "task": TaskConfig, "trainer": TrainerConfig}
 
 
 def _from_dict(raw: dict[str, Any]) -> RunConfig:
-    unknown = set(raw) - {"run_dir", "model", *_SECTIONS}
+    unknown = set(raw) - {"run_dir", "model", "priors", *_SECTIONS}
     if unknown:
         raise ValueError(
-            f"unknown config section(s) {sorted(unknown)}; allowed: run_dir, model, {sorted(_SECTIONS)}"
+            f"unknown config section(s) {sorted(unknown)}; "
+            f"allowed: run_dir, model, priors, {sorted(_SECTIONS)}"
+        )
+    priors = raw.get("priors") or {}
+    if not isinstance(priors, dict) or not all(isinstance(v, dict) and "name" in v for v in priors.values()):
+        raise ValueError(
+            "config section 'priors' must map term names to mappings with a 'name', e.g. "
+            "priors: {bonds: {name: harmonic_bonds, temperature: 300}}"
         )
     kwargs: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
@@ -111,7 +124,9 @@ def _from_dict(raw: dict[str, Any]) -> RunConfig:
             raise ValueError(f"unknown key(s) {sorted(bad)} in section {name!r}; allowed: {sorted(allowed)}")
         kwargs[name] = cls(**{k: _coerce(cls, name, k, v) for k, v in section.items()})
     model = {"name": "schnet", **(raw.get("model") or {})}
-    return RunConfig(run_dir=str(raw.get("run_dir", RunConfig.run_dir)), model=model, **kwargs)
+    return RunConfig(
+        run_dir=str(raw.get("run_dir", RunConfig.run_dir)), model=model, priors=dict(priors), **kwargs
+    )
 
 
 def _coerce(cls: type, section: str, key: str, value: Any) -> Any:
@@ -175,6 +190,7 @@ def describe() -> str:
         "config fields (YAML sections; override with section.key=value):",
         "  run_dir: runs/run",
         "  model.name: schnet   (plus the model's own keyword arguments, e.g. model.n_features=128)",
+        "  priors: {}   (term: {name: zbl | harmonic_bonds | harmonic_angles | bead_repulsion, **kwargs})",
     ]
     for name, cls in _SECTIONS.items():
         for f in dataclasses.fields(cls):

@@ -30,7 +30,7 @@ from physnet.potential import Potential
 from physnet.train.config import RunConfig
 from physnet.units import energy_factor, length_factor
 
-__all__ = ["train", "fit_reference_energies", "fit_energy_scale", "predict", "prepare"]
+__all__ = ["train", "fit_reference_energies", "fit_energy_scale", "predict", "prepare", "build_priors"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -66,16 +66,18 @@ def fit_reference_energies(
 
 def fit_energy_scale(dataset: GraphDataset, indices: np.ndarray, potential: Potential) -> tuple[float, float]:
     """(scale, shift) from the train split: scale = force RMS (energy residual std per atom
-    if the data has no forces), shift = mean residual energy per atom after references."""
+    if the data has no forces), shift = mean residual energy per atom after references
+    (0 if the data has no energies, e.g. force matching)."""
     refs = potential.atom_refs.double()
     residuals, forces = [], []
     for idx in indices:
         graph = dataset[int(idx)]
         ref = refs[potential.model.species(graph[K.Z])].sum()
-        residuals.append(float(graph[K.ENERGY][0] - ref) / graph[K.Z].shape[0])
+        if K.ENERGY in graph:
+            residuals.append(float(graph[K.ENERGY][0] - ref) / graph[K.Z].shape[0])
         if K.FORCES in graph:
             forces.append(graph[K.FORCES].double().reshape(-1))
-    shift = float(np.mean(residuals))
+    shift = float(np.mean(residuals)) if residuals else 0.0
     if forces:
         scale = float(torch.cat(forces).pow(2).mean().sqrt())
     else:
@@ -106,7 +108,7 @@ def prepare(
         raise ValueError(f"trainer.dtype must be float32 or float64, got {cfg.trainer.dtype!r}")
     dtype = DTYPES[cfg.trainer.dtype]
 
-    frames = read_frames(_resolve_data_path(d.path))
+    frames = read_frames(_resolve_data_path(d.path), numbers=d.numbers, forces_path=d.forces_path or None)
     present = sorted({int(z) for a in frames for z in np.unique(a.numbers)})
     hparams = {k: v for k, v in cfg.model.items() if k != "name"}
     species = hparams.pop("species", None)
@@ -121,7 +123,16 @@ def prepare(
             names = [chemical_symbols[z] for z in missing]
             raise ValueError(f"the data contains element(s) {names} outside model.species {species}")
     model = build(cfg.model["name"], species=species, **hparams)
-    require = ["energy", "forces"] + (["stress"] if d.stress or cfg.task.stress_weight > 0 else [])
+    c = cfg.task
+    require = (
+        (["energy"] if c.energy_weight > 0 else [])
+        + (["forces"] if c.forces_weight > 0 else [])
+        + (["stress"] if d.stress or c.stress_weight > 0 else [])
+    )
+    if not require:
+        raise ValueError(
+            "task.energy_weight, task.forces_weight and task.stress_weight are all 0: nothing to fit"
+        )
     dataset = GraphDataset(
         frames, model.cutoff, dtype=dtype, require=require, source=d.path, progress=_rank() == 0
     )
@@ -136,22 +147,81 @@ def prepare(
         def size(x: float | None) -> float | int | None:
             return None if x is None else (int(x) if x > 1 else float(x))
 
-        split = make_split(len(dataset), size(d.train), size(d.val), size(d.test), seed=d.seed)
+        split = make_split(
+            len(dataset), size(d.train), size(d.val), size(d.test), seed=d.seed, blocks=d.blocks
+        )
     for name in ("train", "val"):
         if len(split[name]) == 0:
             raise ValueError(f"the {name} split is empty; change data.{name} or data.split_file")
 
     if not resume:
         model.to(dtype).fit_statistics([dataset[int(i)] for i in split["train"]])
-    potential = Potential(model, energy_unit=d.energy_unit, length_unit=d.length_unit)
-    if cfg.task.fit_references:
+    train_graphs = None if resume else [dataset[int(i)] for i in split["train"]]
+    priors = build_priors(cfg.priors, model, d.energy_unit, d.length_unit, train_graphs, dtype)
+    potential = Potential(model, priors, energy_unit=d.energy_unit, length_unit=d.length_unit)
+    has_energy = dataset.energies is not None
+    if c.fit_references and has_energy:
         refs = fit_reference_energies(dataset, split["train"], model.species.atomic_numbers)
         potential.atom_refs.copy_(torch.tensor([refs[z] for z in model.species.atomic_numbers]))
-    if cfg.task.fit_scale:
+    if c.fit_scale:
         scale, shift = fit_energy_scale(dataset, split["train"], potential)
         potential.energy_scale.fill_(scale)
         potential.energy_shift.fill_(shift)
     return potential.to(dtype), dataset, split
+
+
+def build_priors(
+    spec: dict[str, dict[str, Any]],
+    model: torch.nn.Module,
+    energy_unit: str,
+    length_unit: str,
+    train_graphs: Sequence[dict[str, torch.Tensor]] | None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.nn.Module]:
+    """Priors from the config's ``priors`` section, fitted on the training graphs.
+
+    Each entry ``term: {name: ..., **kwargs}`` builds ``physnet.nn.priors.PRIORS[name]``;
+    arguments the class takes and the entry omits are filled in: ``species`` from the
+    model, ``n_beads`` from the first training graph, and the data's ``energy_unit`` and
+    ``length_unit``. A prior with a ``fit`` method (the CG priors' Boltzmann inversion) is
+    fitted on ``train_graphs`` (in float64); with ``train_graphs=None`` (a resumed run)
+    its buffers come from the checkpoint instead.
+    """
+    import inspect
+
+    from physnet.nn.priors import PRIORS
+
+    priors: dict[str, torch.nn.Module] = {}
+    for term, entry in spec.items():
+        kwargs = dict(entry)
+        name = kwargs.pop("name")
+        if name not in PRIORS:
+            raise ValueError(f"priors.{term}: unknown prior {name!r}; available: {sorted(PRIORS)}")
+        cls = PRIORS[name]
+        params = inspect.signature(cls.__init__).parameters
+        defaults: dict[str, Any] = {
+            "species": list(model.species.atomic_numbers) if hasattr(model, "species") else None,
+            "energy_unit": energy_unit,
+            "length_unit": length_unit,
+        }
+        if train_graphs:
+            defaults["n_beads"] = int(train_graphs[0][K.N_ATOMS][0])
+        elif "n_beads" in params and "n_beads" not in kwargs:
+            defaults["n_beads"] = int(getattr(model, "n_beads", 0)) or None
+        for key, value in defaults.items():
+            if key in params and key not in kwargs and value is not None:
+                kwargs[key] = value
+        try:
+            prior = cls(**kwargs)
+        except TypeError as err:
+            raise ValueError(f"priors.{term} ({name}): {err}") from None
+        if hasattr(prior, "fit") and train_graphs is not None:
+            graphs = [
+                {k: v.double() if v.is_floating_point() else v for k, v in g.items()} for g in train_graphs
+            ]
+            prior.fit(graphs)
+        priors[term] = prior.to(dtype)
+    return priors
 
 
 def _resolve_data_path(path: str) -> str:
@@ -184,8 +254,9 @@ def predict(
         batch = to_device(batch, device)
         has_stress = K.STRESS in batch
         pred = potential(batch, compute_forces=True, compute_stress=has_stress)
-        out["energy"].append(batch[K.ENERGY].cpu().double().numpy())
-        out["energy_pred"].append(pred[K.ENERGY].cpu().double().numpy())
+        if K.ENERGY in batch:
+            out["energy"].append(batch[K.ENERGY].cpu().double().numpy())
+        out["energy_pred"].append(pred[K.ENERGY].detach().cpu().double().numpy())
         out["n_atoms"].append(batch[K.N_ATOMS].cpu().numpy())
         if K.FORCES in batch:
             out["forces"].append(batch[K.FORCES].cpu().double().numpy())
@@ -197,16 +268,20 @@ def predict(
 
 
 def error_table(pred: dict[str, np.ndarray]) -> dict[str, float]:
-    """MAE / RMSE of energy, energy per atom, force components and (if present) stress components."""
+    """MAE / RMSE of energy, energy per atom, force components and (if present) stress components,
+    and the force-matching loss, the mean over atoms of |F_pred - F_ref|^2 (energy unit^2/length^2)."""
     table: dict[str, float] = {}
-    de = pred["energy_pred"] - pred["energy"]
-    for name, err in (("energy", de), ("energy_per_atom", de / pred["n_atoms"])):
-        table[f"{name}_mae"] = float(np.abs(err).mean())
-        table[f"{name}_rmse"] = float(np.sqrt((err**2).mean()))
+    if "energy" in pred:
+        de = pred["energy_pred"] - pred["energy"]
+        for name, err in (("energy", de), ("energy_per_atom", de / pred["n_atoms"])):
+            table[f"{name}_mae"] = float(np.abs(err).mean())
+            table[f"{name}_rmse"] = float(np.sqrt((err**2).mean()))
     if "forces" in pred:
         df = pred["forces_pred"] - pred["forces"]
         table["forces_mae"] = float(np.abs(df).mean())
         table["forces_rmse"] = float(np.sqrt((df**2).mean()))
+        # force-matching loss of CG models (Wang et al. 2019): mean over atoms of |dF|^2
+        table["force_matching_loss"] = float((df**2).sum(-1).mean())
     if "stress" in pred:
         ds = pred["stress_pred"] - pred["stress"]
         table["stress_mae"] = float(np.abs(ds).mean())
@@ -342,10 +417,13 @@ def _summary(report: dict[str, Any], e_unit: str, l_unit: str) -> str:
     for stage in ("val", "test"):
         if stage in report:
             r = report[stage]
-            line = f"{stage}: energy MAE {r['energy_mae']:.4g} {e_unit}"
-            line += f" ({r['energy_per_atom_mae']:.4g} per atom)"
+            line = f"{stage}:"
+            if "energy_mae" in r:
+                line += (
+                    f" energy MAE {r['energy_mae']:.4g} {e_unit} ({r['energy_per_atom_mae']:.4g} per atom),"
+                )
             if "forces_mae" in r:
-                line += f", force MAE {r['forces_mae']:.4g} {e_unit}/{l_unit} (RMSE {r['forces_rmse']:.4g})"
+                line += f" force MAE {r['forces_mae']:.4g} {e_unit}/{l_unit} (RMSE {r['forces_rmse']:.4g})"
             if "stress_mae" in r:
                 line += f", stress MAE {r['stress_mae']:.4g} {e_unit}/{l_unit}^3"
             lines.append(line)

@@ -58,7 +58,8 @@ def plot_learning_curves(
                 ax.plot(x, y, label=stage)
         ax.set(yscale="log", xlabel="epoch", ylabel=f"MAE ({unit})", title=f"{name} MAE")
     for ax in axes:
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -75,27 +76,32 @@ def plot_parity(
 ) -> Path:
     """Predicted vs reference energy (per atom, mean removed) and force components, MAE in the titles."""
     plt = _plt()
-    has_forces = "forces" in pred
-    fig, axes = plt.subplots(1, 2 if has_forces else 1, figsize=(10 if has_forces else 5, 4.6), squeeze=False)
-    e_ref, e_pred = pred["energy"], pred["energy_pred"]
-    offset = e_ref.mean()
-    mae = np.abs(e_pred - e_ref).mean()
-    ax = axes[0, 0]
-    ax.scatter(e_ref - offset, e_pred - offset, s=6, alpha=0.6)
-    lim = [
-        min((e_ref - offset).min(), (e_pred - offset).min()),
-        max((e_ref - offset).max(), (e_pred - offset).max()),
-    ]
-    ax.plot(lim, lim, "k--", lw=1)
-    ax.set(
-        xlabel=f"reference E - {offset:.6g} ({energy_unit})",
-        ylabel=f"predicted ({energy_unit})",
-        title=f"{title} energy: MAE {mae:.3g} {energy_unit}",
-    )
+    has_energy, has_forces = "energy" in pred, "forces" in pred
+    n_panels = int(has_energy) + int(has_forces)
+    if n_panels == 0:
+        raise ValueError("nothing to plot: the predictions have neither reference energies nor forces")
+    fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 4.6), squeeze=False)
+    panels = iter(axes.ravel())
+    if has_energy:
+        e_ref, e_pred = pred["energy"], pred["energy_pred"]
+        offset = e_ref.mean()
+        mae = np.abs(e_pred - e_ref).mean()
+        ax = next(panels)
+        ax.scatter(e_ref - offset, e_pred - offset, s=6, alpha=0.6)
+        lim = [
+            min((e_ref - offset).min(), (e_pred - offset).min()),
+            max((e_ref - offset).max(), (e_pred - offset).max()),
+        ]
+        ax.plot(lim, lim, "k--", lw=1)
+        ax.set(
+            xlabel=f"reference E - {offset:.6g} ({energy_unit})",
+            ylabel=f"predicted ({energy_unit})",
+            title=f"{title} energy: MAE {mae:.3g} {energy_unit}",
+        )
     if has_forces:
         f_ref, f_pred = pred["forces"].ravel(), pred["forces_pred"].ravel()
         fmae = np.abs(f_pred - f_ref).mean()
-        ax = axes[0, 1]
+        ax = next(panels)
         ax.scatter(f_ref, f_pred, s=2, alpha=0.3)
         lim = [min(f_ref.min(), f_pred.min()), max(f_ref.max(), f_pred.max())]
         ax.plot(lim, lim, "k--", lw=1)

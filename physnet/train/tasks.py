@@ -163,6 +163,10 @@ class PotentialTask(pl.LightningModule):
             for group in optimizer.param_groups:
                 group["lr"] = c.lr * factor
         optimizer.step(closure=optimizer_closure)
+        if c.lipschitz > 0:  # Wang et al. (2019): bound each layer's spectral norm
+            from physnet.models.cgnet import lipschitz_projection
+
+            lipschitz_projection(self.potential.model, c.lipschitz)
         self.log("lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
 
     # ----------------------------------------------------------- checkpoints

@@ -440,3 +440,33 @@ def test_compressed_extxyz_reads_fast_and_identically(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a.positions, b.positions)
         assert a.get_potential_energy() == b.get_potential_energy()
         np.testing.assert_array_equal(a.get_forces(), b.get_forces())
+
+
+def test_npy_positions_and_forces(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pos, forces = rng.normal(size=(6, 3, 3)), rng.normal(size=(6, 3, 3))
+    np.save(tmp_path / "pos.npy", pos)
+    np.save(tmp_path / "f.npy", forces)
+    frames = read_frames(tmp_path / "pos.npy", numbers=["C", 7, "O"], forces_path=tmp_path / "f.npy")
+    assert len(frames) == 6 and list(frames[2].numbers) == [6, 7, 8]
+    np.testing.assert_array_equal(frames[2].positions, pos[2])
+    np.testing.assert_array_equal(frames[2].get_forces(), forces[2])
+    with pytest.raises(ValueError, match="numbers"):
+        read_frames(tmp_path / "pos.npy")
+    with pytest.raises(ValueError, match="2 entries"):
+        read_frames(tmp_path / "pos.npy", numbers=[6, 7])
+    np.save(tmp_path / "bad.npy", forces[:, :2])
+    with pytest.raises(ValueError, match="shape"):
+        read_frames(tmp_path / "pos.npy", numbers=[6, 7, 8], forces_path=tmp_path / "bad.npy")
+
+
+def test_block_split_takes_whole_time_blocks() -> None:
+    split = make_split(1000, 0.7, 0.1, 0.2, seed=3, blocks=10)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [700, 100, 200]
+    assert np.array_equal(np.sort(np.concatenate(list(split.values()))), np.arange(1000))
+    for idx in split.values():  # each split is a union of whole blocks [100 b, 100 b + 100)
+        blocks = idx.reshape(-1, 100)
+        assert (blocks[:, 0] % 100 == 0).all() and (blocks - blocks[:, :1] == np.arange(100)).all()
+    assert make_split(1000, 0.7, 0.1, 0.2, seed=4, blocks=10)["test"].tolist() != split["test"].tolist()
+    with pytest.raises(ValueError, match="blocks"):
+        make_split(10, 0.8, 0.1, 0.1, blocks=20)

@@ -229,3 +229,62 @@ def test_ddp_two_cpu_processes_keep_identical_weights(emt_molecule_file: Path, t
         assert torch.equal(weights[0][key], weights[1][key]), key
     initial = torch.load(run_dir / "weights_initial_rank0.pt")
     assert any(not torch.equal(initial[k], weights[0][k]) for k in initial), "no optimizer step happened"
+
+
+def test_force_matching_with_fitted_cg_priors(tmp_path: Path) -> None:
+    """Force-only CG training (no energies in the data): .npy positions + forces, time-block split,
+    priors from the config fitted on the training blocks and saved with the potential."""
+    frames = physnet.data.load("ala2_cg_amber")[:200]
+    pos = np.stack([a.positions for a in frames])  # [200, 5, 3] Å
+    np.save(tmp_path / "pos.npy", pos)
+    np.save(tmp_path / "forces.npy", np.stack([a.get_forces() for a in frames]))  # eV/Å
+    overrides = [
+        f"run_dir={tmp_path / 'run'}",
+        f"data.path={tmp_path / 'pos.npy'}",
+        f"data.forces_path={tmp_path / 'forces.npy'}",
+        "data.numbers=[C, N, C, C, N]",
+        "data.energy_unit=eV",
+        "data.length_unit=Å",
+        "data.train=0.6",
+        "data.val=0.2",
+        "data.test=0.2",
+        "data.blocks=5",
+        "data.batch_size=20",
+        "model.name=cgnet",
+        "model.species=[C, N]",
+        "model.n_beads=5",
+        "model.n_layers=2",
+        "model.width=16",
+        "priors={bonds: {name: harmonic_bonds}, angles: {name: harmonic_angles}, "
+        "rep: {name: bead_repulsion}}",
+        "task.energy_weight=0",
+        "task.forces_weight=1",
+        "task.fit_references=false",
+        "task.lipschitz=5.0",
+        "task.warmup_steps=0",
+        "trainer.max_epochs=2",
+        "trainer.progress_bar=false",
+        "trainer.threads=1",
+    ]
+    run_dir = train(load_config(None, overrides))
+    split = json.loads((run_dir / "split.json").read_text())
+    for name, size in (("train", 120), ("val", 40), ("test", 40)):  # whole blocks of 40 frames
+        idx = np.asarray(split[name])
+        assert len(idx) == size and (np.diff(idx) > 0).all()  # time order
+        assert all((idx[k * 40 : (k + 1) * 40] % 40 == np.arange(40)).all() for k in range(size // 40))
+    report = json.loads((run_dir / "test_metrics.json").read_text())
+    assert "energy_mae" not in report["test"] and np.isfinite(report["test"]["force_matching_loss"])
+    pot = physnet.Potential.load(run_dir / "potential.pt")
+    assert set(pot.priors) == {"bonds", "angles", "rep"}
+    train_pos = torch.tensor(pos[split["train"]], dtype=torch.float64)
+    bonds = torch.linalg.vector_norm(train_pos[:, 1:] - train_pos[:, :-1], dim=-1)  # [n, 4]
+    torch.testing.assert_close(pot.priors["bonds"].x0.double(), bonds.mean(0), rtol=1e-5, atol=1e-6)
+    for layer in pot.model.net.modules():
+        if isinstance(layer, torch.nn.Linear):  # the Lipschitz projection bounded every layer
+            assert float(torch.linalg.matrix_norm(layer.weight.detach(), ord=2)) <= 5.0 + 1e-4
+
+
+def test_all_zero_loss_weights_are_rejected(emt_molecule_file: Path, tmp_path: Path) -> None:
+    extra = ("task.energy_weight=0", "task.forces_weight=0")
+    with pytest.raises(ValueError, match="nothing to fit"):
+        train(load_config(None, _overrides(emt_molecule_file, tmp_path / "run", *extra)))
