@@ -22,7 +22,9 @@ from physnet.nn.cg_geometry import (
     angles,
     beads_per_graph,
     consecutive_pairs,
+    consecutive_quadruples,
     consecutive_triples,
+    dihedrals,
     distances,
 )
 from physnet.nn.scatter import scatter_sum
@@ -34,6 +36,7 @@ __all__ = [
     "HarmonicBonds",
     "HarmonicAngles",
     "BeadRepulsion",
+    "FourierDihedrals",
     "fit_cg_priors",
     "boltzmann_inversion",
     "boltzmann_constant",
@@ -327,18 +330,97 @@ class BeadRepulsion(_BeadPrior):
         return self.kT * ((self.sigma / r) ** self.exponent).sum(-1)
 
 
+class FourierDihedrals(_BeadPrior):
+    """Dihedral prior of consecutive quadruples by Boltzmann inversion of each dihedral's histogram.
+
+    E = sum_d sum_{n=1}^{N} a_dn cos(n phi_d) + b_dn sin(n phi_d), the truncated Fourier series
+    of the potential of mean force -kT ln p(phi_d) of each dihedral's marginal distribution in
+    the training frames (``n_bins`` histogram bins over [-pi, pi), weighted least squares with
+    weights sqrt(count), empty bins left out). It gives the network a prior with the right
+    basin depths along each backbone dihedral, as the dihedral priors of later CG force fields
+    do (Charron et al., arXiv:2310.18278 (2023), Sec. "Prior"), where the harmonic bond and
+    angle priors of Wang et al. (2019) are flat. Buffers ``a`` and ``b`` [n_dihedrals, N]
+    (energy_unit). Returns per-graph energies [n_graphs].
+
+    Args:
+        n_beads: beads per molecule (at least 4).
+        n_terms: N, the highest harmonic; default 3 (smooth, cannot resolve narrow features).
+        n_bins: histogram bins of the fit; default 72 (5 degrees).
+        temperature: temperature of the training data in K.
+        energy_unit: energy unit of the term (the potential's).
+        length_unit: length unit of positions.
+    """
+
+    _name = "fourier_dihedrals"
+
+    def __init__(
+        self,
+        n_beads: int,
+        n_terms: int = 3,
+        n_bins: int = 72,
+        temperature: float = 300.0,
+        energy_unit: str = "kcal/mol",
+        length_unit: str = "Å",
+    ) -> None:
+        super().__init__(n_beads, temperature, energy_unit, length_unit)
+        if n_beads < 4:
+            raise ValueError(f"a dihedral prior needs at least 4 beads, got n_beads={n_beads}")
+        if n_terms < 1 or n_bins < 2 * n_terms + 2:
+            raise ValueError(f"need n_terms >= 1 and n_bins >= 2 n_terms + 2, got {n_terms}, {n_bins}")
+        self.register_buffer("index", consecutive_quadruples(self.n_beads), persistent=False)
+        self.register_buffer("a", torch.zeros(self.index.shape[0], n_terms))
+        self.register_buffer("b", torch.zeros(self.index.shape[0], n_terms))
+        self.register_buffer("harmonics", torch.arange(1, n_terms + 1, dtype=torch.float32), persistent=False)
+        self.n_bins = int(n_bins)
+        self.hparams.update({"n_terms": int(n_terms), "n_bins": int(n_bins)})
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor | np.ndarray | Sequence[dict[str, torch.Tensor]]) -> _BeadPrior:
+        """Fit a and b from training frames [n_frames, n_beads, 3] (or graphs); returns self."""
+        pos = _positions(data)
+        self._check_beads(pos)
+        phi = dihedrals(pos, self.index).numpy()  # [n_frames, n_dihedrals], radians
+        edges = np.linspace(-np.pi, np.pi, self.n_bins + 1)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        n = self.harmonics.double().numpy()
+        design = np.concatenate(
+            [np.cos(np.outer(centres, n)), np.sin(np.outer(centres, n)), np.ones((len(centres), 1))], axis=1
+        )
+        for d in range(phi.shape[1]):
+            count, _ = np.histogram(phi[:, d], bins=edges)
+            seen = count > 0
+            if seen.sum() < design.shape[1]:
+                raise ValueError(f"dihedral {d} visits only {int(seen.sum())} of {self.n_bins} bins; too few")
+            pmf = -self.kT * np.log(count[seen] / count.sum())
+            w = np.sqrt(count[seen])[:, None]
+            coef, *_ = np.linalg.lstsq(design[seen] * w, pmf * w[:, 0], rcond=None)
+            k = len(n)
+            self.a[d] = torch.as_tensor(coef[:k])
+            self.b[d] = torch.as_tensor(coef[k : 2 * k])
+        self.fitted.fill_(True)
+        return self
+
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """graph -> per-graph energies [n_graphs]."""
+        phi = dihedrals(self._beads(graph), self.index)  # [n_graphs, n_dihedrals]
+        arg = phi.unsqueeze(-1) * self.harmonics.to(phi.dtype)  # [n_graphs, n_dihedrals, N]
+        return (self.a * torch.cos(arg) + self.b * torch.sin(arg)).sum((-1, -2))
+
+
 def fit_cg_priors(
     data: torch.Tensor | np.ndarray | Sequence[dict[str, torch.Tensor]],
     temperature: float = 300.0,
     energy_unit: str = "kcal/mol",
     length_unit: str = "Å",
     repulsion: bool = True,
+    dihedral: bool = False,
 ) -> dict[str, Prior]:
     """The CGnet prior set fitted on training frames [n_frames, n_beads, 3] (or graphs).
 
     Returns ``{"bonds": HarmonicBonds, "angles": HarmonicAngles, "repulsion": BeadRepulsion}``
-    (the last only with ``repulsion``), ready for :class:`physnet.Potential`, which
-    reports each as ``energy_bonds``, ``energy_angles``, ``energy_repulsion``.
+    (the last only with ``repulsion``), plus ``"dihedrals": FourierDihedrals`` with
+    ``dihedral``, ready for :class:`physnet.Potential`, which reports each as
+    ``energy_bonds``, ``energy_angles``, ``energy_repulsion``, ``energy_dihedrals``.
     """
     pos = _positions(data)
     n_beads = pos.shape[1]
@@ -349,6 +431,8 @@ def fit_cg_priors(
     }
     if repulsion:
         priors["repulsion"] = BeadRepulsion(n_beads, **kw).fit(pos)
+    if dihedral:
+        priors["dihedrals"] = FourierDihedrals(n_beads, **kw).fit(pos)
     return priors
 
 
@@ -357,6 +441,7 @@ PRIORS: dict[str, type[Prior]] = {
     "harmonic_bonds": HarmonicBonds,
     "harmonic_angles": HarmonicAngles,
     "bead_repulsion": BeadRepulsion,
+    "fourier_dihedrals": FourierDihedrals,
 }
 
 

@@ -12,9 +12,17 @@ from ase import Atoms
 
 import physnet
 import physnet.models.cgnet  # noqa: F401  (registers "cgnet")
-from physnet.nn.cg_geometry import angles, bead_graph, consecutive_pairs, consecutive_triples, distances
+from physnet.nn.cg_geometry import (
+    angles,
+    bead_graph,
+    consecutive_pairs,
+    consecutive_triples,
+    dihedrals,
+    distances,
+)
 from physnet.nn.priors import (
     BeadRepulsion,
+    FourierDihedrals,
     HarmonicAngles,
     HarmonicBonds,
     boltzmann_constant,
@@ -153,3 +161,38 @@ def test_priors_on_shared_alanine_dipeptide(shared_positions: np.ndarray) -> Non
     assert torch.isfinite(energy).all()
     # mean prior energy of held-out frames ~ (n_bonds + n_angles) kT / 2 by equipartition
     assert float(energy.mean()) == pytest.approx(7 * KT / 2, rel=0.5)
+
+
+def _chains_with_dihedral(phi: np.ndarray) -> np.ndarray:
+    """[n, 4, 3] unit-bond chains with right bend angles and dihedral ``phi`` (radians)."""
+    n = len(phi)
+    pos = np.zeros((n, 4, 3))
+    pos[:, 0] = [0.0, 1.0, 0.0]
+    pos[:, 2] = [1.0, 0.0, 0.0]
+    pos[:, 3] = np.stack([np.ones(n), np.cos(phi), np.sin(phi)], axis=1)
+    return pos
+
+
+def test_fourier_dihedral_prior_recovers_the_pmf() -> None:
+    """Frames drawn from p(phi) ~ exp(-U(phi)/kT) with a 2-term U: the fitted prior is U + const."""
+    rng = np.random.default_rng(0)
+
+    def u(phi: np.ndarray) -> np.ndarray:
+        return 0.8 * np.cos(phi) - 0.5 * np.sin(2 * phi)  # kcal/mol
+
+    grid = np.linspace(-np.pi, np.pi, 20001)[:-1]
+    p = np.exp(-u(grid) / KT)
+    phi = rng.choice(grid, size=200_000, p=p / p.sum())
+    pos = _chains_with_dihedral(phi)
+    measured = dihedrals(torch.tensor(pos[:5]), torch.tensor([[0, 1, 2, 3]]))[:, 0].numpy()
+    assert np.allclose(np.abs(measured), np.abs(phi[:5]), atol=1e-9)
+    sign = float(np.sign(measured[0] * phi[0]))
+    prior = FourierDihedrals(4, n_terms=3, temperature=300.0).double().fit(pos)
+    test_phi = np.linspace(-3.0, 3.0, 13)
+    energy = prior(bead_graph(torch.tensor(_chains_with_dihedral(test_phi)), torch.full((4,), 6)))
+    expected = u(sign * test_phi)
+    shift = float((energy.numpy() - expected).mean())
+    np.testing.assert_allclose(energy.numpy() - shift, expected, atol=0.03)
+    assert prior.hparams["name"] == "fourier_dihedrals" and bool(prior.fitted)
+    with pytest.raises(ValueError, match="4 beads"):
+        FourierDihedrals(3)
