@@ -2,8 +2,10 @@
 
 Reads the 5-bead CG data of ``../shared/data`` (Å, kcal/mol, 300 K; never copied
 into the project), splits it 80/20 by time-contiguous blocks (10 blocks of 1,000
-frames; blocks 4 and 9 are held out), fits the harmonic bond / angle priors and the
-bead repulsion on the training frames, then trains two CGnets by force matching
+frames; blocks 4 and 9 are held out), fits the harmonic bond / angle priors, the
+bead repulsion and (unless ``--no-dihedral-prior``) a Fourier dihedral prior
+(Boltzmann inversion of the φ and ψ marginals) on the training frames, then trains
+two CGnets by force matching
 (Wang et al., ACS Cent. Sci. 5, 755 (2019)): one on top of the prior, one alone.
 Block 2 of the training part is the validation set of early stopping (the weights
 with the lowest validation loss are kept); ``--lipschitz`` applies the paper's
@@ -122,7 +124,7 @@ def train(
             best = (val_loss, copy.deepcopy(potential.state_dict()), epoch)
         print(
             f"[{label}] epoch {epoch:3d}  step {step:6d}  {time.perf_counter() - start:6.1f} s  "
-            f"last batch loss {float(loss):8.2f}  validation {val_loss:8.2f}",
+            f"last batch loss {float(loss.detach()):8.2f}  validation {val_loss:8.2f}",
             flush=True,
         )
     potential.load_state_dict(best[1])
@@ -146,6 +148,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=5, help="hidden layers (paper: 5)")
     parser.add_argument("--width", type=int, default=160, help="hidden width (paper: 160)")
     parser.add_argument("--lipschitz", type=float, default=None, help="spectral-norm bound per layer")
+    parser.add_argument(
+        "--no-dihedral-prior",
+        dest="dihedral_prior",
+        action="store_false",
+        help="leave out the Fourier dihedral prior (the paper's prior: bonds, angles, repulsion only)",
+    )
     parser.add_argument(
         "--no-early-stopping",
         dest="early_stopping",
@@ -179,8 +187,11 @@ def main() -> None:
         f"{len(test_idx)} held-out frames (time blocks 4 and 9 of 10)"
     )
 
-    priors = fit_cg_priors(tr[0].double(), temperature=TEMPERATURE, energy_unit="kcal/mol")
+    priors = fit_cg_priors(
+        tr[0].double(), temperature=TEMPERATURE, energy_unit="kcal/mol", dihedral=args.dihedral_prior
+    )
     priors = {name: p.float() for name, p in priors.items()}
+    paper_priors = {name: p for name, p in priors.items() if name != "dihedrals"}
     print(
         "bonds  k (kcal/mol/Å^2):",
         np.round(priors["bonds"].k.numpy(), 1),
@@ -194,10 +205,15 @@ def main() -> None:
         np.round(np.degrees(priors["angles"].x0.numpy()), 1),
     )
     print("repulsion σ (Å):", np.round(priors["repulsion"].sigma.numpy(), 3))
+    if "dihedrals" in priors:
+        d = priors["dihedrals"]
+        print("dihedral Fourier a_n, b_n (kcal/mol):", np.round(d.a.numpy(), 2), np.round(d.b.numpy(), 2))
 
     prior_only = make_potential(tr[0], priors, args)
-    for p in prior_only.model.net[-1].parameters():
-        torch.nn.init.zeros_(p)
+    paper_prior_only = make_potential(tr[0], paper_priors, args)
+    for pot in (prior_only, paper_prior_only):
+        for p in pot.model.net[-1].parameters():
+            torch.nn.init.zeros_(p)
 
     seconds = args.minutes * 60
     torch.manual_seed(args.seed)
@@ -208,15 +224,23 @@ def main() -> None:
     train(combined, *fit, va, seconds, args.batch_size, args.lr, args.lipschitz, args.seed, "prior + network")
     combined.save(args.output)
     net_only.save(args.output_net_only)
+    prior_only.save(args.output.with_name(args.output.stem + "_prioronly.pt"))
 
     zero = float(te[1].pow(2).sum(-1).mean())
     print("\nheld-out force-matching loss, mean over frames and beads of |F_model - F_mapped|^2")
     print("[(kcal/mol/Å)^2]:")
     print(f"  zero force       {zero:9.2f}")
-    print(f"  prior only       {force_loss(prior_only, *te):9.2f}")
+    if "dihedrals" in priors:
+        print(f"  prior only (bonds, angles, repulsion)             {force_loss(paper_prior_only, *te):9.2f}")
+        print(f"  prior only (bonds, angles, repulsion, dihedrals)  {force_loss(prior_only, *te):9.2f}")
+    else:
+        print(f"  prior only       {force_loss(prior_only, *te):9.2f}")
     print(f"  network only     {force_loss(net_only, *te):9.2f}")
     print(f"  prior + network  {force_loss(combined, *te):9.2f}")
-    print(f"saved {args.output} (prior + network) and {args.output_net_only} (network only)")
+    print(
+        f"saved {args.output} (prior + network), {args.output_net_only} (network only) and "
+        f"{args.output.stem}_prioronly.pt (prior only)"
+    )
 
 
 if __name__ == "__main__":
