@@ -619,6 +619,6 @@ def check_particle_symmetries(
                 expected = ref[perm]
             else:
                 raise ValueError(f"unknown check {check!r}; use {checks_known}")
-            err = max(err, float((out - expected).abs().max()))
+            err = max(err, float((out - expected).detach().abs().max()))
         report[check] = err
     return report

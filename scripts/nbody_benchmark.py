@@ -18,6 +18,7 @@ Example (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -81,10 +82,16 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
     """The dynamics model named by ``--model``: ``f(pos, vel, charges, batch) -> positions``."""
     if args.model == "egnn":
         return EGNNDynamics(n_features=args.n_features, n_layers=args.n_layers)
+    if args.model == "se3_transformer":
+        from physnet.models.se3_transformer import SE3TransformerDynamics
+
+        # hidden irreps (F/2)x0e + (F/4)x1o + (F/8)x2e: 32x0e + 16x1o + 8x2e for the default F = 64
+        f = args.n_features
+        return SE3TransformerDynamics(channels=(f // 2, f // 4, f // 8), n_layers=args.n_layers)
     raise ValueError(f"unknown --model {args.model!r}; choose from {MODELS}")
 
 
-MODELS = ("egnn",)
+MODELS = ("egnn", "se3_transformer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-12, help="authors' code: 1e-12")
+    parser.add_argument(
+        "--optimizer", choices=("adam", "adamw"), default="adam", help="adamw: decoupled weight decay"
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="cosine: lr * (1 + cos(pi f)) / 2, f = the larger of the epoch and wall-time fractions",
+    )
     parser.add_argument("--n-features", type=int, default=64)
     parser.add_argument("--n-layers", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=5, help="epochs between validation passes")
@@ -124,12 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     const_vel = float(((test["pos"] + t_fit * test["vel"] - test["target"]) ** 2).mean())
 
     model = build_model(args).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    opt = optimizer(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     n = train["pos"].shape[0]
     best = (float("inf"), 0, None)
     start = time.perf_counter()
     print(f"training {args.model} ({sum(p.numel() for p in model.parameters())} parameters) on {n} systems")
     for epoch in range(1, args.epochs + 1):
+        if args.schedule == "cosine":
+            done = (epoch - 1) / args.epochs
+            if args.minutes is not None:
+                done = max(done, (time.perf_counter() - start) / (60 * args.minutes))
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * args.lr * (1 + math.cos(math.pi * min(done, 1.0)))
         model.train()
         perm = torch.randperm(n, device=device)
         train_loss = 0.0

@@ -3,6 +3,15 @@
 from physnet.nn.cutoff import CosineCutoff
 from physnet.nn.mlp import ShiftedSoftplus, activation, mlp
 from physnet.nn.radial import GaussianRBF
-from physnet.nn.scatter import scatter_sum
+from physnet.nn.scatter import scatter_max, scatter_sum, segment_softmax
 
-__all__ = ["CosineCutoff", "GaussianRBF", "ShiftedSoftplus", "activation", "mlp", "scatter_sum"]
+__all__ = [
+    "CosineCutoff",
+    "GaussianRBF",
+    "ShiftedSoftplus",
+    "activation",
+    "mlp",
+    "scatter_max",
+    "scatter_sum",
+    "segment_softmax",
+]

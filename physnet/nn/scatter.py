@@ -14,7 +14,7 @@ import os
 
 import torch
 
-__all__ = ["scatter_sum", "BACKEND"]
+__all__ = ["scatter_sum", "scatter_max", "segment_softmax", "BACKEND"]
 
 
 def _choose_backend() -> str:
@@ -55,3 +55,45 @@ def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.
 
         return torch_scatter.scatter_sum(src, index, dim=0, dim_size=dim_size)
     return scatter_sum_torch(src, index, dim_size)
+
+
+def scatter_max(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    """Maximum of the rows of ``src`` [n, ...] in each of ``dim_size`` bins given by ``index`` [n].
+
+    Built on torch's ``scatter_reduce`` (``"amax"``); gradients flow to the maximal entries.
+
+    Returns:
+        [dim_size, ...]; bins that receive nothing are ``-inf``.
+
+    >>> scatter_max(torch.tensor([1.0, 3.0, 2.0]), torch.tensor([0, 0, 2]), 3).tolist()
+    [3.0, -inf, 2.0]
+    """
+    out = torch.full((dim_size,) + src.shape[1:], float("-inf"), dtype=src.dtype, device=src.device)
+    idx = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
+    return out.scatter_reduce(0, idx, src, reduce="amax", include_self=True)
+
+
+def segment_softmax(
+    logits: torch.Tensor, index: torch.Tensor, dim_size: int, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax of ``logits`` [n, ...] over the rows that share a bin of ``index`` [n].
+
+    ``alpha_k = w_k exp(z_k) / sum_{l: index_l = index_k} w_l exp(z_l)`` with optional non-negative
+    weights ``weight`` [n] (e.g. a smooth cutoff envelope, so that a row whose weight goes to zero
+    leaves the softmax continuously; ``weight = 1`` is the plain softmax). The per-bin maximum is
+    subtracted for stability and detached (the softmax does not depend on it, so gradients are
+    exact). A bin whose weights are all zero gives zeros, not NaN.
+
+    Returns:
+        [n, ...] attention weights; within each bin they sum to 1 (or to 0 if all weights are 0).
+
+    >>> a = segment_softmax(torch.tensor([0.0, 0.0, 5.0]), torch.tensor([0, 0, 1]), 2)
+    >>> a.tolist()
+    [0.5, 0.5, 1.0]
+    """
+    shift = scatter_max(logits.detach(), index, dim_size)[index]  # [n, ...]
+    e = torch.exp(logits - shift)  # [n, ...], entries in (0, 1]
+    if weight is not None:
+        e = e * weight.view((-1,) + (1,) * (logits.dim() - 1))
+    den = scatter_sum(e, index, dim_size)[index]  # [n, ...]
+    return e / torch.where(den > 0, den, torch.ones_like(den))

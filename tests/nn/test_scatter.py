@@ -44,3 +44,29 @@ def test_backend_choice_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
         scatter._choose_backend()
     monkeypatch.setenv("PHYSNET_SCATTER", "torch")
     assert scatter._choose_backend() == "torch"
+
+
+def test_scatter_max_and_segment_softmax_match_dense_reference() -> None:
+    from physnet.nn.scatter import scatter_max, segment_softmax
+
+    g = torch.Generator().manual_seed(0)
+    index = torch.tensor([0, 2, 2, 0, 2, 3])
+    logits = 30.0 * torch.randn(6, 4, generator=g, dtype=torch.float64)  # large: needs the max shift
+    weight = torch.rand(6, generator=g, dtype=torch.float64)
+    weight[5] = 0.0  # bin 3: all weights zero
+    assert torch.equal(scatter_max(logits, index, 4)[1], torch.full((4,), float("-inf"), dtype=torch.float64))
+    alpha = segment_softmax(logits, index, 4, weight)
+    for b in (0, 2):
+        rows = index == b
+        e = weight[rows, None] * torch.exp(logits[rows] - logits[rows].max(0).values)
+        assert torch.allclose(alpha[rows], e / e.sum(0), atol=1e-14)
+        assert torch.allclose(alpha[rows].sum(0), torch.ones(4, dtype=torch.float64))
+    assert torch.equal(alpha[5], torch.zeros(4, dtype=torch.float64))  # no NaN for an all-zero bin
+    plain = segment_softmax(logits[:, 0], index, 4)
+    assert torch.allclose(plain[index == 2], torch.softmax(logits[index == 2, 0], 0))
+    # gradients exact despite the detached shift
+    x = logits[:, 0].clone().requires_grad_()
+    (segment_softmax(x, index, 4)[index == 2] * torch.arange(3.0, dtype=torch.float64)).sum().backward()
+    y = logits[index == 2, 0].clone().requires_grad_()
+    (torch.softmax(y, 0) * torch.arange(3.0, dtype=torch.float64)).sum().backward()
+    assert torch.allclose(x.grad[index == 2], y.grad, atol=1e-14)

@@ -35,4 +35,19 @@ def test_benchmark_runs_and_prints_paper_figures(tmp_path: Path, capsys: pytest.
     threads = str(torch.get_num_threads())  # leave the process's thread count as it is
     assert module.main(argv + ["--eval-every", "1", "--threads", threads]) == 0
     out = capsys.readouterr().out
-    assert "EGNN (this run" in out and "0.0071" in out and "zero displacement" in out
+    assert "egnn (this run" in out and "0.0071" in out and "zero displacement" in out
+
+
+@pytest.mark.parametrize("model", ["egnn", "se3_transformer"])
+def test_benchmark_models_and_cosine_schedule(
+    model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("nbody_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = tmp_path / "nbody.npz"
+    _tiny_nbody(data)
+    argv = ["--data", str(data), "--model", model, "--epochs", "2", "--batch-size", "4", "--n-features", "32"]
+    argv += ["--n-layers", "1", "--schedule", "cosine", "--optimizer", "adamw", "--weight-decay", "1e-2"]
+    assert module.main(argv + ["--eval-every", "1", "--threads", str(torch.get_num_threads())]) == 0
+    assert f"{model} (this run" in capsys.readouterr().out
