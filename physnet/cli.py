@@ -4,6 +4,8 @@
   (``--resume RUN_DIR`` continues a killed run);
 - ``physnet eval CHECKPOINT DATA`` reports errors and draws parity plots;
 - ``physnet md CHECKPOINT STRUCTURE`` runs ASE molecular dynamics;
+- ``physnet gns-train CONFIG.yaml`` trains the GNS learned simulator and
+  ``physnet gns-rollout MODEL DATA --gif OUT.gif`` rolls it out and animates it;
 - ``physnet demo`` trains a small SchNet on an embedded data set and runs MD with it.
 """
 
@@ -330,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     md.set_defaults(func=_md)
+
+    from physnet.train.gns_cli import add_gns_commands
+
+    add_gns_commands(sub)  # gns-train, gns-rollout (learned simulator)
     return parser
 
 

@@ -30,11 +30,12 @@ ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "silu": torch.nn.SiLU,
     "tanh": torch.nn.Tanh,
     "gelu": torch.nn.GELU,
+    "relu": torch.nn.ReLU,
 }
 
 
 def activation(name: str) -> torch.nn.Module:
-    """An activation module by name: one of ``ssp``, ``celu`` (alpha 0.1), ``silu``, ``tanh``, ``gelu``."""
+    """An activation module by name: ``ssp``, ``celu`` (alpha 0.1), ``silu``, ``tanh``, ``gelu``, ``relu``."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()

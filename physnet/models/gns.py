@@ -1,0 +1,335 @@
+"""Graph Network-based Simulator (GNS): a learned particle simulator.
+
+Sanchez-Gonzalez, Godwin, Pfaff, Ying, Leskovec & Battaglia, "Learning to Simulate
+Complex Physics with Graph Networks", ICML 2020 (arXiv:2002.09405); the reference code is
+DeepMind's ``learning_to_simulate`` (``learned_simulator.py``, ``graph_network.py``).
+
+Units: positions in the data's length unit; time in *frames*: velocities are
+``x_t - x_{t-1}`` (length per frame) and accelerations ``x_{t+1} - 2 x_t + x_{t-1}``
+(length per frame^2), as in the paper (Sec. 3: "we use dt = 1").
+
+- **Inputs** (Sec. 3, "Input and output representations"): the last ``C`` (paper: 6)
+  positions ``[n, C, dim]`` give ``C - 1`` finite-difference velocities, normalised with
+  the training-set statistics; a learned embedding of the particle type; the distances
+  to the lower and upper domain walls divided by the connectivity radius ``R`` (or by
+  ``wall_cutoff``, see the deviations below) and clipped to ``[-1, 1]`` (switchable:
+  ``wall_features=False`` makes the model translation invariant). Edges join particles
+  closer than ``R`` (``physnet.data.radius_graph`` on the most recent positions; 2D
+  positions are padded with ``z = 0``, no periodicity); edge features are the
+  displacement ``(x_j - x_i) / R`` and its norm.
+- **Encode-process-decode** (Sec. 2, Fig. 2; Battaglia et al. 2018 GN blocks): node and
+  edge encoder MLPs -> ``M`` (paper: 10) message-passing steps with *unshared*
+  parameters, each ``e'_ij = e_ij + phi_e(e_ij, v_i, v_j)``,
+  ``v'_i = v_i + phi_v(v_i, sum_j e'_ij)`` (residual) -> decoder MLP to the
+  normalised acceleration. Every MLP has two hidden layers (paper: 128 wide, ReLU);
+  all but the decoder end in LayerNorm (Sec. 4, "Training").
+- **Update**: semi-implicit Euler with ``dt = 1`` (Sec. 3, eq. in "Update mechanism"):
+  ``v_{t+1} = v_t + a_t``, ``x_{t+1} = x_t + v_{t+1}`` (:meth:`GNS.step`).
+- **Normalisation**: mean and standard deviation of velocities and accelerations over
+  the training set, each std combined with the training noise as
+  ``sqrt(std^2 + noise_std^2)`` as in ``learning_to_simulate/train.py``
+  (:meth:`GNS.fit_statistics`); they are buffers, so ``state_dict`` carries them.
+
+Deviations: ``wall_cutoff`` may set the wall-distance scale apart from ``R`` (default:
+``R``, as in the paper); the water data here move up to ~R per frame, and clipping at
+``R`` would hide a wall from a particle until one frame before it hits it. ``forward``
+returns the acceleration in physical units (length / frame^2), i.e. the decoder output
+times the std plus the mean; the training loss divides the error by the std again,
+which is the paper's loss on normalised accelerations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from physnet.data import keys as K
+from physnet.data.neighbors import radius_graph
+from physnet.models.simulator import Simulator, register_simulator
+from physnet.nn.mlp import mlp
+from physnet.nn.scatter import scatter_sum
+
+__all__ = ["GNS", "rollout", "random_walk_noise", "noisy_target_acceleration", "constant_velocity_rollout"]
+
+
+def _mlp(n_in: int, hidden: int, n_hidden: int, n_out: int, layer_norm: bool) -> torch.nn.Sequential:
+    """``n_hidden`` ReLU hidden layers of width ``hidden``, a linear output, then LayerNorm if asked."""
+    net = mlp([n_in, *([hidden] * n_hidden), n_out], act="relu")
+    if layer_norm:
+        net.append(torch.nn.LayerNorm(n_out))
+    return net
+
+
+class InteractionNetwork(torch.nn.Module):
+    """One GN block with residual updates (paper Sec. 2 "Processor"; Battaglia et al. 2018, Alg. 1).
+
+    Args:
+        latent: width of node and edge latents.
+        hidden: width of the hidden layers of both MLPs.
+        n_hidden: hidden layers per MLP.
+    """
+
+    def __init__(self, latent: int, hidden: int, n_hidden: int) -> None:
+        super().__init__()
+        self.edge_mlp = _mlp(3 * latent, hidden, n_hidden, latent, layer_norm=True)
+        self.node_mlp = _mlp(2 * latent, hidden, n_hidden, latent, layer_norm=True)
+
+    def forward(
+        self, node: torch.Tensor, edge: torch.Tensor, edge_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """node [n, latent], edge [n_edges, latent], edge_index [2, n_edges] (row 0 = receiver i)."""
+        i, j = edge_index[0], edge_index[1]
+        new_edge = self.edge_mlp(torch.cat([edge, node[i], node[j]], dim=-1))  # [n_edges, latent]
+        aggregated = scatter_sum(new_edge, i, node.shape[0])  # [n, latent], sum over senders j
+        new_node = self.node_mlp(torch.cat([node, aggregated], dim=-1))  # [n, latent]
+        return node + new_node, edge + new_edge
+
+
+@register_simulator("gns")
+class GNS(Simulator):
+    """Graph Network-based Simulator (Sanchez-Gonzalez et al., ICML 2020).
+
+    Args:
+        dim: spatial dimension of the positions (2 or 3).
+        bounds: ``[[lo, hi]] * dim`` domain walls (length unit); needed with ``wall_features``.
+        radius: connectivity radius ``R`` (length unit). Paper's WATER: 0.015 in a box of side 0.8.
+        window: number ``C`` of past positions in the input. Paper: 6.
+        n_particle_types: particle types (materials, boundary particles ...). Paper: 9.
+        type_embedding_size: size of the learned type embedding. Paper: 16.
+        wall_features: add the clipped, normalised distances to the walls.
+        wall_cutoff: length over which the walls are seen: distances are divided by it and
+            clipped to ``[-1, 1]``. ``None`` (default) = ``radius``, the paper's choice; a
+            larger value lets particles that move a sizeable fraction of ``R`` per frame see
+            a wall before they reach it (a deviation from the paper).
+        latent_size: node and edge latent width. Paper: 128.
+        hidden_size: hidden width of every MLP. Paper: 128.
+        n_hidden_layers: hidden layers per MLP. Paper: 2.
+        n_message_passing: message-passing steps ``M`` (unshared). Paper: 10.
+        noise_std: std of the training noise on the last input position (length unit);
+            only used here to widen the normalisation stds (:meth:`fit_statistics`). Paper: 6.7e-4.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        bounds: Sequence[Sequence[float]] | None = None,
+        radius: float = 0.015,
+        window: int = 6,
+        n_particle_types: int = 1,
+        type_embedding_size: int = 16,
+        wall_features: bool = True,
+        wall_cutoff: float | None = None,
+        latent_size: int = 128,
+        hidden_size: int = 128,
+        n_hidden_layers: int = 2,
+        n_message_passing: int = 10,
+        noise_std: float = 6.7e-4,
+    ) -> None:
+        super().__init__()
+        if dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {dim}")
+        if radius <= 0 or window < 2 or n_particle_types < 1:
+            raise ValueError("need radius > 0, window >= 2 and n_particle_types >= 1")
+        if bounds is None:
+            bounds = [[0.0, 1.0]] * dim
+        bounds_t = torch.as_tensor(bounds, dtype=torch.get_default_dtype())
+        if bounds_t.shape != (dim, 2) or not bool((bounds_t[:, 1] > bounds_t[:, 0]).all()):
+            raise ValueError(f"bounds must be [[lo, hi]] * {dim} with hi > lo, got {bounds}")
+        self.dim = dim
+        self.radius = float(radius)
+        self.window = window
+        self.wall_features = wall_features
+        self.wall_cutoff = float(radius if wall_cutoff is None else wall_cutoff)
+        if self.wall_cutoff <= 0:
+            raise ValueError(f"wall_cutoff must be > 0, got {wall_cutoff}")
+        self.noise_std = float(noise_std)
+        self.register_buffer("bounds", bounds_t)  # [dim, 2]
+        # statistics: identity until fit_statistics (per component, length/frame and length/frame^2)
+        self.register_buffer("vel_mean", torch.zeros(dim))
+        self.register_buffer("vel_std", torch.ones(dim))
+        self.register_buffer("acc_mean", torch.zeros(dim))
+        self.register_buffer("acc_std", torch.ones(dim))
+        self.type_embedding = torch.nn.Embedding(n_particle_types, type_embedding_size)
+        n_node_in = (window - 1) * dim + type_embedding_size + (2 * dim if wall_features else 0)
+        self.node_encoder = _mlp(n_node_in, hidden_size, n_hidden_layers, latent_size, layer_norm=True)
+        self.edge_encoder = _mlp(dim + 1, hidden_size, n_hidden_layers, latent_size, layer_norm=True)
+        self.processor = torch.nn.ModuleList(
+            InteractionNetwork(latent_size, hidden_size, n_hidden_layers) for _ in range(n_message_passing)
+        )
+        self.decoder = _mlp(latent_size, hidden_size, n_hidden_layers, dim, layer_norm=False)
+
+    # ------------------------------------------------------------------ statistics
+    @torch.no_grad()
+    def fit_statistics(self, trajectories: Sequence[torch.Tensor | np.ndarray]) -> None:
+        """Velocity and acceleration mean / std (per component) from training trajectories.
+
+        Args:
+            trajectories: each [n_frames, n_particles, dim] positions.
+
+        The stds are combined with ``noise_std`` as ``sqrt(std^2 + noise_std^2)``, as in
+        ``learning_to_simulate/train.py`` (``_combine_std``).
+        """
+        vel, acc = [], []
+        for traj in trajectories:
+            x = torch.as_tensor(np.asarray(traj), dtype=torch.float64)  # [T, n, dim]
+            v = x[1:] - x[:-1]  # [T-1, n, dim]
+            vel.append(v.reshape(-1, self.dim))
+            acc.append((v[1:] - v[:-1]).reshape(-1, self.dim))
+        v_all, a_all = torch.cat(vel), torch.cat(acc)
+        noise = self.noise_std**2
+        for name, value in (
+            ("vel_mean", v_all.mean(0)),
+            ("vel_std", (v_all.var(0) + noise).sqrt()),
+            ("acc_mean", a_all.mean(0)),
+            ("acc_std", (a_all.var(0) + noise).sqrt()),
+        ):
+            buf = getattr(self, name)
+            buf.copy_(value.to(buf.dtype))
+
+    # ------------------------------------------------------------------ graph and features
+    def build_edges(self, pos: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+        """``edge_index`` [2, n_edges] of pairs closer than ``radius`` (row 0 = receiver i).
+
+        Args:
+            pos: [n, dim] most recent positions; 2D ones are padded with z = 0.
+            batch: [n] sorted system index, or None for one system.
+        """
+        pad = torch.zeros(pos.shape[0], 3 - self.dim, dtype=pos.dtype, device=pos.device)
+        edge_index, _shift = radius_graph(torch.cat([pos, pad], dim=-1), self.radius, batch)
+        return edge_index
+
+    def features(
+        self, pos_history: torch.Tensor, particle_type: torch.Tensor, edge_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node features [n, n_node_in] and edge features [n_edges, dim + 1] (paper Sec. 3)."""
+        last = pos_history[:, -1]  # [n, dim]
+        vel = pos_history[:, 1:] - pos_history[:, :-1]  # [n, C-1, dim]
+        vel = (vel - self.vel_mean) / self.vel_std
+        parts = [vel.flatten(1), self.type_embedding(particle_type)]
+        if self.wall_features:
+            lower = (last - self.bounds[:, 0]) / self.wall_cutoff  # [n, dim]
+            upper = (self.bounds[:, 1] - last) / self.wall_cutoff  # [n, dim]
+            parts.append(torch.cat([lower, upper], dim=-1).clamp(-1.0, 1.0))
+        i, j = edge_index[0], edge_index[1]
+        disp = (last[j] - last[i]) / self.radius  # [n_edges, dim]
+        edge = torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
+        return torch.cat(parts, dim=-1), edge
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Accelerations [n, dim] (length / frame^2).
+
+        Args:
+            graph: ``K.POS_HISTORY`` [n, C, dim] positions (oldest first), ``K.Z`` [n] long
+                particle type, optional ``K.BATCH`` [n] sorted system index and
+                ``K.EDGE_INDEX`` [2, n_edges] (built from the last positions if absent).
+        """
+        pos_history = graph[K.POS_HISTORY]
+        if pos_history.dim() != 3 or pos_history.shape[1:] != (self.window, self.dim):
+            raise ValueError(
+                f"{K.POS_HISTORY} must be [n, {self.window}, {self.dim}], got {list(pos_history.shape)}"
+            )
+        edge_index = graph.get(K.EDGE_INDEX)
+        if edge_index is None:
+            edge_index = self.build_edges(pos_history[:, -1], graph.get(K.BATCH))
+        node_in, edge_in = self.features(pos_history, graph[K.Z], edge_index)
+        node, edge = self.node_encoder(node_in), self.edge_encoder(edge_in)
+        for block in self.processor:
+            node, edge = block(node, edge, edge_index)
+        return self.decoder(node) * self.acc_std + self.acc_mean  # [n, dim]
+
+    def step(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Next positions [n, dim] by semi-implicit Euler with dt = 1 frame (paper Sec. 3)."""
+        return euler_step(graph[K.POS_HISTORY], self(graph))
+
+
+def euler_step(pos_history: torch.Tensor, acceleration: torch.Tensor) -> torch.Tensor:
+    """``x_{t+1} = x_t + (x_t - x_{t-1}) + a_t``, semi-implicit Euler with dt = 1 frame.
+
+    Args:
+        pos_history: [n, C, dim] positions, oldest first.
+        acceleration: [n, dim] length / frame^2.
+
+    Returns:
+        [n, dim] next positions.
+    """
+    last = pos_history[:, -1]
+    return last + (last - pos_history[:, -2]) + acceleration
+
+
+@torch.no_grad()
+def rollout(
+    model: GNS,
+    initial_window: torch.Tensor,
+    n_steps: int,
+    particle_type: torch.Tensor | None = None,
+    batch: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Roll the simulator out for ``n_steps`` frames, rebuilding the graph every step.
+
+    Args:
+        model: a trained :class:`GNS`.
+        initial_window: [n, C, dim] the first ``C`` ground-truth positions.
+        n_steps: frames to predict.
+        particle_type: [n] long (default: all type 0).
+        batch: [n] sorted system index to roll several systems at once.
+
+    Returns:
+        [n_steps, n, dim] predicted positions of frames ``C .. C + n_steps - 1``.
+    """
+    window = initial_window
+    if particle_type is None:
+        particle_type = torch.zeros(window.shape[0], dtype=torch.long, device=window.device)
+    out = []
+    for _ in range(n_steps):
+        graph = {K.POS_HISTORY: window, K.Z: particle_type}
+        if batch is not None:
+            graph[K.BATCH] = batch
+        nxt = model.step(graph)  # [n, dim]
+        out.append(nxt)
+        window = torch.cat([window[:, 1:], nxt.unsqueeze(1)], dim=1)
+    return torch.stack(out) if out else initial_window.new_zeros(0, *initial_window.shape[::2])
+
+
+def constant_velocity_rollout(initial_window: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """Baseline: ``x_{t+k} = x_t + k v_t`` from the last velocity; [n_steps, n, dim]."""
+    last = initial_window[:, -1]
+    vel = last - initial_window[:, -2]
+    k = torch.arange(1, n_steps + 1, dtype=last.dtype, device=last.device).view(-1, 1, 1)
+    return last + k * vel
+
+
+def random_walk_noise(
+    pos_history: torch.Tensor, noise_std: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random-walk noise [n, C, dim] for the input positions (paper Sec. 4, "Training noise").
+
+    Each of the ``C - 1`` velocities gets independent Gaussian noise of std
+    ``noise_std / sqrt(C - 1)``; its running sum is the position noise (zero on the oldest
+    position), so the noise on the most recent position has std ``noise_std``
+    (``learning_to_simulate/noise_utils.py``).
+    """
+    n, c, dim = pos_history.shape
+    vel_noise = torch.randn(n, c - 1, dim, generator=generator, dtype=pos_history.dtype)
+    vel_noise = (vel_noise * (noise_std / math.sqrt(c - 1))).to(pos_history.device)
+    return torch.cat([torch.zeros_like(vel_noise[:, :1]), vel_noise.cumsum(dim=1)], dim=1)
+
+
+def noisy_target_acceleration(
+    pos_history: torch.Tensor, next_pos: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Target acceleration [n, dim] for noisy inputs ``pos_history + noise``.
+
+    The target next position is shifted by the noise of the last input position
+    (``next_position_adjusted = next_position + position_noise[:, -1]`` in
+    ``learning_to_simulate/train.py``), so that the Euler step from the noisy window with
+    this acceleration reproduces the true next *velocity* ``x_{t+1} - x_t``: the model
+    learns to undo the velocity noise and keeps the position noise. Equals
+    ``a_t - (n_t - n_{t-1})``.
+    """
+    noisy = pos_history + noise
+    adjusted_next = next_pos + noise[:, -1]
+    return adjusted_next - 2 * noisy[:, -1] + noisy[:, -2]

@@ -1,0 +1,603 @@
+"""Training, evaluation and animation of the GNS learned simulator.
+
+``physnet gns-train CONFIG.yaml [section.key=value ...]`` calls :func:`train_gns`;
+``physnet gns-rollout MODEL DATA`` calls :func:`evaluate` (and :func:`animate`).
+
+Data: an ``.npz`` of particle trajectories from ``scripts/generate_mpm_water.py``
+(``positions_<k>`` [frames, n_k, dim], ``particle_type_<k>`` [n_k], ``bounds`` [dim, 2],
+``frame_dt``); see :func:`load_trajectories`. Train, validation and test are separate
+files of separate trajectories (generated with different seeds), as in the paper's
+data sets.
+
+Training (Sanchez-Gonzalez et al., ICML 2020, Sec. 4 "Training"): windows of ``C + 1``
+consecutive frames; random-walk noise on the ``C`` input positions with the target
+corrected (:func:`physnet.models.gns.random_walk_noise`,
+:func:`~physnet.models.gns.noisy_target_acceleration`); loss = squared error of the
+normalised acceleration, summed over components and averaged over particles (as in
+``learning_to_simulate/train.py``); Adam with the paper's exponential learning-rate
+decay ``lr(k) = min_lr + (lr - min_lr) 0.1^(k / lr_decay_steps)``.
+
+A run directory holds ``config.yaml``, ``logs/metrics.csv``, ``checkpoints/last.ckpt``,
+the self-contained ``gns.pt`` (:func:`physnet.models.load_simulator`) and
+``test_metrics.json`` (:func:`evaluate` on the test file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from physnet.data import keys as K
+from physnet.models.gns import (
+    GNS,
+    constant_velocity_rollout,
+    euler_step,
+    noisy_target_acceleration,
+    random_walk_noise,
+    rollout,
+)
+from physnet.models.simulator import build_simulator
+from physnet.train.config import TrainerConfig, _coerce, _set_dotted
+
+__all__ = [
+    "Trajectories",
+    "load_trajectories",
+    "WindowDataset",
+    "collate_windows",
+    "GNSTask",
+    "GNSDataConfig",
+    "GNSTaskConfig",
+    "GNSRunConfig",
+    "load_gns_config",
+    "train_gns",
+    "evaluate",
+    "animate",
+]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Trajectories:
+    """Particle trajectories of one file.
+
+    Attributes:
+        positions: per trajectory [n_frames, n_particles, dim] float tensors (length unit).
+        particle_type: per trajectory [n_particles] long tensors.
+        bounds: [dim, 2] domain ``[[lo, hi], ...]`` (length unit).
+        frame_dt: time between frames (s), for the animation's clock only.
+    """
+
+    positions: list[torch.Tensor]
+    particle_type: list[torch.Tensor]
+    bounds: np.ndarray
+    frame_dt: float
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def load_trajectories(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Trajectories:
+    """Read an ``.npz`` written by ``scripts/generate_mpm_water.py``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"trajectory file {path} does not exist; make it with scripts/generate_mpm_water.py --out {path}"
+        )
+    with np.load(path, allow_pickle=False) as raw:
+        n = sum(1 for key in raw.files if key.startswith("positions_"))
+        if n == 0:
+            raise ValueError(f"{path} holds no positions_<k> arrays")
+        positions = [torch.as_tensor(raw[f"positions_{k}"], dtype=dtype) for k in range(n)]
+        types = [torch.as_tensor(raw[f"particle_type_{k}"], dtype=torch.long) for k in range(n)]
+        return Trajectories(positions, types, np.asarray(raw["bounds"], dtype=float), float(raw["frame_dt"]))
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """All windows of ``window + 1`` consecutive frames of some trajectories.
+
+    Item ``(k, t)`` holds ``K.POS_HISTORY`` = frames ``t .. t + window - 1`` as [n, window, dim],
+    ``K.NEXT_POS`` = frame ``t + window`` [n, dim] and ``K.Z`` [n].
+
+    Args:
+        data: the trajectories.
+        window: ``C``, the model's input length.
+        stride: keep every ``stride``-th window start (1 = all).
+    """
+
+    def __init__(self, data: Trajectories, window: int, stride: int = 1) -> None:
+        self.data = data
+        self.window = window
+        self.index = [
+            (k, t) for k, pos in enumerate(data.positions) for t in range(0, pos.shape[0] - window, stride)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        k, t = self.index[item]
+        pos = self.data.positions[k]
+        return {
+            K.POS_HISTORY: pos[t : t + self.window].transpose(0, 1).contiguous(),  # [n, C, dim]
+            K.NEXT_POS: pos[t + self.window],  # [n, dim]
+            K.Z: self.data.particle_type[k],
+        }
+
+
+def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate particles of several windows and add ``K.BATCH`` [n_total]."""
+    out = {key: torch.cat([it[key] for it in items]) for key in (K.POS_HISTORY, K.NEXT_POS, K.Z)}
+    counts = torch.tensor([it[K.Z].shape[0] for it in items])
+    out[K.BATCH] = torch.repeat_interleave(torch.arange(len(items)), counts)
+    return out
+
+
+# --------------------------------------------------------------------------- task
+
+
+class GNSTask(pl.LightningModule):
+    """One-step acceleration loss with random-walk input noise (paper Sec. 4).
+
+    Args:
+        model: the :class:`GNS` to train (statistics already fitted).
+        lr: initial Adam learning rate. Paper: 1e-4.
+        min_lr: final learning rate. Paper: 1e-6.
+        lr_decay_steps: steps over which ``lr - min_lr`` shrinks tenfold. Paper: 5e6.
+        noise_std: std of the noise on the most recent input position (length unit). Paper: 6.7e-4.
+    """
+
+    def __init__(
+        self,
+        model: GNS,
+        lr: float = 1e-4,
+        min_lr: float = 1e-6,
+        lr_decay_steps: float = 5e6,
+        noise_std: float = 6.7e-4,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.min_lr = min_lr
+        self.lr_decay_steps = lr_decay_steps
+        self.noise_std = noise_std
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Normalised-acceleration squared error, summed over components, mean over particles."""
+        return ((pred - target) / self.model.acc_std).pow(2).sum(-1).mean()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        history = batch[K.POS_HISTORY]
+        noise = random_walk_noise(history, self.noise_std)
+        target = noisy_target_acceleration(history, batch[K.NEXT_POS], noise)
+        pred = self.model({**batch, K.POS_HISTORY: history + noise})
+        loss = self.loss(pred, target)
+        n_systems = int(batch[K.BATCH][-1]) + 1
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n_systems)
+        self.log("lr", self.lr_at(self.global_step), on_step=True, on_epoch=False, batch_size=n_systems)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        history, truth = batch[K.POS_HISTORY], batch[K.NEXT_POS]
+        pred = self.model(batch)
+        target = truth - 2 * history[:, -1] + history[:, -2]
+        n_systems = int(batch[K.BATCH][-1]) + 1
+        mse = (euler_step(history, pred) - truth).pow(2).mean()
+        baseline = (2 * history[:, -1] - history[:, -2] - truth).pow(2).mean()
+        for name, value in (
+            ("loss", self.loss(pred, target)),
+            ("one_step_mse", mse),
+            ("cv_one_step_mse", baseline),
+        ):
+            self.log(
+                f"val/{name}",
+                value,
+                prog_bar=name == "loss",
+                on_step=False,
+                on_epoch=True,
+                batch_size=n_systems,
+            )
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate after ``step`` steps: ``min_lr + (lr - min_lr) 0.1^(step / lr_decay_steps)``.
+
+        (Sanchez-Gonzalez et al. 2020, Sec. 4; ``learning_to_simulate/train.py``.)
+        """
+        return self.min_lr + (self.lr - self.min_lr) * 0.1 ** (step / self.lr_decay_steps)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_at(step) / self.lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class GNSDataConfig:
+    """Trajectory files (``scripts/generate_mpm_water.py``) and batching."""
+
+    train: str = ""  # .npz of training trajectories (required)
+    valid: str = ""  # .npz of validation trajectories ("" = no validation)
+    test: str = ""  # .npz of held-out trajectories evaluated after training ("" = none)
+    batch_size: int = 2  # windows per optimiser step (paper: 2)
+    val_stride: int = 10  # validate on every n-th window of the validation trajectories
+    eval_trajectories: int = 0  # test trajectories to roll out after training (0 = all)
+
+
+@dataclass
+class GNSTaskConfig:
+    """Loss, noise and optimiser (paper Sec. 4)."""
+
+    noise_std: float = 6.7e-4  # random-walk noise on the last input position, length unit (paper: 6.7e-4)
+    lr: float = 1e-4  # initial Adam learning rate (paper: 1e-4)
+    min_lr: float = 1e-6  # final learning rate (paper: 1e-6)
+    lr_decay_steps: float = 5e6  # lr - min_lr shrinks 10x per this many steps (paper: 5e6)
+    ema_decay: float = 0.0  # EMA of weights for validation and the saved model; 0 disables
+    val_every_n_steps: int = 500  # validate every this many optimiser steps
+
+
+@dataclass
+class GNSRunConfig:
+    """A GNS training run: ``physnet gns-train CONFIG.yaml``."""
+
+    run_dir: str = "runs/gns"
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "gns"})  # name + GNS keyword arguments
+    data: GNSDataConfig = field(default_factory=GNSDataConfig)
+    task: GNSTaskConfig = field(default_factory=GNSTaskConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": GNSDataConfig, "task": GNSTaskConfig, "trainer": TrainerConfig}
+
+
+def load_gns_config(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+) -> GNSRunConfig:
+    """Read a YAML config (or defaults) and apply ``section.key=value`` overrides (as ``physnet train``)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file {p} must hold a YAML mapping")
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    unknown = set(raw) - {"run_dir", "model", *_SECTIONS}
+    if unknown:
+        raise ValueError(
+            f"unknown config section(s) {sorted(unknown)}; allowed: run_dir, model, {sorted(_SECTIONS)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        bad = set(section) - allowed
+        if bad:
+            raise ValueError(f"unknown key(s) {sorted(bad)} in section {name!r}; allowed: {sorted(allowed)}")
+        kwargs[name] = cls(**{k: _coerce(cls, name, k, v) for k, v in section.items()})
+    model = {"name": "gns", **(raw.get("model") or {})}
+    return GNSRunConfig(run_dir=str(raw.get("run_dir", GNSRunConfig.run_dir)), model=model, **kwargs)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def build_from_data(cfg: GNSRunConfig, train: Trajectories) -> GNS:
+    """Build the simulator: domain bounds and type count from the data unless the config gives them."""
+    hparams = {k: v for k, v in cfg.model.items() if k != "name"}
+    dim = int(train.positions[0].shape[-1])
+    hparams.setdefault("dim", dim)
+    hparams.setdefault("bounds", train.bounds.tolist())
+    hparams.setdefault("n_particle_types", int(max(int(t.max()) for t in train.particle_type)) + 1)
+    hparams.setdefault("noise_std", cfg.task.noise_std)
+    model = build_simulator(cfg.model.get("name", "gns"), **hparams)
+    if not isinstance(model, GNS):
+        raise ValueError(f"physnet gns-train trains GNS models, got {type(model).__name__}")
+    model.fit_statistics(train.positions)
+    return model
+
+
+def train_gns(cfg: GNSRunConfig) -> Path:
+    """Train a GNS, save ``gns.pt`` and evaluate on the test file; returns the run directory."""
+    from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    if not cfg.data.train:
+        raise ValueError(
+            "data.train is empty: give the training trajectories, e.g. data.train=runs/water/train.npz"
+        )
+    run_dir = Path(cfg.run_dir)
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise FileExistsError(f"run directory {run_dir} already has checkpoints; choose another run_dir")
+    t = cfg.trainer
+    if t.dtype not in ("float32", "float64"):
+        raise ValueError(f"trainer.dtype must be float32 or float64, got {t.dtype!r}")
+    dtype = torch.float64 if t.dtype == "float64" else torch.float32
+    pl.seed_everything(t.seed, workers=True, verbose=False)
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    started = time.perf_counter()
+    train_data = load_trajectories(cfg.data.train, dtype)
+    model = build_from_data(cfg, train_data).to(dtype)
+    window = model.window
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = cfg.to_dict()
+    resolved["model"] = {k: v for k, v in model.hparams.items()}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    train_set = WindowDataset(train_data, window)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"data: {len(train_data)} training trajectories, {len(train_set)} windows; "
+        f"model {n_params} parameters; "
+        f"vel std {model.vel_std.tolist()}, acc std {model.acc_std.tolist()} (length/frame, /frame^2)",
+        flush=True,
+    )
+    generator = torch.Generator().manual_seed(t.seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        collate_fn=collate_windows,
+        generator=generator,
+    )
+    val_loader = None
+    if cfg.data.valid:
+        val_set = WindowDataset(load_trajectories(cfg.data.valid, dtype), window, stride=cfg.data.val_stride)
+        val_loader = torch.utils.data.DataLoader(
+            val_set, batch_size=cfg.data.batch_size, collate_fn=collate_windows
+        )
+    task = GNSTask(model, cfg.task.lr, cfg.task.min_lr, cfg.task.lr_decay_steps, cfg.task.noise_std)
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=max(t.checkpoint_every_n_steps, 1),
+        )
+    ]
+    if cfg.task.ema_decay > 0:
+        callbacks.append(EMAWeightAveraging(decay=cfg.task.ema_decay))
+    val_every = min(cfg.task.val_every_n_steps, len(train_loader))
+    trainer = pl.Trainer(
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision="64-true" if dtype == torch.float64 else "32-true",
+        gradient_clip_val=t.gradient_clip_val or None,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=val_every if val_loader is not None else None,
+        limit_val_batches=1.0 if val_loader is not None else 0,
+        enable_progress_bar=t.progress_bar,
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        callbacks=callbacks,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(task, train_loader, val_loader)
+    model = task.model.eval()
+    model.save(run_dir / "gns.pt")
+    report: dict[str, Any] = {
+        "optimizer_steps": trainer.global_step,
+        "train_wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    print(
+        f"trained {trainer.global_step} steps in {report['train_wall_time_s']} s; "
+        f"model -> {run_dir / 'gns.pt'}"
+    )
+    if cfg.data.test:
+        test = load_trajectories(cfg.data.test, dtype)
+        n_eval = cfg.data.eval_trajectories or len(test)
+        report["test"] = evaluate(model, test, list(range(min(n_eval, len(test)))))
+    (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    return run_dir
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def one_step_errors(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, chunk: int = 8
+) -> tuple[float, float]:
+    """One-step position MSE of the model and of the constant-velocity baseline over every window.
+
+    Args:
+        positions: [n_frames, n, dim] one ground-truth trajectory.
+        particle_type: [n].
+        chunk: windows evaluated together (a batch of independent graphs).
+    """
+    c = model.window
+    data = Trajectories([positions], [particle_type], model.bounds.cpu().numpy(), 1.0)
+    windows = WindowDataset(data, c)
+    sq_model, sq_cv, count = 0.0, 0.0, 0
+    for start in range(0, len(windows), chunk):
+        batch = collate_windows([windows[i] for i in range(start, min(start + chunk, len(windows)))])
+        history, truth = batch[K.POS_HISTORY], batch[K.NEXT_POS]
+        pred = model.step(batch)
+        sq_model += float((pred - truth).double().pow(2).sum())
+        sq_cv += float((2 * history[:, -1] - history[:, -2] - truth).double().pow(2).sum())
+        count += truth.numel()
+    return sq_model / count, sq_cv / count
+
+
+def excursion(positions: torch.Tensor, bounds: torch.Tensor) -> float:
+    """Largest distance (length unit) by which any coordinate lies outside ``bounds`` [dim, 2]; 0 if none."""
+    below = bounds[:, 0] - positions
+    above = positions - bounds[:, 1]
+    return float(torch.cat([below.flatten(), above.flatten(), positions.new_zeros(1)]).max())
+
+
+@torch.no_grad()
+def evaluate(
+    model: GNS,
+    data: Trajectories,
+    indices: list[int] | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """One-step and full-rollout position MSE of the model and the constant-velocity baseline.
+
+    For each trajectory the model starts from the first ``C`` ground-truth frames and
+    predicts all remaining frames (:func:`physnet.models.gns.rollout`, graph rebuilt each
+    step); the rollout MSE is the mean of the squared position error over those frames,
+    particles and components (``learning_to_simulate``'s ``rollout MSE``), length unit^2.
+    The baseline continues every particle with its last velocity. ``max_excursion`` is the
+    largest distance of a predicted particle outside the domain (0 = all stayed inside).
+
+    Returns:
+        per-trajectory lists and their means, with keys ``one_step_mse``,
+        ``cv_one_step_mse``, ``rollout_mse``, ``cv_rollout_mse``, ``max_excursion``.
+    """
+    model = model.eval()
+    dtype = next(model.parameters()).dtype
+    indices = list(range(len(data))) if indices is None else indices
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("one_step_mse", "cv_one_step_mse", "rollout_mse", "cv_rollout_mse", "max_excursion")
+    }
+    bounds = model.bounds.to(dtype)
+    for k in indices:
+        pos = data.positions[k].to(dtype)
+        ptype = data.particle_type[k]
+        one, one_cv = one_step_errors(model, pos, ptype)
+        c = model.window
+        n_steps = pos.shape[0] - c
+        start = time.perf_counter()
+        pred = rollout(model, pos[:c].transpose(0, 1), n_steps, ptype)
+        seconds = time.perf_counter() - start
+        truth = pos[c:]
+        cv = constant_velocity_rollout(pos[:c].transpose(0, 1), n_steps)
+        values = (
+            one,
+            one_cv,
+            float((pred - truth).double().pow(2).mean()),
+            float((cv - truth).double().pow(2).mean()),
+            excursion(pred, bounds),
+        )
+        for key, value in zip(rows, values, strict=True):
+            rows[key].append(value)
+        if verbose:
+            print(
+                f"trajectory {k}: {pos.shape[1]} particles, {n_steps} rollout steps ({seconds:.1f} s): "
+                f"one-step MSE {one:.3e} (constant velocity {one_cv:.3e}); rollout MSE {values[2]:.3e} "
+                f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e}",
+                flush=True,
+            )
+    summary: dict[str, Any] = {"trajectories": indices, **rows}
+    for key, value in rows.items():
+        summary[f"mean_{key}"] = float(np.max(value) if key == "max_excursion" else np.mean(value))
+    summary["rollout_mse_ratio_cv_over_model"] = summary["mean_cv_rollout_mse"] / max(
+        summary["mean_rollout_mse"], 1e-300
+    )
+    if verbose:
+        print(
+            f"mean over {len(indices)} trajectories: one-step MSE {summary['mean_one_step_mse']:.3e} "
+            f"(constant velocity {summary['mean_cv_one_step_mse']:.3e}); "
+            f"rollout MSE {summary['mean_rollout_mse']:.3e} "
+            f"(constant velocity {summary['mean_cv_rollout_mse']:.3e}, "
+            f"{summary['rollout_mse_ratio_cv_over_model']:.1f}x higher); "
+            f"max excursion outside the domain {summary['mean_max_excursion']:.3e}",
+            flush=True,
+        )
+    return summary
+
+
+def animate(
+    predicted: np.ndarray | torch.Tensor,
+    truth: np.ndarray | torch.Tensor,
+    bounds: np.ndarray | torch.Tensor,
+    path: str | os.PathLike,
+    frame_dt: float = 1.0,
+    every: int = 2,
+    fps: int = 25,
+    title: str = "",
+) -> Path:
+    """GIF of a 2D rollout: ground truth (left) and prediction (right), side by side.
+
+    Args:
+        predicted: [n_frames, n, 2] positions.
+        truth: [n_frames, n, 2] positions of the same frames.
+        bounds: [2, 2] domain, drawn as a box.
+        path: output ``.gif`` (written with matplotlib's PillowWriter).
+        frame_dt: seconds per frame, for the clock in the title.
+        every: draw every ``every``-th frame.
+        fps: frames per second of the GIF.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    pred = np.asarray(predicted, dtype=float)
+    true = np.asarray(truth, dtype=float)
+    box = np.asarray(bounds, dtype=float)
+    if pred.shape != true.shape or pred.shape[-1] != 2:
+        raise ValueError(f"need two [frames, n, 2] arrays of one shape, got {pred.shape} and {true.shape}")
+    frames = list(range(0, pred.shape[0], every))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    pad = 0.02 * float(box[0, 1] - box[0, 0])
+    scatters = []
+    for ax, label, data in zip(axes, ("ground truth (MPM)", "GNS rollout"), (true, pred), strict=True):
+        ax.add_patch(
+            plt.Rectangle(box[:, 0], *(box[:, 1] - box[:, 0]), fill=False, edgecolor="k", linewidth=1)
+        )
+        ax.set_xlim(box[0, 0] - pad, box[0, 1] + pad)
+        ax.set_ylim(box[1, 0] - pad, box[1, 1] + pad)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label)
+        scatters.append(
+            ax.scatter(data[0, :, 0], data[0, :, 1], s=4, c="tab:blue" if "truth" in label else "tab:orange")
+        )
+    suptitle = fig.suptitle("")
+
+    def update(f: int) -> list[Any]:
+        for sc, data in zip(scatters, (true, pred), strict=True):
+            sc.set_offsets(data[f])
+        suptitle.set_text(f"{title}  frame {f}  t = {f * frame_dt:.3f} s".strip())
+        return [*scatters, suptitle]
+
+    anim = FuncAnimation(fig, update, frames=frames, blit=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    anim.save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path
+
+
+def rollout_for_animation(model: GNS, data: Trajectories, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true positions [n_frames, n, dim] of trajectory ``index`` (first ``C`` frames shared)."""
+    dtype = next(model.parameters()).dtype
+    pos = data.positions[index].to(dtype)
+    c = model.window
+    pred = rollout(model, pos[:c].transpose(0, 1), pos.shape[0] - c, data.particle_type[index])
+    return torch.cat([pos[:c], pred]), pos

@@ -1,0 +1,385 @@
+"""GNS learned simulator: shapes, symmetries (shared kit), noise maths, buffers, rollout."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import physnet
+from physnet.data import keys as K
+from physnet.models.gns import (
+    GNS,
+    constant_velocity_rollout,
+    euler_step,
+    noisy_target_acceleration,
+    random_walk_noise,
+    rollout,
+)
+from physnet.testing import TOLERANCES, check_particle_symmetries
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "data" / "mpm_water" / "water_fixture.npz"
+BOUNDS = [[0.0, 1.0], [0.0, 1.0]]
+
+
+def small_gns(dtype: torch.dtype = torch.float64, **kw) -> GNS:
+    torch.manual_seed(0)
+    args = dict(
+        dim=2,
+        bounds=BOUNDS,
+        radius=0.15,
+        latent_size=16,
+        hidden_size=16,
+        n_message_passing=3,
+        n_particle_types=2,
+    )
+    args.update(kw)
+    model = physnet.models.build_simulator("gns", **args).to(dtype).eval()
+    # non-trivial statistics so that the buffers take part in every check
+    model.vel_mean.fill_(1e-3)
+    model.vel_std.fill_(0.01)
+    model.acc_mean.fill_(-2e-4)
+    model.acc_std.fill_(1e-3)
+    return model
+
+
+def random_window(n: int = 40, dim: int = 2, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """[n, 6, dim] smooth random trajectories inside the unit box, pairs not at the cutoff."""
+    g = torch.Generator().manual_seed(seed)
+    start = 0.2 + 0.6 * torch.rand(n, dim, generator=g, dtype=dtype)
+    vel = 0.01 * torch.randn(n, dim, generator=g, dtype=dtype)
+    acc = 1e-3 * torch.randn(n, dim, generator=g, dtype=dtype)
+    t = torch.arange(6, dtype=dtype).view(1, 6, 1)
+    return start.unsqueeze(1) + vel.unsqueeze(1) * t + 0.5 * acc.unsqueeze(1) * t**2
+
+
+def graph(window: torch.Tensor, ptype: torch.Tensor | None = None, batch: torch.Tensor | None = None) -> dict:
+    out = {
+        K.POS_HISTORY: window,
+        K.Z: torch.zeros(window.shape[0], dtype=torch.long) if ptype is None else ptype,
+    }
+    if batch is not None:
+        out[K.BATCH] = batch
+    return out
+
+
+def test_registered_as_simulator_not_energy_model() -> None:
+    assert "gns" in physnet.models.available_simulators()
+    assert "gns" not in physnet.models.available()
+    with pytest.raises(TypeError, match="unknown argument"):
+        physnet.models.build_simulator("gns", species=["H"])
+
+
+def test_shapes_and_edges() -> None:
+    model = small_gns()
+    window = random_window(30)
+    acc = model(graph(window))
+    assert acc.shape == (30, 2) and acc.dtype == torch.float64 and torch.isfinite(acc).all()
+    edges = model.build_edges(window[:, -1])
+    dist = (window[edges[1], -1] - window[edges[0], -1]).norm(dim=-1)
+    assert edges.shape[1] > 0 and bool((dist < model.radius).all())
+    assert not bool((edges[0] == edges[1]).any())
+    nxt = model.step(graph(window))
+    assert torch.allclose(nxt, 2 * window[:, -1] - window[:, -2] + acc)
+    with pytest.raises(ValueError, match="pos_history"):
+        model(graph(window[:, :5]))
+    # a 3D model works the same way
+    model3 = small_gns(dim=3, bounds=[[0.0, 1.0]] * 3)
+    assert model3(graph(random_window(20, dim=3))).shape == (20, 3)
+
+
+def _as_3d(model: GNS):
+    """The 2D model seen from the kit's 3D world: z of the inputs is ignored, z of the output is 0."""
+
+    @torch.no_grad()
+    def fn(window: torch.Tensor, ptype: torch.Tensor) -> torch.Tensor:
+        acc = model(graph(window[..., :2].contiguous(), ptype))
+        return torch.cat([acc, torch.zeros_like(acc[:, :1])], dim=-1)
+
+    return fn
+
+
+def _inputs(n: int = 40):
+    window2 = random_window(n)
+    window3 = torch.cat([window2, torch.zeros_like(window2[..., :1])], dim=-1)  # [n, 6, 3] with z = 0
+    ptype = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(1))
+    return {"window": window3, "ptype": ptype}, {"window": "position", "ptype": "invariant"}
+
+
+def test_translation_invariance_and_permutation_equivariance_without_walls() -> None:
+    model = small_gns(wall_features=False)
+    inputs, kinds = _inputs()
+    fn = _as_3d(model)
+    scale = float(fn(**inputs).abs().max())
+    report = check_particle_symmetries(
+        fn, inputs, kinds, "vector", ("translation", "permutation"), group_key=None
+    )
+    # absolute errors on accelerations of size ~1e-3; the kit's float64 threshold is relative
+    tol = TOLERANCES[torch.float64]["symmetry"]
+    assert report["translation"] <= tol * scale and report["translation"] <= 1e-10, report
+    assert report["permutation"] <= tol * scale, report
+    # the same holds for a genuinely 3D model
+    model3 = small_gns(dim=3, bounds=[[0.0, 1.0]] * 3, wall_features=False)
+    w3 = random_window(40, dim=3)
+    fn3 = torch.no_grad()(lambda window, ptype: model3(graph(window, ptype)))
+    rep3 = check_particle_symmetries(
+        fn3,
+        {"window": w3, "ptype": inputs["ptype"]},
+        kinds,
+        "vector",
+        ("translation", "permutation"),
+        group_key=None,
+    )
+    assert max(rep3.values()) <= 1e-10, rep3
+
+
+def test_permutation_within_systems_of_a_batch() -> None:
+    model = small_gns()
+    w = torch.cat([random_window(20, seed=1), random_window(25, seed=2)])
+    batch = torch.cat([torch.zeros(20, dtype=torch.long), torch.ones(25, dtype=torch.long)])
+    ptype = torch.zeros(45, dtype=torch.long)
+    fn = torch.no_grad()(lambda window, ptype, batch: model(graph(window, ptype, batch)))
+    inputs = {"window": w, "ptype": ptype, "batch": batch}
+    kinds = {"window": "vector", "ptype": "invariant", "batch": "invariant"}  # only permutation is checked
+    report = check_particle_symmetries(fn, inputs, kinds, "vector", ("permutation",), group_key="batch")
+    assert report["permutation"] <= 1e-12, report
+    # systems of a batch do not see each other: batched == one at a time
+    both = model(graph(w, ptype, batch))
+    torch.testing.assert_close(both[:20], model(graph(w[:20])), rtol=0, atol=1e-14)
+    torch.testing.assert_close(both[20:], model(graph(w[20:])), rtol=0, atol=1e-14)
+
+
+def test_walls_break_translation_invariance() -> None:
+    """With wall features on, the distance to the walls is an input: a translation moves the
+    particles relative to the fixed walls and changes the accelerations. Translation is then
+    not a symmetry of the model, by design (the walls are not translated with the fluid)."""
+    model = small_gns(wall_features=True)
+    inputs, kinds = _inputs()
+    fn = _as_3d(model)
+    scale = float(fn(**inputs).abs().max())
+    report = check_particle_symmetries(
+        fn, inputs, kinds, "vector", ("translation", "permutation"), group_key=None
+    )
+    assert report["translation"] > 1e-3 * scale, report
+    assert report["permutation"] <= 1e-12, report  # permutation stays a symmetry
+    # a shift that keeps every particle more than R from every wall leaves the (clipped) wall
+    # features, hence the output, unchanged: the walls matter only within R
+    window = 0.25 + (random_window(30) - 0.2) * (0.4 / 0.6)  # inside [0.24, 0.66]^2
+    moved = window + torch.tensor([0.05, 0.08], dtype=window.dtype)
+    for w in (window, moved):
+        assert float(w.min()) > model.radius and float(w.max()) < 1 - model.radius
+    torch.testing.assert_close(model(graph(moved)), model(graph(window)), rtol=0, atol=1e-12)
+
+
+def test_random_walk_noise_statistics() -> None:
+    g = torch.Generator().manual_seed(0)
+    window = torch.zeros(20000, 6, 2, dtype=torch.float64)
+    noise = random_walk_noise(window, 6.7e-4, g)
+    assert noise.shape == window.shape
+    assert bool((noise[:, 0] == 0).all())  # the oldest position is not perturbed
+    std = noise.std(dim=(0, 2))  # [6]: grows like sqrt(k / 5) * 6.7e-4
+    expected = 6.7e-4 * torch.sqrt(torch.arange(6, dtype=torch.float64) / 5)
+    torch.testing.assert_close(std, expected, rtol=0.03, atol=0)
+    vel_noise = noise[:, 1:] - noise[:, :-1]
+    torch.testing.assert_close(
+        vel_noise.std(), torch.tensor(6.7e-4 / 5**0.5, dtype=torch.float64), rtol=0.02, atol=0
+    )
+
+
+def test_noisy_target_gives_the_true_next_velocity() -> None:
+    window = random_window(50)
+    next_pos = 2 * window[:, -1] - window[:, -2] + 1e-3 * torch.randn(50, 2, dtype=torch.float64)
+    noise = random_walk_noise(window, 1e-2, torch.Generator().manual_seed(3))
+    target = noisy_target_acceleration(window, next_pos, noise)
+    clean_acc = next_pos - 2 * window[:, -1] + window[:, -2]
+    # a_target = a - (n_t - n_{t-1})
+    torch.testing.assert_close(target, clean_acc - (noise[:, -1] - noise[:, -2]), rtol=0, atol=1e-15)
+    # Euler from the noisy window with the target: the true next velocity, position noise kept
+    noisy = window + noise
+    stepped = euler_step(noisy, target)
+    torch.testing.assert_close(stepped - noisy[:, -1], next_pos - window[:, -1], rtol=0, atol=1e-15)
+    torch.testing.assert_close(stepped, next_pos + noise[:, -1], rtol=0, atol=1e-15)
+    # zero noise: the plain finite-difference acceleration
+    torch.testing.assert_close(
+        noisy_target_acceleration(window, next_pos, torch.zeros_like(noise)), clean_acc
+    )
+
+
+def test_statistics_are_buffers_in_the_state_dict(tmp_path: Path) -> None:
+    from physnet.train.gns import load_trajectories
+
+    data = load_trajectories(FIXTURE, torch.float64)
+    model = physnet.models.build_simulator(
+        "gns", bounds=data.bounds.tolist(), latent_size=8, hidden_size=8, n_message_passing=1
+    )
+    model.fit_statistics(data.positions)
+    vel = torch.cat([(p[1:] - p[:-1]).reshape(-1, 2) for p in data.positions])
+    torch.testing.assert_close(model.vel_mean, vel.mean(0).float())
+    torch.testing.assert_close(model.vel_std, (vel.var(0) + 6.7e-4**2).sqrt().float())
+    state = model.state_dict()
+    for name in ("vel_mean", "vel_std", "acc_mean", "acc_std", "bounds"):
+        assert name in state
+    assert float(model.acc_std.min()) > 6.7e-4  # widened by the noise
+    model.save(tmp_path / "gns.pt")
+    loaded = physnet.models.load_simulator(tmp_path / "gns.pt")
+    for name in ("vel_mean", "vel_std", "acc_mean", "acc_std"):
+        torch.testing.assert_close(getattr(loaded, name), getattr(model, name), rtol=0, atol=0)
+    window = data.positions[0][:6].transpose(0, 1).float()
+    g = graph(window)
+    torch.testing.assert_close(loaded(g), model.eval()(g), rtol=0, atol=0)
+
+
+def test_forward_stores_nothing_on_the_module() -> None:
+    model = small_gns(dtype=torch.float32)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attrs = {m: set(vars(mod)) for m, mod in model.named_modules()}
+    dicts = {
+        m: {k: set(getattr(mod, k)) for k in ("_buffers", "_parameters", "_modules")}
+        for m, mod in model.named_modules()
+    }
+    out = model(graph(random_window(25, dtype=torch.float32)))
+    out.sum().backward()
+    assert {m: set(vars(mod)) for m, mod in model.named_modules()} == attrs
+    assert {
+        m: {k: set(getattr(mod, k)) for k in ("_buffers", "_parameters", "_modules")}
+        for m, mod in model.named_modules()
+    } == dicts
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # LayerNorm has no running stats; nothing changes in forward
+
+
+def test_rollout_shapes_and_graph_rebuilt_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = small_gns()
+    window = random_window(30)
+    calls = []
+    original = GNS.build_edges
+
+    def counting(self, pos, batch=None):
+        calls.append(pos.clone())
+        return original(self, pos, batch)
+
+    monkeypatch.setattr(GNS, "build_edges", counting)
+    out = rollout(model, window, 7)
+    assert out.shape == (7, 30, 2)
+    assert len(calls) == 7
+    torch.testing.assert_close(calls[1], out[0])  # step 2's graph is built on step 1's prediction
+    # the first step equals one explicit Euler step
+    torch.testing.assert_close(out[0], model.step(graph(window)), rtol=0, atol=0)
+    assert rollout(model, window, 0).shape == (0, 30, 2)
+    cv = constant_velocity_rollout(window, 3)
+    torch.testing.assert_close(cv[2], window[:, -1] + 3 * (window[:, -1] - window[:, -2]))
+
+
+def test_one_training_step_reduces_the_loss_on_a_fixed_batch() -> None:
+    """The task's loss, gradients and optimiser are wired: 30 steps on one batch lower the loss by > 25 %."""
+    from physnet.train.gns import GNSTask, WindowDataset, collate_windows, load_trajectories
+
+    torch.manual_seed(0)
+    data = load_trajectories(FIXTURE)
+    model = physnet.models.build_simulator(
+        "gns", bounds=data.bounds.tolist(), latent_size=16, hidden_size=16, n_message_passing=2
+    )
+    model.fit_statistics(data.positions)
+    task = GNSTask(model, lr=3e-3, noise_std=0.0)
+    batch = collate_windows([WindowDataset(data, 6)[i] for i in (40, 120)])
+    target = batch[K.NEXT_POS] - 2 * batch[K.POS_HISTORY][:, -1] + batch[K.POS_HISTORY][:, -2]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(task.loss(model(batch), target).detach())
+    for _ in range(30):
+        loss = task.loss(model(batch), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(task.loss(model(batch), target).detach()) < 0.75 * first
+    assert task.lr_at(0) == pytest.approx(3e-3)
+    assert task.lr_at(int(task.lr_decay_steps)) == pytest.approx(1e-6 + (3e-3 - 1e-6) * 0.1)
+
+
+def test_evaluate_and_animation(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from physnet.train.gns import animate, evaluate, load_trajectories
+
+    data = load_trajectories(FIXTURE)
+    data.positions = [p[:20] for p in data.positions[:1]]
+    data.particle_type = data.particle_type[:1]
+    model = physnet.models.build_simulator(
+        "gns", bounds=data.bounds.tolist(), latent_size=8, hidden_size=8, n_message_passing=1
+    )
+    model.fit_statistics(data.positions)
+    summary = evaluate(copy.deepcopy(model), data, verbose=False)
+    for key in ("mean_one_step_mse", "mean_cv_one_step_mse", "mean_rollout_mse", "mean_cv_rollout_mse"):
+        assert np.isfinite(summary[key]) and summary[key] >= 0
+    assert summary["mean_max_excursion"] >= 0
+    truth = data.positions[0].numpy()
+    gif = animate(truth + 0.01, truth, data.bounds, tmp_path / "a.gif", every=5)
+    with Image.open(gif) as im:
+        assert im.n_frames == 4
+    with pytest.raises(ValueError):
+        animate(truth[:3], truth, data.bounds, tmp_path / "b.gif")
+
+
+@pytest.mark.slow
+def test_cli_train_and_rollout_on_the_fixture(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``physnet gns-train`` (3 steps of a tiny model) then ``physnet gns-rollout`` with a GIF (~25 s)."""
+    from physnet.cli import main
+
+    run = tmp_path / "run"
+    fixture = str(FIXTURE)
+    overrides = [
+        f"run_dir={run}",
+        f"data.train={fixture}",
+        f"data.valid={fixture}",
+        f"data.test={fixture}",
+        "data.eval_trajectories=1",
+        "data.val_stride=50",
+        "model.latent_size=8",
+        "model.hidden_size=8",
+        "model.n_message_passing=1",
+        "trainer.max_steps=3",
+        "task.val_every_n_steps=3",
+    ]
+    assert main(["gns-train", str(ROOT / "examples" / "configs" / "gns_water.yaml"), *overrides]) == 0
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics["optimizer_steps"] == 3 and metrics["test"]["trajectories"] == [0]
+    gif = tmp_path / "roll.gif"
+    out = tmp_path / "roll.json"
+    args = [
+        "gns-rollout",
+        str(run / "gns.pt"),
+        fixture,
+        "--trajectories",
+        "1",
+        "--gif",
+        str(gif),
+        "--every",
+        "20",
+    ]
+    assert main([*args, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rollout MSE" in printed and "constant velocity" in printed and "max excursion" in printed
+    assert gif.stat().st_size > 0 and json.loads(out.read_text())["trajectories"] == [1]
+    assert main(["gns-rollout", str(run / "gns.pt"), fixture, "--trajectories", "7"]) == 2  # out of range
+
+
+def test_wall_cutoff_sets_how_far_walls_are_seen() -> None:
+    """Wall distances are divided by ``wall_cutoff`` (default ``radius``) and clipped to [-1, 1]."""
+    near = small_gns()  # radius 0.15
+    far = small_gns(wall_cutoff=0.3)
+    assert near.wall_cutoff == near.radius == 0.15
+    window = random_window(4)
+    window[:, :, :] = torch.tensor([0.2, 0.5], dtype=window.dtype)  # 0.2 from the left wall, at rest
+    edges = near.build_edges(window[:, -1])
+    f_near, _ = near.features(window, torch.zeros(4, dtype=torch.long), edges)
+    f_far, _ = far.features(window, torch.zeros(4, dtype=torch.long), edges)
+    walls_near, walls_far = f_near[0, -4:], f_far[0, -4:]  # lower x, lower y, upper x, upper y
+    torch.testing.assert_close(walls_near, torch.ones(4, dtype=window.dtype))  # all beyond R: clipped
+    torch.testing.assert_close(walls_far, torch.tensor([0.2 / 0.3, 1, 1, 1], dtype=window.dtype))
+    with pytest.raises(ValueError, match="wall_cutoff"):
+        small_gns(wall_cutoff=0.0)
