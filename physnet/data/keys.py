@@ -33,6 +33,10 @@ STRESS: Final[str] = "stress"  # [n_graphs, 3, 3] float, energy unit / length un
 EDGE_INDEX: Final[str] = "edge_index"  # [2, n_edges] long, row 0 = centre i, row 1 = neighbour j
 EDGE_SHIFT: Final[str] = "edge_shift"  # [n_edges, 3] long, integer cell offsets of j
 
+# --- learned simulators (GNS) -----------------------------------------------
+POS_HISTORY: Final[str] = "pos_history"  # [n_particles, C, dim] float, last C positions, oldest first
+NEXT_POS: Final[str] = "next_pos"  # [n_particles, dim] float, position one frame after the window
+
 # Prefix of the separate energy terms a Potential returns, e.g. "energy_model",
 # "energy_reference", "energy_prior_bonds"; each [n_graphs].
 ENERGY_TERM_PREFIX: Final[str] = "energy_"

@@ -25,9 +25,13 @@ from collections.abc import Sequence
 import torch
 
 from physnet.data import keys as K
-from physnet.data.neighbors import edge_vectors
+from physnet.data.neighbors import edge_pairs, edge_vectors
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import CosineCutoff, GaussianRBF, ShiftedSoftplus, mlp, scatter_sum
+
+# Below this many edges the sort that pairs edges with their reverse costs more than the
+# filter evaluations it saves (2-core CPU, 128 filters); results agree to round-off either way.
+PAIR_MIN_EDGES = 256
 
 
 class CFConv(torch.nn.Module):
@@ -47,12 +51,25 @@ class CFConv(torch.nn.Module):
         self.in2f = torch.nn.Linear(n_features, n_filters, bias=False)
 
     def forward(
-        self, x: torch.Tensor, rbf: torch.Tensor, fcut: torch.Tensor, edge_index: torch.Tensor
+        self,
+        x: torch.Tensor,
+        rbf: torch.Tensor,
+        fcut: torch.Tensor,
+        edge_index: torch.Tensor,
+        pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [n_atoms, F], rbf [n_edges, n_rbf], fcut [n_edges] -> [n_atoms, n_filters]."""
-        w = self.filter_net(rbf) * fcut.unsqueeze(-1)  # [n_edges, n_filters]
+        """x [n_atoms, F], rbf [n_edges, n_rbf], fcut [n_edges] -> [n_atoms, n_filters].
+
+        With ``pair`` [n_edges] (see :func:`physnet.data.neighbors.edge_pairs`), ``rbf`` and
+        ``fcut`` are per pair [n_pairs, ...]: the filter, a function of the distance only, is
+        computed once per pair and gathered to both directions (half the filter cost).
+        """
+        w = self.filter_net(rbf) * fcut.unsqueeze(-1)  # [n_edges or n_pairs, n_filters]
+        if pair is not None:
+            w = w.index_select(0, pair)  # [n_edges, n_filters]
         y = self.in2f(x)  # [n_atoms, n_filters]
-        messages = y[edge_index[1]] * w  # [n_edges, n_filters]
+        # index_select, not [] indexing: its backward is index_add, several times faster on CPU
+        messages = y.index_select(0, edge_index[1]) * w  # [n_edges, n_filters]
         return scatter_sum(messages, edge_index[0], x.shape[0])
 
 
@@ -67,9 +84,14 @@ class Interaction(torch.nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, rbf: torch.Tensor, fcut: torch.Tensor, edge_index: torch.Tensor
+        self,
+        x: torch.Tensor,
+        rbf: torch.Tensor,
+        fcut: torch.Tensor,
+        edge_index: torch.Tensor,
+        pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return x + self.f2out(self.conv(x, rbf, fcut, edge_index))
+        return x + self.f2out(self.conv(x, rbf, fcut, edge_index, pair))
 
 
 @register("schnet")
@@ -108,10 +130,18 @@ class SchNet(EnergyModel):
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """graph -> per-atom energies [n_atoms]."""
         edge_index = graph[K.EDGE_INDEX]
-        r = torch.linalg.vector_norm(edge_vectors(graph), dim=-1)  # [n_edges]
-        rbf = self.rbf(r)  # [n_edges, n_rbf]
-        fcut = self.fcut(r)  # [n_edges]
+        vectors = edge_vectors(graph)  # [n_edges, 3]
+        pairs = None
+        if edge_index.shape[1] >= PAIR_MIN_EDGES:
+            pairs = edge_pairs(edge_index, graph.get(K.EDGE_SHIFT), graph[K.Z].shape[0])
+        pair = None
+        if pairs is not None:  # distance-only features once per pair, gathered to both edges
+            rep, pair = pairs
+            vectors = vectors.index_select(0, rep)  # [n_pairs, 3]
+        r = torch.linalg.vector_norm(vectors, dim=-1)  # [n_edges or n_pairs]
+        rbf = self.rbf(r)  # [n_edges or n_pairs, n_rbf]
+        fcut = self.fcut(r)
         x = self.embedding(self.species(graph[K.Z]))  # [n_atoms, F]
         for interaction in self.interactions:
-            x = interaction(x, rbf, fcut, edge_index)
+            x = interaction(x, rbf, fcut, edge_index, pair)
         return self.readout(x).squeeze(-1)  # [n_atoms]

@@ -337,3 +337,80 @@ def test_singular_periodic_cell_is_refused(cell: list[list[float]]) -> None:
     atoms.calc = physnet.Calculator(potential(CRYSTAL), dtype=F64)
     with pytest.raises(ValueError, match="singular|is zero"):
         atoms.get_potential_energy()
+
+
+# --------------------------------------------------------------- Verlet (skin) neighbour list
+def assert_same_results(calc: physnet.Calculator, reference: physnet.Calculator, atoms: Atoms) -> None:
+    """The skin-list calculator gives a fresh list's energy, forces (and stress) to 1e-12."""
+    fresh = atoms.copy()
+    fresh.calc = reference
+    assert calc.get_potential_energy(atoms) == pytest.approx(
+        fresh.get_potential_energy(), rel=1e-12, abs=1e-12
+    )
+    np.testing.assert_allclose(calc.get_forces(atoms), fresh.get_forces(), rtol=0, atol=1e-12)
+    if atoms.pbc.any():
+        np.testing.assert_allclose(calc.get_stress(atoms), fresh.get_stress(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("system", ["molecule", "crystal"])
+def test_verlet_list_equals_fresh_list_along_md(system: str, ethanol: Atoms) -> None:
+    atoms = ethanol if system == "molecule" else triclinic_cell()
+    species = MOLECULE if system == "molecule" else CRYSTAL
+    pot = potential(species, zbl=system == "crystal")
+    calc = physnet.Calculator(pot, dtype=F64, skin=0.3)
+    reference = physnet.Calculator(pot, dtype=F64, skin=0.0)
+    atoms.calc = calc
+    rng = np.random.default_rng(0)
+    atoms.set_momenta(rng.normal(0.0, 1.0, (len(atoms), 3)) * np.sqrt(atoms.get_masses())[:, None] * 0.05)
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
+    dyn.attach(lambda: assert_same_results(calc, reference, atoms), interval=1)
+    dyn.run(60)
+    # the list was reused (fewer builds than steps) and rebuilt (atoms moved > skin / 2)
+    assert 1 < calc.n_neighbor_builds < 30
+    assert reference.n_neighbor_builds > 60
+
+
+def test_cell_change_forces_a_rebuild() -> None:
+    atoms = triclinic_cell()
+    calc = physnet.Calculator(potential(CRYSTAL), dtype=F64, skin=0.5)
+    reference = physnet.Calculator(potential(CRYSTAL), dtype=F64, skin=0.0)
+    atoms.calc = calc
+    atoms.get_forces()
+    assert calc.n_neighbor_builds == 1
+    atoms.positions[0] += 0.01  # within the skin: reused
+    assert_same_results(calc, reference, atoms)
+    assert calc.n_neighbor_builds == 1
+    atoms.set_cell(atoms.cell.array * 1.002, scale_atoms=True)  # any cell change: rebuilt
+    assert_same_results(calc, reference, atoms)
+    assert calc.n_neighbor_builds == 2
+    atoms.pbc = [True, True, False]  # pbc change: rebuilt
+    assert_same_results(calc, reference, atoms)
+    assert calc.n_neighbor_builds == 3
+
+
+def test_new_structure_forces_a_rebuild(ethanol: Atoms) -> None:
+    calc = physnet.Calculator(potential(MOLECULE), dtype=F64, skin=0.5)
+    reference = physnet.Calculator(potential(MOLECULE), dtype=F64, skin=0.0)
+    assert_same_results(calc, reference, ethanol)
+    swapped = ethanol.copy()
+    swapped.numbers[[0, 3]] = swapped.numbers[[3, 0]]  # same positions, other elements
+    assert_same_results(calc, reference, swapped)
+    bigger = ethanol + Atoms("H", positions=[[3.0, 0.0, 0.0]])
+    assert_same_results(calc, reference, bigger)
+    assert calc.n_neighbor_builds == 3
+
+
+def test_negative_skin_is_refused() -> None:
+    with pytest.raises(ValueError, match="skin"):
+        physnet.Calculator(potential(MOLECULE), skin=-0.1)
+
+
+def test_private_copy_is_frozen_and_the_callers_potential_is_not(ethanol: Atoms) -> None:
+    pot = potential(MOLECULE)
+    calc = physnet.Calculator(pot, dtype=F64)
+    assert not any(p.requires_grad for p in calc.potential.parameters())
+    assert all(p.requires_grad for p in pot.parameters())
+    ethanol.calc = calc
+    reference = pot.double().eval()
+    graph = physnet.data.from_ase(ethanol, reference.cutoff, dtype=F64)
+    np.testing.assert_allclose(ethanol.get_forces(), reference(graph)[K.FORCES].numpy(), rtol=0, atol=1e-12)

@@ -1,0 +1,870 @@
+"""physnet against its peers (schnetpack, torchani), measured side by side in one run.
+
+Sections (``--only``, comma separated; all by default):
+
+- ``md``: ASE velocity-Verlet MD steps/s through each code's ASE calculator, for ethanol
+  (9 atoms), aspirin (21), a 500-atom and a 5,000-atom periodic Cu fcc box: physnet SchNet
+  vs schnetpack SchNet of the same size (schnetpack with its default ASE neighbour list and
+  with its skin list), physnet Behler-Parrinello vs torchani with the same descriptor and
+  network widths.
+- ``calls``: time per energy+forces call from ASE Atoms (neighbour list included, nothing
+  reused) for the same systems and pairs.
+- ``training``: training frames/s (forward, forces with create_graph, energy+force MSE,
+  backward, AdamW) of SchNet on pre-built MD17 ethanol batches, physnet vs schnetpack.
+- ``scaling``: time and peak memory per energy+forces call of every physnet energy model on
+  Cu fcc boxes of ~10^2 to 10^5 atoms (each size in a fresh process), log-log slope over
+  >= 10^3 atoms and a PNG with the linear reference line.
+- ``accuracy``: each physnet energy model (``physnet train``) and schnetpack's SchNet (its own
+  Lightning task) trained for the same wall-clock budget on the shared MD17 ethanol split
+  (1000/100/900, seed 0); test energy and force MAE.
+
+physnet runs in this interpreter; the peers run in their own virtual environment
+(``--peers-venv``, created on first use with ``python -m venv`` and pip: schnetpack 2.1.1 and
+torchani 2.9 with torch 2.4.1) through ``scripts/benchmark_peers_worker.py``, one JSON line
+per request. Each measurement alternates physnet and the peer (A B A B ...) and the report
+gives medians and ratios, so a busy machine slows both alike. Both sides run with
+``--threads`` torch threads (default 1) and ``OMP_NUM_THREADS`` set to it.
+
+    .venv/bin/python scripts/benchmark.py --quick                    # a few minutes
+    .venv/bin/python scripts/benchmark.py --only md,calls --repeats 7
+    .venv/bin/python scripts/benchmark.py --only accuracy --budget-minutes 3
+    .venv/bin/python scripts/benchmark.py --only scaling --device cuda --markdown docs/benchmarks_gpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "md17_ethanol_2000.xyz"
+DEFAULT_VENV = Path(os.environ.get("PHYSNET_PEERS_VENV", Path.home() / ".cache" / "physnet-peers"))
+WORKER = Path(__file__).resolve().parent / "benchmark_peers_worker.py"
+PEER_PACKAGES = ["torch==2.4.1", "schnetpack==2.1.1", "torchani==2.9"]
+SECTIONS = ("md", "calls", "training", "scaling", "accuracy")
+
+SPECIES = ["H", "C", "O", "Cu"]
+# SchNet of the issue: 128 features and filters, 3 interactions, 20 Gaussians, 5 Å.
+SCHNET = {"cutoff": 5.0, "n_features": 128, "n_filters": 128, "n_interactions": 3, "n_rbf": 20}
+# ANI-1x-like descriptor (4 x 16 radial + 10 x 32 angular = 384 features) and torchani's
+# default per-element widths (simple_ani's "default" container), on both sides.
+BP = {
+    "cutoff": 5.2,
+    "angular_cutoff": 3.5,
+    "radial_start": 0.9,
+    "angular_start": 0.9,
+    "radial_shifts": 16,
+    "angular_shifts": 4,
+    "angular_sections": 8,
+    "radial_eta": 16.0,
+    "angular_eta": 8.0,
+    "angular_zeta": 32.0,
+}
+BP_HIDDEN = {"H": [256, 192, 160], "C": [224, 192, 160], "O": [192, 160, 128], "Cu": [160, 128, 96]}
+ASPIRIN = "CC(=O)OC1=CC=CC=C1C(=O)O"
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def loglog_slope(sizes: Sequence[float], values: Sequence[float], min_size: float = 1e3) -> float | None:
+    """Least-squares slope of log(value) vs log(size) over sizes >= ``min_size``.
+
+    Returns ``None`` with fewer than two such points.
+
+    >>> round(loglog_slope([1e3, 1e4, 1e5], [1.0, 10.0, 100.0]), 6)
+    1.0
+    """
+    pts = [(s, v) for s, v in zip(sizes, values, strict=True) if s >= min_size and v > 0]
+    if len(pts) < 2:
+        return None
+    x = np.log([p[0] for p in pts])
+    y = np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    return float(statistics.median(values))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats are shown with 3 significant digits (>= 100: integers).
+
+    >>> print(markdown_table(["a", "b"], [["x", 1234.5], ["y", 0.01234]]))
+    | a | b |
+    |---|---|
+    | x | 1234 |
+    | y | 0.0123 |
+    """
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            if not np.isfinite(v):
+                return "n/a"
+            return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+        return "n/a" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None if either is missing or b is 0."""
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fcc_repeats(n_atoms: int) -> tuple[int, int, int]:
+    """Repeats (a, b, c) of the 4-atom cubic fcc cell giving about ``n_atoms`` atoms, near cubic.
+
+    >>> fcc_repeats(500), fcc_repeats(5000)
+    ((5, 5, 5), (10, 10, 12))
+    """
+    cells = max(1, round(n_atoms / 4))
+    k = max(1, round(cells ** (1 / 3)))
+    best = (k, k, k)
+    for a in range(max(1, k - 2), k + 3):
+        for b in range(a, k + 3):
+            c = max(1, round(cells / (a * b)))
+            if abs(4 * a * b * c - n_atoms) < abs(4 * np.prod(best) - n_atoms):
+                best = (a, b, c)
+    return best
+
+
+# ----------------------------------------------------------------------------- structures
+def cu_box(n_atoms: int, seed: int = 0):
+    """Periodic fcc Cu (a = 3.61 Å) of about ``n_atoms`` atoms, rattled by 0.05 Å."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(fcc_repeats(n_atoms))
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def structures(quick: bool) -> dict[str, Any]:
+    """The named MD / call systems, each with 300 K Maxwell-Boltzmann momenta (seed 0)."""
+    from ase.md.velocitydistribution import Stationary
+
+    import physnet
+    from physnet.md.velocities import thermalize
+
+    out = {
+        "ethanol (9)": physnet.data.from_smiles("CCO")[0],
+        "aspirin (21)": physnet.data.from_smiles(ASPIRIN)[0],
+        "Cu box (500)": cu_box(500),
+        "Cu box (5,000)": cu_box(5000),
+    }
+    for atoms in out.values():
+        thermalize(atoms, 300.0, seed=0)
+        Stationary(atoms)
+    return out
+
+
+def as_json(atoms) -> dict[str, Any]:
+    """Structure as JSON for the peer worker."""
+    return {
+        "numbers": atoms.numbers.tolist(),
+        "positions": atoms.positions.tolist(),
+        "cell": np.asarray(atoms.cell).tolist(),
+        "pbc": [bool(p) for p in atoms.pbc],
+        "momenta": atoms.get_momenta().tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------- physnet side
+def physnet_model(kind: str, species: Sequence[str] = SPECIES):
+    """physnet model of the benchmark (``schnet`` / ``behler_parrinello`` matched to the peers,
+    others with their registry defaults), seeded."""
+    import torch
+
+    import physnet
+
+    torch.manual_seed(0)
+    if kind == "schnet":
+        return physnet.models.build("schnet", species=species, **SCHNET)
+    if kind == "behler_parrinello":
+        hidden = {s: BP_HIDDEN[s] for s in species} if set(species) <= set(BP_HIDDEN) else BP_HIDDEN["H"]
+        return physnet.models.build(
+            "behler_parrinello",
+            species=species,
+            cutoff=BP["cutoff"],
+            radial_eta=BP["radial_eta"],
+            radial_shifts=BP["radial_shifts"],
+            radial_start=BP["radial_start"],
+            angular="ani",
+            angular_cutoff=BP["angular_cutoff"],
+            angular_eta=BP["angular_eta"],
+            angular_zeta=BP["angular_zeta"],
+            angular_shifts=BP["angular_shifts"],
+            angular_start=BP["angular_start"],
+            angular_sections=BP["angular_sections"],
+            hidden=hidden,
+            activation="celu",
+        )
+    return physnet.models.build(kind, species=species)
+
+
+def energy_models() -> list[str]:
+    """physnet's registered per-atom energy models usable on atomistic boxes."""
+    import physnet
+
+    out = []
+    for name in physnet.models.available():
+        try:
+            model = physnet.models.build(name, species=["Cu"])
+        except Exception:  # needs other arguments: not an atomistic energy model
+            continue
+        if getattr(model, "per_atom", False):
+            out.append(name)
+    return out
+
+
+class PhysnetSide:
+    """physnet timings, with the same request vocabulary as the peer worker."""
+
+    def __init__(self, device: str, dtype: str = "float32") -> None:
+        import torch
+
+        self.device = device
+        self.dtype = getattr(torch, dtype)
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def setup(self, key: str, kind: str, atoms, skin: float = 0.5) -> dict[str, Any]:
+        import physnet
+
+        model = physnet_model(kind)
+        potential = physnet.Potential(model)
+        calc = physnet.Calculator(potential, device=self.device, dtype=self.dtype, skin=skin)
+        self.state[key] = {"atoms": atoms, "calc": calc, "potential": calc.potential}
+        a = atoms.copy()
+        a.calc = calc
+        energy = a.get_potential_energy()
+        return {"n_params": sum(p.numel() for p in model.parameters()), "energy": energy}
+
+    def md(self, key: str, steps: int, timestep_fs: float = 0.5) -> float:
+        from ase import units
+        from ase.md.verlet import VelocityVerlet
+
+        state = self.state[key]
+        atoms = state["atoms"].copy()
+        atoms.set_momenta(state["atoms"].get_momenta())
+        atoms.calc = state["calc"]
+        dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
+        start = time.perf_counter()
+        dyn.run(steps)
+        self._sync()
+        return time.perf_counter() - start
+
+    def call(self, key: str, n: int) -> float:
+        import physnet
+
+        state = self.state[key]
+        atoms, potential = state["atoms"], state["potential"]
+        periodic = bool(atoms.pbc.any())
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            graph = physnet.data.from_ase(
+                atoms, potential.cutoff, dtype=self.dtype, device=self.device, targets=False
+            )
+            out = potential(graph, compute_forces=True, compute_stress=periodic)
+            out["forces"].cpu().numpy()
+            times.append(time.perf_counter() - start)
+        return median(times)
+
+    def _sync(self) -> None:
+        import torch
+
+        if str(self.device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+
+class PeerWorker:
+    """The peer worker subprocess in the peers' venv, one JSON line per request."""
+
+    def __init__(self, python: Path, threads: int) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env["BENCH_THREADS"] = str(threads)
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen(
+            [str(python), str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=str(ROOT),
+        )
+
+    def request(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"peer worker died during {op!r}")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(
+                f"peer worker failed on {op!r}: {reply.get('error')}\n{reply.get('trace', '')}"
+            )
+        return reply
+
+    def close(self) -> None:
+        try:
+            self.request("quit")
+        except (RuntimeError, BrokenPipeError, json.JSONDecodeError):
+            pass
+        self.proc.wait(timeout=30)
+
+
+def ensure_peers(venv: Path, allow_create: bool) -> Path | None:
+    """Python of the peers' venv, creating it (python -m venv + pip) if missing and allowed."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import schnetpack, torchani, torch; print(torch.__version__)"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    if not allow_create:
+        print(f"peers venv {venv} missing or broken; run with --setup-peers to create it")
+        return None
+    print(f"creating the peers venv {venv} ({' '.join(PEER_PACKAGES)}) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--no-cache-dir"]
+    cpu = [
+        "--index-url",
+        "https://download.pytorch.org/whl/cpu",
+        "--extra-index-url",
+        "https://pypi.org/simple",
+        "--retries",  # fail fast where the index is unreachable
+        "1",
+        "--timeout",
+        "20",
+    ]
+    # torch's CPU wheel index first (small); PyPI's CUDA build of torch 2.4.1 if it is unreachable.
+    if subprocess.run(pip + cpu + PEER_PACKAGES).returncode != 0:
+        print("the CPU wheel index failed; installing from PyPI (torch with CUDA libraries, several GB)")
+        subprocess.run(pip + PEER_PACKAGES, check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+# ----------------------------------------------------------------------------- sections
+def interleave(
+    a: Callable[[], float], b: Callable[[], float], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Alternate ``a`` and ``b`` (one untimed warm-up each), ``repeats`` timed runs each."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(a())
+        tb.append(b())
+    return ta, tb
+
+
+PAIRS = {
+    "SchNet": ("schnet", "spk_schnet", SCHNET),
+    "Behler-Parrinello": ("behler_parrinello", "ani", {**BP, "symbols": SPECIES}),
+}
+
+
+def section_md_calls(args, peer: PeerWorker, which: str) -> tuple[list[list[Any]], dict[str, Any]]:
+    """MD steps/s (``which="md"``) or energy+forces ms per call (``"calls"``) for every pair."""
+    side = PhysnetSide(args.device)
+    systems = structures(args.quick)
+    md_steps = {"ethanol (9)": 200, "aspirin (21)": 100, "Cu box (500)": 10, "Cu box (5,000)": 2}
+    n_calls = {"ethanol (9)": 30, "aspirin (21)": 30, "Cu box (500)": 3, "Cu box (5,000)": 1}
+    if args.quick:
+        md_steps = {k: max(2, v // 2) for k, v in md_steps.items()}
+    rows, raw = [], {}
+    for model_name, (ours, theirs, params) in PAIRS.items():
+        variants = [("", params)]
+        if theirs == "spk_schnet" and which == "md":
+            variants = [
+                (" (ASE nl)", {**params, "neighbor_list": "ase"}),
+                (" (skin nl)", {**params, "neighbor_list": "skin"}),
+            ]
+        for system, atoms in systems.items():
+            key = f"{which}|{model_name}|{system}"
+            info = side.setup(key, ours, atoms)
+            peer_best = None
+            for suffix, p in variants:
+                pkey = key + suffix
+                pinfo = peer.request("setup", key=pkey, kind=theirs, structure=as_json(atoms), params=p)
+                if which == "md":
+                    steps = md_steps[system]
+                    ta, tb = interleave(
+                        lambda k=key, s=steps: side.md(k, s),
+                        lambda k=pkey, s=steps: peer.request("md", key=k, steps=s)["seconds"],
+                        args.repeats,
+                    )
+                    ours_v, theirs_v = steps / median(ta), steps / median(tb)
+                    unit_better = ours_v / theirs_v
+                else:
+                    n = n_calls[system]
+                    ta, tb = interleave(
+                        lambda k=key, n=n: side.call(k, n),
+                        lambda k=pkey, n=n: peer.request("call", key=k, n=n)["seconds"],
+                        args.repeats,
+                    )
+                    ours_v, theirs_v = 1e3 * median(ta), 1e3 * median(tb)
+                    unit_better = theirs_v / ours_v
+                peer_name = ("schnetpack" if theirs == "spk_schnet" else "torchani") + suffix
+                rows.append(
+                    [
+                        model_name,
+                        system,
+                        peer_name,
+                        ours_v,
+                        theirs_v,
+                        unit_better,
+                        info["n_params"],
+                        pinfo["n_params"],
+                    ]
+                )
+                raw[pkey] = {"physnet": ta, "peer": tb}
+                peer_best = unit_better if peer_best is None else min(peer_best, unit_better)
+                print(markdown_table(_md_header(which), [rows[-1]]).splitlines()[-1], flush=True)
+    return rows, raw
+
+
+def _md_header(which: str) -> list[str]:
+    if which == "md":
+        return [
+            "model",
+            "system",
+            "peer",
+            "physnet steps/s",
+            "peer steps/s",
+            "speed-up",
+            "physnet params",
+            "peer params",
+        ]
+    return [
+        "model",
+        "system",
+        "peer",
+        "physnet ms/call",
+        "peer ms/call",
+        "speed-up",
+        "physnet params",
+        "peer params",
+    ]
+
+
+def section_training(args, peer: PeerWorker) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Training-step frames/s of SchNet, physnet vs schnetpack, same frames and batch size."""
+    import torch
+
+    import physnet
+    from physnet.data import keys as K
+    from physnet.data.datasets import make_split, read_frames
+
+    frames_all = read_frames(args.data)
+    split = make_split(len(frames_all), 1000, 100, 900, seed=0)
+    steps = 20 if args.quick else 60
+    bs = args.batch_size
+    idx = [int(i) for i in split["train"][: steps * bs]]
+    frames = [frames_all[i] for i in idx]
+    species = sorted({int(z) for a in frames for z in a.numbers})
+    torch.manual_seed(0)
+    model = physnet.models.build("schnet", species=species, **SCHNET)
+    potential = physnet.Potential(model).train()
+    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
+    graphs = [physnet.data.from_ase(a, SCHNET["cutoff"], dtype=torch.float32) for a in frames]
+    batches = [physnet.data.collate(graphs[k : k + bs]) for k in range(0, len(graphs) - bs + 1, bs)]
+
+    def ours() -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            out = potential(batch)
+            loss = (out[K.FORCES] - batch[K.FORCES]).pow(2).mean() + 1e-6 * (
+                out[K.ENERGY] - batch[K.ENERGY]
+            ).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    req = {
+        "key": "train",
+        "params": SCHNET,
+        "data": str(args.data),
+        "frames": idx,
+        "batch_size": bs,
+        "steps": steps,
+    }
+    info = peer.request("train", **req)
+    ta, tb = interleave(ours, lambda: peer.request("train", **req)["seconds"], args.repeats)
+    n = len(batches) * bs
+    ours_v, theirs_v = n / median(ta), info["frames"] / median(tb)
+    row = [
+        "SchNet",
+        bs,
+        ours_v,
+        theirs_v,
+        ours_v / theirs_v,
+        sum(p.numel() for p in model.parameters()),
+        info["n_params"],
+    ]
+    print(markdown_table(TRAIN_HEADER, [row]).splitlines()[-1], flush=True)
+    return [row], {"physnet": ta, "peer": tb}
+
+
+TRAIN_HEADER = [
+    "model",
+    "batch",
+    "physnet frames/s",
+    "schnetpack frames/s",
+    "speed-up",
+    "physnet params",
+    "peer params",
+]
+
+
+def scaling_worker(kind: str, n_atoms: int, device: str, n_calls: int) -> dict[str, Any]:
+    """One size in a fresh process: median seconds per energy+forces call and peak memory."""
+    import torch
+
+    import physnet
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    atoms = cu_box(n_atoms)
+    potential = physnet.Potential(physnet_model(kind, ["Cu"])).to(device).eval()
+    cuda = device.startswith("cuda")
+
+    def rss() -> int:  # current resident set, bytes
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    base = rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(n_calls + 1):
+        start = time.perf_counter()
+        graph = physnet.data.from_ase(
+            atoms, potential.cutoff, dtype=torch.float32, device=device, targets=False
+        )
+        out = potential(graph, compute_forces=True, compute_stress=True)
+        out["forces"].cpu()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base  # ru_maxrss is KiB on Linux
+    result = {
+        "model": kind,
+        "n_atoms": len(atoms),
+        "n_edges": int(graph["edge_index"].shape[1]),
+        "seconds": median(times[1:]),
+        "peak_mb": peak / 2**20,
+    }
+    if cuda:
+        result["peak_mb"] = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+    return result
+
+
+def section_scaling(args) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Time and peak memory per call vs atoms, each size in a fresh subprocess; slope and PNG."""
+    sizes = [108, 500, 1372, 4000, 13500, 42592, 97556]
+    if args.quick:
+        sizes = [108, 500, 1372, 4000]
+    models = args.models.split(",") if args.models else energy_models()
+    results: dict[str, list[dict[str, Any]]] = {}
+    rows = []
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), BENCH_THREADS=str(args.threads))
+    for kind in models:
+        results[kind] = []
+        for n in sizes:
+            done = results[kind]
+            if done:  # extrapolate linearly from the last size: skip what would not fit
+                last = done[-1]
+                est_s = last["seconds"] * n / last["n_atoms"]
+                est_mb = last["peak_mb"] * n / last["n_atoms"]
+                if est_s * 2 > args.max_call_seconds or est_mb > args.max_memory_gb * 1024:
+                    print(
+                        f"  {kind}: skipping {n} atoms "
+                        f"(~{est_s:.0f} s/call, ~{est_mb / 1024:.1f} GB expected)"
+                    )
+                    break
+            cmd = [sys.executable, __file__, "--scaling-worker", kind, str(n), "--device", args.device]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                print(f"  {kind} at {n} atoms failed: {proc.stderr.strip().splitlines()[-1:]}")
+                break
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            done.append(res)
+            print(
+                f"  {kind:18s} {res['n_atoms']:7d} atoms {res['n_edges']:9d} edges "
+                f"{1e3 * res['seconds']:10.1f} ms/call {res['peak_mb']:9.0f} MB",
+                flush=True,
+            )
+        pts = results[kind]
+        slope_t = loglog_slope([p["n_atoms"] for p in pts], [p["seconds"] for p in pts])
+        slope_m = loglog_slope([p["n_atoms"] for p in pts], [p["peak_mb"] for p in pts])
+        for p in pts:
+            rows.append(
+                [
+                    kind,
+                    p["n_atoms"],
+                    p["n_edges"],
+                    1e3 * p["seconds"],
+                    1e6 * p["seconds"] / p["n_atoms"],
+                    p["peak_mb"],
+                ]
+            )
+        rows.append([kind, "slope (>= 10^3 atoms)", "", slope_t, "", slope_m])
+    plot_scaling(
+        results, Path(args.out_dir) / f"benchmark_scaling_{args.device.split(':')[0]}.png", args.device
+    )
+    return rows, results
+
+
+SCALING_HEADER = ["model", "atoms", "edges", "ms/call", "µs/atom", "peak MB"]
+
+
+def plot_scaling(results: dict[str, list[dict[str, Any]]], path: Path, device: str) -> None:
+    """Log-log time and memory per call vs atoms, with a linear reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for kind, pts in results.items():
+        if not pts:
+            continue
+        n = np.array([p["n_atoms"] for p in pts], dtype=float)
+        for ax, key, scale in ((axes[0], "seconds", 1.0), (axes[1], "peak_mb", 1.0)):
+            y = np.array([p[key] for p in pts]) * scale
+            (line,) = ax.loglog(n, y, "o-", label=kind)
+            ref = y[-1] * n / n[-1]
+            ax.loglog(n, ref, ":", color=line.get_color(), alpha=0.6)
+    axes[0].set_ylabel("seconds per energy+forces call")
+    axes[1].set_ylabel("peak memory per call (MB)")
+    for ax in axes:
+        ax.set_xlabel("atoms (Cu fcc, 5 Å-class cutoffs)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].plot([], [], "k:", label="linear reference (slope 1)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"physnet energy models, {device}, float32")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"  plot: {path}")
+
+
+def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Equal wall-clock budget on the MD17 ethanol split: test MAEs, physnet models and schnetpack."""
+    from physnet.data.datasets import make_split
+
+    configs = {
+        "schnet": "schnet_md17_ethanol.yaml",
+        "behler_parrinello": "behler_parrinello_md17_ethanol.yaml",
+        "egnn": "egnn_md17_ethanol.yaml",
+        "se3_transformer": "se3_transformer_md17_ethanol.yaml",
+    }
+    models = [m for m in (args.models.split(",") if args.models else energy_models()) if m in configs]
+    rows, raw = [], {}
+    run_root = ROOT / "runs" / "benchmark_accuracy"
+    for kind in models:
+        run_dir = run_root / kind
+        cmd = [
+            str(Path(sys.executable).parent / "physnet"),
+            "train",
+            str(ROOT / "examples" / "configs" / configs[kind]),
+            f"run_dir={run_dir}",
+            f"data.path={args.data}",
+            f"trainer.max_time_minutes={args.budget_minutes}",
+            f"trainer.threads={args.threads}",
+            "trainer.accelerator=" + ("gpu" if args.device.startswith("cuda") else "cpu"),
+        ]
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        print(f"  training physnet {kind} for {args.budget_minutes} min ...", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+        metrics_file = run_dir / "test_metrics.json"
+        if proc.returncode != 0 or not metrics_file.exists():
+            print(f"  physnet {kind} failed: {proc.stderr.strip().splitlines()[-3:]}")
+            continue
+        m = json.loads(metrics_file.read_text())
+        rows.append(
+            [
+                "physnet " + kind,
+                m["test"]["energy_mae"],
+                m["test"]["forces_mae"],
+                m.get("epochs"),
+                m.get("wall_time_s"),
+            ]
+        )
+        raw[kind] = m
+        print(markdown_table(ACC_HEADER, [rows[-1]]).splitlines()[-1], flush=True)
+    if peer is not None:
+        split = make_split(2000, 1000, 100, 900, seed=0)
+        print(f"  training schnetpack SchNet for {args.budget_minutes} min ...", flush=True)
+        res = peer.request(
+            "accuracy",
+            params=SCHNET,
+            data=str(args.data),
+            train=split["train"].tolist(),
+            val=split["val"].tolist(),
+            test=split["test"].tolist(),
+            batch_size=10,
+            budget_minutes=args.budget_minutes,
+            workdir=str(run_root),
+        )
+        rows.append(
+            ["schnetpack schnet", res["energy_mae"], res["forces_mae"], res["epochs"], res["train_seconds"]]
+        )
+        raw["schnetpack"] = res
+        print(markdown_table(ACC_HEADER, [rows[-1]]).splitlines()[-1], flush=True)
+    return rows, raw
+
+
+ACC_HEADER = ["model", "test energy MAE (kcal/mol)", "test force MAE (kcal/mol/Å)", "epochs", "train s"]
+
+
+# ----------------------------------------------------------------------------- report
+def machine_info(device: str) -> dict[str, str]:
+    """Machine, versions and date for the report."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "physnet torch": torch.__version__,
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["load average (start)"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, sizes and repeats")
+    parser.add_argument("--repeats", type=int, default=0, help="timed repeats per side (default 5, quick 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads of both sides")
+    parser.add_argument("--device", default="cpu", help="physnet's device (cpu, cuda); peers use the CPU")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="MD17 ethanol extxyz (kcal/mol, Å)")
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument(
+        "--budget-minutes", type=float, default=3.0, help="accuracy: training budget per model"
+    )
+    parser.add_argument("--models", default="", help="scaling/accuracy: physnet models (default: all)")
+    parser.add_argument("--max-memory-gb", type=float, default=6.0, help="scaling: skip sizes expected above")
+    parser.add_argument(
+        "--max-call-seconds", type=float, default=60.0, help="scaling: skip sizes expected above"
+    )
+    parser.add_argument("--peers-venv", default=str(DEFAULT_VENV), help="the peers' virtual environment")
+    parser.add_argument("--setup-peers", action="store_true", help="create the peers' venv if it is missing")
+    parser.add_argument("--no-peers", action="store_true", help="physnet only (peer columns empty)")
+    parser.add_argument("--out-dir", default=str(ROOT / "docs"), help="where PNGs go")
+    parser.add_argument("--json", default="", help="also write raw results to this JSON file")
+    parser.add_argument("--scaling-worker", nargs=2, metavar=("MODEL", "N_ATOMS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.scaling_worker:
+        kind, n = args.scaling_worker
+        print(json.dumps(scaling_worker(kind, int(n), args.device, 1 if int(n) > 20000 else 3)))
+        return 0
+    if not args.repeats:
+        args.repeats = 3 if args.quick else 5
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
+
+    info = machine_info(args.device)
+    needs_peer = bool({"md", "calls", "training", "accuracy"} & set(sections)) and not args.no_peers
+    peer = None
+    if needs_peer:
+        python = ensure_peers(Path(args.peers_venv), args.setup_peers)
+        if python is None:
+            return 1
+        peer = PeerWorker(python, args.threads)
+        pinfo = peer.request("info")
+        info["peers torch"] = pinfo["torch"]
+        info["schnetpack"] = pinfo["schnetpack"]
+        info["torchani"] = pinfo["torchani"]
+    info["threads"] = f"{args.threads} (torch.set_num_threads and OMP_NUM_THREADS, both sides)"
+    print("\n".join(f"- {k}: {v}" for k, v in info.items()), flush=True)
+    report: dict[str, Any] = {"info": info, "args": vars(args)}
+    out = []
+    try:
+        for name in sections:
+            t0 = time.perf_counter()
+            print(f"\n## {name}", flush=True)
+            if name in ("md", "calls"):
+                if peer is None:
+                    print("  needs the peers; skipped")
+                    continue
+                rows, raw = section_md_calls(args, peer, name)
+                table = markdown_table(_md_header(name), rows)
+            elif name == "training":
+                if peer is None:
+                    print("  needs the peers; skipped")
+                    continue
+                rows, raw = section_training(args, peer)
+                table = markdown_table(TRAIN_HEADER, rows)
+            elif name == "scaling":
+                rows, raw = section_scaling(args)
+                table = markdown_table(SCALING_HEADER, rows)
+            else:
+                rows, raw = section_accuracy(args, peer)
+                table = markdown_table(ACC_HEADER, rows)
+            report[name] = {"rows": rows, "raw": raw}
+            out.append(
+                f"### {name} ({time.perf_counter() - t0:.0f} s, medians of {args.repeats})\n\n{table}\n"
+            )
+            if args.json:  # after every section: a killed run keeps what it has measured
+                Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    finally:
+        if peer is not None:
+            peer.close()
+    print("\n# Results\n")
+    print("\n".join(f"- {k}: {v}" for k, v in info.items()))
+    print()
+    print("\n".join(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
