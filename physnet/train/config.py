@@ -166,8 +166,8 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML config (or start from defaults) and apply ``section.key=value`` overrides."""
+def read_raw(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping of ``path`` (empty without one) with ``section.key=value`` overrides applied."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -181,6 +181,12 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
             raise ValueError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
         _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return raw
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (or start from defaults) and apply ``section.key=value`` overrides."""
+    raw = read_raw(path, overrides)
     return _from_dict(raw)
 
 

@@ -47,7 +47,7 @@ from physnet.models.gns import (
     rollout,
 )
 from physnet.models.simulator import build_simulator
-from physnet.train.config import TrainerConfig, _coerce, _set_dotted
+from physnet.train.config import TrainerConfig, _coerce, read_raw
 
 __all__ = [
     "Trajectories",
@@ -273,19 +273,7 @@ def load_gns_config(
     path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
 ) -> GNSRunConfig:
     """Read a YAML config (or defaults) and apply ``section.key=value`` overrides (as ``physnet train``)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"config file {p} must hold a YAML mapping")
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        key, value = item.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    raw = read_raw(path, overrides)
     unknown = set(raw) - {"run_dir", "model", *_SECTIONS}
     if unknown:
         raise ValueError(
