@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
@@ -66,11 +65,9 @@ class Calculator(_ASECalculator):
             potential = Potential(potential)
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
-        # A private copy: casting or switching the caller's module would change it under them.
-        self.potential = copy.deepcopy(potential).to(device=device, dtype=dtype).eval()
-        # Forces need gradients with respect to positions only: without weight gradients autograd
-        # records no weight-only paths (SchNet, 500-atom box: 224 -> 160 ms per call, same forces).
-        self.potential.requires_grad_(False)
+        # A private frozen copy (casting or switching the caller's module would change it under
+        # them), with the model's inference tables (SchNet's tabulated filters in float32).
+        self.potential = potential.frozen(device=device, dtype=dtype)
         self.device = torch.device(device)
         self.dtype = dtype
         self._e = energy_factor(potential.energy_unit)

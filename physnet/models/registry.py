@@ -55,6 +55,15 @@ class EnergyModel(torch.nn.Module):
         must live in buffers so checkpoints carry them. The default does nothing.
         """
 
+    def prepare_inference(self) -> None:
+        """Precompute what depends on the weights only, for a frozen inference copy.
+
+        Called by :meth:`physnet.Potential.frozen` (hence by :class:`physnet.Calculator`) after
+        the copy is cast, put in eval mode and frozen. Whatever is precomputed must reproduce
+        the model to the round-off of its dtype, must not enter the state dict, and must be
+        discarded by ``train()``. The default does nothing; SchNet tabulates its filters.
+        """
+
 
 _REGISTRY: dict[str, Callable[..., EnergyModel]] = {}
 M = TypeVar("M", bound=Callable[..., Any])

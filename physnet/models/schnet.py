@@ -20,6 +20,7 @@ by :class:`physnet.Potential` for every model alike, not here.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +29,7 @@ from physnet.data import keys as K
 from physnet.data.neighbors import edge_pairs, edge_vectors
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import CosineCutoff, GaussianRBF, ShiftedSoftplus, mlp, scatter_sum
+from physnet.nn.tabulate import HermiteTable
 
 # Below this many edges the sort that pairs edges with their reverse costs more than the
 # filter evaluations it saves (2-core CPU, 128 filters); results agree to round-off either way.
@@ -64,7 +66,17 @@ class CFConv(torch.nn.Module):
         ``fcut`` are per pair [n_pairs, ...]: the filter, a function of the distance only, is
         computed once per pair and gathered to both directions (half the filter cost).
         """
-        w = self.filter_net(rbf) * fcut.unsqueeze(-1)  # [n_edges or n_pairs, n_filters]
+        w = self.filter(rbf, fcut)  # [n_edges or n_pairs, n_filters]
+        return self.convolve(x, w, edge_index, pair)
+
+    def filter(self, rbf: torch.Tensor, fcut: torch.Tensor) -> torch.Tensor:
+        """W(r) = filter_net(rbf) * f_cut: rbf [n, n_rbf], fcut [n] -> [n, n_filters]."""
+        return self.filter_net(rbf) * fcut.unsqueeze(-1)
+
+    def convolve(
+        self, x: torch.Tensor, w: torch.Tensor, edge_index: torch.Tensor, pair: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """sum_j in2f(x)_j * W_ij, filters w [n_edges or n_pairs, n_filters] -> [n_atoms, n_filters]."""
         if pair is not None:
             w = w.index_select(0, pair)  # [n_edges, n_filters]
         y = self.in2f(x)  # [n_atoms, n_filters]
@@ -92,6 +104,12 @@ class Interaction(torch.nn.Module):
         pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return x + self.f2out(self.conv(x, rbf, fcut, edge_index, pair))
+
+    def from_filter(
+        self, x: torch.Tensor, w: torch.Tensor, edge_index: torch.Tensor, pair: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The block with precomputed filters w [n_edges or n_pairs, n_filters]."""
+        return x + self.f2out(self.conv.convolve(x, w, edge_index, pair))
 
 
 @register("schnet")
@@ -126,6 +144,51 @@ class SchNet(EnergyModel):
             Interaction(n_features, n_filters, n_rbf) for _ in range(n_interactions)
         )
         self.readout = mlp([n_features, n_features // 2, 1], act="ssp")
+        self.filter_table: HermiteTable | None = None
+        self._table_versions: tuple[int, ...] = ()
+
+    def prepare_inference(self) -> None:
+        """Tabulate the filters W_t(r) of every interaction (cubic Hermite, :mod:`physnet.nn.tabulate`).
+
+        For float32 weights only: the table's measured error (relative to max |W|) is below
+        1e-7, under float32 round-off, so forces and energies equal the network's to float32
+        precision while a call skips the filter networks (2 dense layers per pair and
+        interaction). Float64 models keep the exact networks. The table is dropped when the
+        model is put in training mode or any filter weight changes in place.
+        """
+        self.filter_table = None
+        param = next(self.parameters())
+        if param.dtype != torch.float32:
+            return
+        nets = copy.deepcopy(torch.nn.ModuleList([self.rbf, self.fcut, *(b.conv for b in self.interactions)]))
+        nets = nets.to(device="cpu", dtype=torch.float64)
+        rbf, fcut, convs = nets[0], nets[1], list(nets[2:])
+
+        def filters(r: torch.Tensor) -> torch.Tensor:  # [n] -> [n, T * n_filters]
+            e, f = rbf(r), fcut(r)
+            return torch.cat([conv.filter(e, f) for conv in convs], dim=-1)
+
+        self.filter_table = HermiteTable(filters, self.cutoff, dtype=param.dtype, tol=1e-7).to(param.device)
+        self._table_versions = self._filter_versions()
+
+    def train(self, mode: bool = True) -> SchNet:
+        if mode:
+            self.filter_table = None
+        return super().train(mode)
+
+    def _filter_versions(self) -> tuple[int, ...]:
+        """In-place version counters of everything the filters depend on."""
+        tensors = [*self.rbf.buffers(), *self.rbf.parameters()]
+        for block in self.interactions:
+            tensors.extend(block.conv.filter_net.parameters())
+        return tuple(t._version for t in tensors)
+
+    def _table(self) -> HermiteTable | None:
+        """The filter table if it is current, else None (and it is dropped)."""
+        table = self.filter_table
+        if table is not None and self._filter_versions() != self._table_versions:
+            self.filter_table = table = None
+        return table
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """graph -> per-atom energies [n_atoms]."""
@@ -139,9 +202,15 @@ class SchNet(EnergyModel):
             rep, pair = pairs
             vectors = vectors.index_select(0, rep)  # [n_pairs, 3]
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [n_edges or n_pairs]
+        x = self.embedding(self.species(graph[K.Z]))  # [n_atoms, F]
+        table = self._table()
+        if table is not None:  # inference: every interaction's filters from one table lookup
+            filters = table(r).chunk(len(self.interactions), dim=-1)  # T x [n, n_filters]
+            for interaction, w in zip(self.interactions, filters, strict=True):
+                x = interaction.from_filter(x, w, edge_index, pair)
+            return self.readout(x).squeeze(-1)
         rbf = self.rbf(r)  # [n_edges or n_pairs, n_rbf]
         fcut = self.fcut(r)
-        x = self.embedding(self.species(graph[K.Z]))  # [n_atoms, F]
         for interaction in self.interactions:
             x = interaction(x, rbf, fcut, edge_index, pair)
         return self.readout(x).squeeze(-1)  # [n_atoms]

@@ -5,6 +5,7 @@ import torch
 
 import physnet
 from physnet.data import keys as K
+from physnet.models.schnet import PAIR_MIN_EDGES
 from physnet.testing import assert_kit, reference_structures, run_kit
 
 SPECIES = ["H", "C", "O", "Cu", "Au"]
@@ -67,3 +68,56 @@ def test_forward_does_not_store_state(potential: physnet.Potential) -> None:
     potential(graph)
     after = {k: v for k, v in vars(potential.model).items() if not k.startswith("_")}
     assert before.keys() == after.keys()
+
+
+def _box():
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+@pytest.mark.parametrize("structure", ["ethanol", "box"])
+def test_frozen_copy_tabulates_filters_within_float32_round_off(structure: str) -> None:
+    torch.manual_seed(0)
+    model = physnet.models.build(
+        "schnet", species=["H", "C", "O", "Cu"], n_features=32, n_filters=32, n_rbf=20
+    )
+    pot = physnet.Potential(model)
+    frozen = pot.frozen()
+    assert frozen.model.filter_table is not None and pot.model.filter_table is None
+    assert not any("filter_table" in k for k in frozen.state_dict())  # never saved
+    atoms = physnet.data.from_smiles("CCO")[0] if structure == "ethanol" else _box()
+    periodic = structure == "box"
+    exact64 = pot.frozen(dtype=torch.float64)
+    assert exact64.model.filter_table is None  # float64 keeps the exact networks
+    g32 = physnet.data.from_ase(atoms, pot.cutoff, targets=False)
+    g64 = physnet.data.from_ase(atoms, pot.cutoff, targets=False, dtype=torch.float64)
+    if periodic:
+        assert g32[K.EDGE_INDEX].shape[1] >= PAIR_MIN_EDGES  # the per-pair path
+    ref = exact64(g64, compute_stress=periodic)
+    got = frozen(g32, compute_stress=periodic)
+    plain = pot.eval()(g32, compute_stress=periodic)
+    for key in [K.ENERGY, K.FORCES] + ([K.STRESS] if periodic else []):
+        scale = float(ref[key].abs().max())
+        err_table = float((got[key].double() - ref[key]).abs().max())
+        err_plain = float((plain[key].double() - ref[key]).abs().max())
+        # the table adds less than float32 round-off to float32's own error
+        assert err_table <= max(4 * err_plain, 1e-6 * scale), (key, err_table, err_plain, scale)
+
+
+def test_filter_table_is_dropped_when_training_or_weights_change() -> None:
+    model = physnet.models.build("schnet", species=["H", "C", "O"], n_features=16, n_filters=16, n_rbf=10)
+    frozen = physnet.Potential(model).frozen()
+    graph = physnet.data.from_ase(physnet.data.from_smiles("CO")[0], 5.0, targets=False)
+    before = frozen(graph)[K.ENERGY]
+    with torch.no_grad():
+        frozen.model.interactions[0].conv.filter_net[0].weight.mul_(1.5)
+    after = frozen(graph)[K.ENERGY]  # a stale table would give the old energy
+    assert frozen.model.filter_table is None
+    assert not torch.allclose(before, after)
+    frozen.model.prepare_inference()
+    assert frozen.model.filter_table is not None
+    frozen.train()
+    assert frozen.model.filter_table is None

@@ -1,0 +1,179 @@
+"""Tabulated radial functions for inference: piecewise cubic Hermite interpolation.
+
+A frozen network that maps a distance r to a vector, such as SchNet's filter-generating
+networks W_t(r) (Schütt et al., J. Chem. Phys. 148, 241722 (2018), Sec. II.D), is a fixed
+smooth function of one variable once training is over. :class:`HermiteTable` samples it and
+its derivative on a uniform grid and evaluates the cubic Hermite interpolant
+
+    f(r) = h00(s) f_k + h10(s) dx f'_k + h01(s) f_{k+1} + h11(s) dx f'_{k+1},   s = r/dx - k,
+
+with h00 = 2s^3 - 3s^2 + 1, h10 = s^3 - 2s^2 + s, h01 = -2s^3 + 3s^2, h11 = s^3 - s^2
+(e.g. Fritsch & Carlson, SIAM J. Numer. Anal. 17, 238 (1980), eq. 2), stored as the
+coefficients of 1, s, s^2, s^3 per interval (no cancellation in a float32 table's slopes).
+The interpolant and its first derivative are continuous, so forces are the exact gradient
+of the tabulated energy and MD conserves it; the error is O(dx^4) in f and O(dx^3) in f'. The
+grid is refined at build time until the measured errors of f and f' are below the requested
+tolerance. DeePMD-kit's "model compression" tabulates its embedding networks the same way,
+for the same reason: a few table reads replace two dense layers per pair.
+
+Inference only: the backward pass is first order (forces, stress), not twice differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["HermiteTable"]
+
+
+def _hermite(
+    x: torch.Tensor, table: torch.Tensor, inv_dx: float, x_max: float, chunk: int, slopes: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Interpolated f(x) [n, D] and, if ``slopes``, f'(x) [n, D] (both 0 for x >= x_max)."""
+    n, k_max = x.shape[0], table.shape[0]
+    d = table.shape[1] // 4
+    out = torch.empty((n, d), dtype=table.dtype, device=x.device)
+    grad = torch.empty((n, d), dtype=table.dtype, device=x.device) if slopes else None
+    for start in range(0, n, chunk):
+        xs = x[start : start + chunk]
+        u = xs * inv_dx
+        k = u.floor().clamp_(0, k_max - 1)
+        s = (u - k).unsqueeze(-1)  # [m, 1]
+        rows = table.index_select(0, k.long()).view(-1, 4, d)  # [m, 4, D]
+        s2 = s * s
+        s3 = s2 * s
+        inside = (xs < x_max).to(table.dtype).unsqueeze(-1)  # [m, 1], zero beyond the range
+        one = torch.ones_like(s)
+        basis = torch.stack((one, s, s2, s3), 2)  # [m, 1, 4]: f = a + b s + c s^2 + d s^3
+        out[start : start + chunk] = torch.bmm(basis, rows).squeeze(1) * inside
+        if grad is not None:
+            dbasis = torch.stack((torch.zeros_like(s), one, 2 * s, 3 * s2), 2)
+            grad[start : start + chunk] = torch.bmm(dbasis, rows).squeeze(1) * (inside * inv_dx)
+    return out, grad
+
+
+class _HermiteEval(torch.autograd.Function):
+    """f(x) [n, D] from the table; saves f'(x) for the backward pass (first order only)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, table: torch.Tensor, inv_dx: float, x_max: float, chunk: int):
+        out, grad = _hermite(x, table, inv_dx, x_max, chunk, slopes=ctx.needs_input_grad[0])
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+            raise RuntimeError(
+                "a tabulated function (physnet.nn.tabulate) is differentiable once only (forces, "
+                "stress); for Hessians or training use the potential itself, not its frozen() copy"
+            )
+        (grad,) = ctx.saved_tensors
+        return (grad_out * grad).sum(-1), None, None, None, None
+
+
+class HermiteTable(torch.nn.Module):
+    """Cubic Hermite table of a smooth vector function f: [0, x_max) -> R^D.
+
+    Args:
+        fn: maps x [n] (float64) to f(x) [n, D]; row i may depend on x[i] only. It is
+            differentiated once (forward mode) to get the slopes.
+        x_max: end of the range; inputs at or beyond it give 0 (a cutoff).
+        dtype: dtype of the table and of the outputs (float32 for MD).
+        spacing: initial grid spacing; halved until the error is below ``tol``.
+        tol: bound on max |f_table - f| / max |f| and on max |f'_table - f'| / max |f'| at
+            points midway between grid nodes (where the Hermite error peaks), in float64.
+        max_rows: stop refining at this many grid intervals and raise.
+        chunk: rows per block in the forward pass (bounds the temporary [chunk, 4, D] gather).
+
+    Attributes:
+        error: measured relative errors ``{"value": ..., "slope": ...}`` at the final spacing.
+
+    >>> table = HermiteTable(lambda x: torch.stack([torch.sin(x), torch.exp(-x)], -1), 3.0,
+    ...                      torch.float64, tol=1e-9)
+    >>> x = torch.tensor([0.3, 1.7])
+    >>> bool(torch.allclose(table(x), torch.stack([torch.sin(x), torch.exp(-x)], -1), atol=1e-9))
+    True
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        x_max: float,
+        dtype: torch.dtype = torch.float32,
+        spacing: float | None = None,
+        tol: float = 1e-7,
+        max_rows: int = 1 << 16,
+        chunk: int = 16384,
+    ) -> None:
+        super().__init__()
+        if x_max <= 0:
+            raise ValueError(f"x_max must be > 0, got {x_max}")
+        self.x_max = float(x_max)
+        self.chunk = int(chunk)
+        n = max(8, math.ceil(self.x_max / spacing)) if spacing else 256
+        while True:
+            dx = self.x_max / n
+            grid = torch.arange(n + 1, dtype=torch.float64) * dx  # [n + 1]
+            values, slopes = _value_and_slope(fn, grid)  # [n + 1, D] each
+            table = _cubic_coefficients(values, dx * slopes)  # [n, 4 D]
+            mid = grid[:-1] + 0.5 * dx  # worst case of the cubic error term s^2 (1 - s)^2
+            probe = torch.cat([mid, grid[:-1] + 0.2113 * dx])
+            exact, exact_slope = _value_and_slope(fn, probe)
+            approx, approx_slope = _hermite(probe, table, 1.0 / dx, self.x_max, self.chunk, slopes=True)
+            assert approx_slope is not None
+            err = float((approx - exact).abs().max() / exact.abs().max().clamp(min=1e-300))
+            slope_err = float(
+                (approx_slope - exact_slope).abs().max() / exact_slope.abs().max().clamp(min=1e-300)
+            )
+            if (err <= tol and slope_err <= tol) or 2 * n > max_rows:
+                break
+            n *= 2
+        if err > tol or slope_err > tol:
+            raise ValueError(
+                f"HermiteTable: error {err:.2e} (slope {slope_err:.2e}) above tol {tol:.1e} with "
+                f"{n} intervals; the function is not smooth enough to tabulate (raise max_rows or tol)"
+            )
+        self.error = {"value": err, "slope": slope_err}
+        self.n_rows = n
+        self.inv_dx = n / self.x_max
+        self.register_buffer("table", table.to(dtype), persistent=False)  # [n, 4 D]
+
+    @property
+    def width(self) -> int:
+        """D, the length of the tabulated vector."""
+        return self.table.shape[1] // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [n] -> f(x) [n, D] (0 where x >= x_max); differentiable once in x."""
+        return _HermiteEval.apply(x.to(self.table.dtype), self.table, self.inv_dx, self.x_max, self.chunk)
+
+    def extra_repr(self) -> str:
+        return f"x_max={self.x_max}, rows={self.n_rows}, width={self.width}, error={self.error['value']:.1e}"
+
+
+def _cubic_coefficients(values: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
+    """Per interval, [a, b, c, d] of f(s) = a + b s + c s^2 + d s^3 on s in [0, 1].
+
+    From node values p [n + 1, D] and scaled slopes m = dx f' [n + 1, D] (the Hermite form
+    rewritten in powers of s). Computed in float64 and stored as coefficients rather than node
+    values, so a float32 table's slope b + 2 c s + 3 d s^2 suffers no cancellation between
+    nearly equal neighbouring values.
+    """
+    p0, p1, m0, m1 = values[:-1], values[1:], slopes[:-1], slopes[1:]
+    c = 3 * (p1 - p0) - 2 * m0 - m1
+    d = 2 * (p0 - p1) + m0 + m1
+    return torch.cat([p0, m0, c, d], dim=1)
+
+
+def _value_and_slope(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x) [n, D] and df/dx [n, D] by forward-mode AD (row i depends on x[i] only)."""
+    with torch.no_grad():
+        value, slope = torch.func.jvp(fn, (x,), (torch.ones_like(x),))
+    return value, slope
