@@ -390,7 +390,10 @@ def section_md_calls(args, peer: PeerWorker, which: str) -> tuple[list[list[Any]
     if args.quick:
         md_steps = {k: max(2, v // 2) for k, v in md_steps.items()}
     rows, raw = [], {}
+    wanted = set(args.models.split(",")) if args.models else None
     for model_name, (ours, theirs, params) in PAIRS.items():
+        if wanted is not None and ours not in wanted:
+            continue
         variants = [("", params)]
         if theirs == "spk_schnet" and which == "md":
             variants = [
@@ -472,6 +475,7 @@ def section_training(args, peer: PeerWorker) -> tuple[list[list[Any]], dict[str,
     import physnet
     from physnet.data import keys as K
     from physnet.data.datasets import make_split, read_frames
+    from physnet.train.tasks import adamw
 
     frames_all = read_frames(args.data)
     split = make_split(len(frames_all), 1000, 100, 900, seed=0)
@@ -483,7 +487,7 @@ def section_training(args, peer: PeerWorker) -> tuple[list[list[Any]], dict[str,
     torch.manual_seed(0)
     model = physnet.models.build("schnet", species=species, **SCHNET)
     potential = physnet.Potential(model).train()
-    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-4)
+    optimizer = adamw(potential.parameters(), lr=1e-4)  # physnet training's optimiser
     graphs = [physnet.data.from_ase(a, SCHNET["cutoff"], dtype=torch.float32) for a in frames]
     batches = [physnet.data.collate(graphs[k : k + bs]) for k in range(0, len(graphs) - bs + 1, bs)]
 
@@ -786,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--budget-minutes", type=float, default=3.0, help="accuracy: training budget per model"
     )
-    parser.add_argument("--models", default="", help="scaling/accuracy: physnet models (default: all)")
+    parser.add_argument("--models", default="", help="physnet models to run in every section (default: all)")
     parser.add_argument("--max-memory-gb", type=float, default=6.0, help="scaling: skip sizes expected above")
     parser.add_argument(
         "--max-call-seconds", type=float, default=60.0, help="scaling: skip sizes expected above"
