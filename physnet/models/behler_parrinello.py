@@ -188,6 +188,7 @@ class BehlerParrinello(EnergyModel):
             widths = {s: [int(h) for h in hidden[s]] for s in self.species.symbols}
         else:
             widths = {s: [int(h) for h in hidden] for s in self.species.symbols}
+        self._identity_normalization = False  # set when the statistics are folded into the networks
         # one network per element, in species order, keyed by symbol ("networks.H.0.weight")
         self.networks = torch.nn.ModuleDict(
             {s: mlp([n_features, *widths[s], 1], act=activation) for s in self.species.symbols}
@@ -203,15 +204,43 @@ class BehlerParrinello(EnergyModel):
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """graph -> per-atom energies [n_atoms]."""
         x, species = self.descriptors(graph)
-        energy = x.new_zeros(x.shape[0])  # [n_atoms]
-        # One batched network call per element present (a loop over elements, not atoms).
+        n_atoms = x.shape[0]
+        counts = torch.bincount(species, minlength=len(self.species)).tolist()  # one sync
+        present = [s for s, c in enumerate(counts) if c > 0]
+        # Atoms grouped by element with one sort: one batched network call per element present.
+        order = torch.argsort(species, stable=True) if len(present) > 1 else None
+        parts = []
+        start = 0
         for s, network in enumerate(self.networks.values()):
-            idx = torch.nonzero(species == s).squeeze(-1)  # [n_s]
-            if idx.numel() == 0:
+            if counts[s] == 0:
                 continue
-            xs = (x.index_select(0, idx) - self.feature_mean[s]) / self.feature_std[s]  # [n_s, n_features]
-            energy = energy.index_copy(0, idx, network(xs).squeeze(-1))
-        return energy
+            if order is None:
+                xs = x
+            else:
+                xs = x.index_select(0, order[start : start + counts[s]])  # [n_s, n_features]
+            start += counts[s]
+            if not self._identity_normalization:
+                xs = (xs - self.feature_mean[s]) / self.feature_std[s]
+            parts.append(network(xs).squeeze(-1))  # [n_s]
+        if order is None:
+            return parts[0] if parts else x.new_zeros(n_atoms)
+        return x.new_zeros(n_atoms).index_copy(0, order, torch.cat(parts))
+
+    def prepare_inference(self) -> None:
+        """Fold the feature normalisation into each element's first layer (frozen copies only).
+
+        W (x - mu) / sigma + b = (W / sigma) x + (b - W mu / sigma): two fewer operations per
+        element and call, same function to round-off; the statistics become the identity.
+        """
+        with torch.no_grad():
+            for s, network in enumerate(self.networks.values()):
+                first = next(m for m in network.modules() if isinstance(m, torch.nn.Linear))
+                inv_std = 1.0 / self.feature_std[s]
+                first.bias -= first.weight @ (self.feature_mean[s] * inv_std)
+                first.weight *= inv_std
+            self.feature_mean.zero_()
+            self.feature_std.fill_(1.0)
+        self._identity_normalization = True
 
     @torch.no_grad()
     def fit_statistics(self, graphs: Sequence[dict[str, torch.Tensor]], batch_size: int = 64) -> None:
@@ -222,6 +251,11 @@ class BehlerParrinello(EnergyModel):
         training split are not blown up (float32 round-off, extrapolation); features constant
         for an element keep std 1, and elements absent from ``graphs`` keep mean 0 and std 1.
         """
+        if self._identity_normalization:
+            raise ValueError(
+                "this model's feature statistics were folded into its networks by prepare_inference "
+                "(a Potential.frozen() copy); fit statistics on the original model"
+            )
         n_species, n_features = self.feature_mean.shape
         total = torch.zeros(n_species, n_features, dtype=torch.float64)
         total_sq = torch.zeros_like(total)

@@ -43,6 +43,15 @@ eq. (4), which has c = 1): then ``sin theta' >= sqrt(1 - c^2) > 0`` and the func
 smooth at collinear triplets. With c = 1 it has a cusp there (d theta / d cos theta is
 infinite); ``sin^2 theta`` is then floored at machine epsilon so gradients stay finite.
 
+Gaussian factors are evaluated as ``exp(max(a, -T)) - exp(-T)`` (:func:`truncated_exp`) and
+the angular factor as ``max(2^(1-zeta) (1 + ...)^zeta - 2 exp(-T), 0)``, with T = 30 in float32
+and 60 in float64: each is shifted by at most exp(-T) (9e-14 in float32, below its resolution;
+9e-27 in float64) and is exactly 0 beyond. Without this, the Gaussian tails (exp(-16 d^2) reaches
+exp(-400) inside the cutoff) underflow into subnormal numbers, which the CPU handles on a slow
+path: vectorised ``exp`` of such arguments was 5x slower, and products of subnormals 5x slower,
+on the 2-core Xeon used for development (Behler-Parrinello, 500-atom Cu box: 54 -> 43 ms per
+energy + forces call). The functions stay continuous.
+
 Parameter sets are explicit lists (one entry per function), or made by the generators
 :func:`ani_radial`, :func:`ani_angular` and :func:`behler_angular`.
 
@@ -164,6 +173,25 @@ def behler_angular(
     }
 
 
+# ----------------------------------------------------------------------------- numerics
+def _floor_exponent(dtype: torch.dtype) -> float:
+    """T of :func:`truncated_exp`: exp(-T) is far below the resolution of the dtype."""
+    return 60.0 if dtype == torch.float64 else 30.0
+
+
+def truncated_exp(arg: torch.Tensor) -> torch.Tensor:
+    """exp(arg) - exp(-T) for arg >= -T, else exactly 0 (T = 30 in float32, 60 in float64).
+
+    Continuous, never subnormal; differs from exp(arg) by at most exp(-T) (see the module
+    docstring, Numerics).
+
+    >>> truncated_exp(torch.tensor([0.0, -1.0, -100.0])).tolist()
+    [1.0, 0.3678794503211975, 0.0]
+    """
+    t = _floor_exponent(arg.dtype)
+    return torch.exp(arg.clamp(min=-t)) - math.exp(-t)
+
+
 # ----------------------------------------------------------------------------- triplets
 def angle_triplets(centre: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All unordered pairs of edges that share their centre atom, each pair once.
@@ -265,7 +293,9 @@ class RadialSymmetryFunctions(torch.nn.Module):
     ) -> torch.Tensor:
         """r [n_edges], centre [n_edges], neighbour_species [n_edges] -> [n_atoms, S * n_radial]."""
         d = r.unsqueeze(-1) - self.shift.to(r.dtype)  # [n_edges, n_radial]
-        terms = torch.exp(-self.eta.to(r.dtype) * d * d) * self.fcut(r).unsqueeze(-1)  # [n_edges, n_radial]
+        terms = truncated_exp(-self.eta.to(r.dtype) * d * d) * self.fcut(r).unsqueeze(
+            -1
+        )  # [n_edges, n_radial]
         index = centre * self.n_species + neighbour_species  # [n_edges]
         out = scatter_sum(terms, index, n_atoms * self.n_species)  # [n_atoms * S, n_radial]
         return out.reshape(n_atoms, self.n_features)
@@ -345,13 +375,17 @@ class AngularSymmetryFunctions(torch.nn.Module):
             self.register_buffer("rad_eta", rad[:, 0].contiguous(), persistent=False)
         self.register_buffer("ang_index", ang_index, persistent=False)  # [n_angular]
         self.register_buffer("rad_index", rad_index, persistent=False)  # [n_angular]
-        # Rows that form the full grid radial-part-major (ANI's shifts x sections, Behler's
-        # eta x (zeta, lambda)) are an outer product: no gather (whose backward is slow) needed.
+        # Function f = (radial part rad_index[f]) x (angular part ang_index[f]): the columns are
+        # gathered by products with 0/1 selection matrices, [n, n_parts] @ [n_parts, n_angular]
+        # (one BLAS call each, backward too): with a contiguous product of the two, 1.5x faster
+        # than a broadcast outer product or index_select for 35,000 triplets on one CPU core.
         n_ang, n_rad = ang.shape[0], rad.shape[0]
-        self.grid = n == n_ang * n_rad and bool(
-            (rad_index == torch.arange(n_rad).repeat_interleave(n_ang)).all()
-            and (ang_index == torch.arange(n_ang).repeat(n_rad)).all()
-        )
+        self.register_buffer(
+            "rad_select", torch.nn.functional.one_hot(rad_index, n_rad).T.double(), persistent=False
+        )  # [n_rad_parts, n_angular]
+        self.register_buffer(
+            "ang_select", torch.nn.functional.one_hot(ang_index, n_ang).T.double(), persistent=False
+        )  # [n_ang_parts, n_angular]
 
     @property
     def n_pairs(self) -> int:
@@ -397,7 +431,7 @@ class AngularSymmetryFunctions(torch.nn.Module):
             )  # [n_triplets, n_ang_parts]
             mean_r = 0.5 * (r1 + r2)
             d = mean_r.unsqueeze(-1) - self.rad_shift.to(r.dtype)  # [n_triplets, n_rad_parts]
-            radial = torch.exp(-self.rad_eta.to(r.dtype) * d * d)
+            radial = truncated_exp(-self.rad_eta.to(r.dtype) * d * d)
         else:
             base = 1.0 + cos.unsqueeze(-1) * self.ang_lambda.to(r.dtype)  # [n_triplets, n_ang_parts]
             r_sq = r1 * r1 + r2 * r2
@@ -406,13 +440,16 @@ class AngularSymmetryFunctions(torch.nn.Module):
                 r3 = torch.linalg.vector_norm(v3, dim=-1)
                 r_sq = r_sq + r3 * r3
                 fc = fc * self.fcut(r3)
-            radial = torch.exp(-self.rad_eta.to(r.dtype) * r_sq.unsqueeze(-1))  # [n_triplets, n_rad_parts]
+            radial = truncated_exp(
+                -self.rad_eta.to(r.dtype) * r_sq.unsqueeze(-1)
+            )  # [n_triplets, n_rad_parts]
+        # 2^(1 - zeta) base^zeta in [0, 2], shifted and floored like truncated_exp (no subnormals)
+        tiny = 2.0 * math.exp(-_floor_exponent(r.dtype))
         angular = torch.exp2(1.0 - zeta) * base.clamp_min(0.0).pow(zeta)  # [n_triplets, n_ang_parts]
+        angular = (angular - tiny).clamp_min(0.0)
         radial = radial * fc.unsqueeze(-1)  # [n_triplets, n_rad_parts]
-        if self.grid:  # [n_triplets, n_rad_parts, n_ang_parts] -> [n_triplets, n_angular]
-            terms = (radial.unsqueeze(-1) * angular.unsqueeze(-2)).reshape(radial.shape[0], self.n_functions)
-        else:
-            terms = angular.index_select(1, self.ang_index) * radial.index_select(1, self.rad_index)
+        # [n_triplets, n_angular]: radial part times angular part of every function
+        terms = (radial @ self.rad_select.to(r.dtype)) * (angular @ self.ang_select.to(r.dtype))
 
         pair = self.pair_table[neighbour_species.index_select(0, e1), neighbour_species.index_select(0, e2)]
         index = centre.index_select(0, e1) * self.n_pairs + pair  # [n_triplets]

@@ -236,3 +236,20 @@ def test_forward_does_not_store_state(potential: physnet.Potential) -> None:
     potential(graph)
     after = {k: v for k, v in vars(potential.model).items() if not k.startswith("_")}
     assert before.keys() == after.keys()
+
+
+def test_frozen_copy_folds_normalisation_and_matches() -> None:
+    torch.manual_seed(0)
+    model = physnet.models.build("behler_parrinello", species=["H", "C", "O"], hidden=[16, 8])
+    graphs = [physnet.data.from_ase(a, model.cutoff) for a in physnet.data.from_smiles("CCO", n_conformers=3)]
+    model.fit_statistics(graphs)
+    pot = physnet.Potential(model).double().eval()
+    frozen = pot.frozen()
+    assert frozen.model._identity_normalization and not pot.model._identity_normalization
+    assert torch.equal(frozen.model.feature_std, torch.ones_like(frozen.model.feature_std))
+    graph = physnet.data.from_ase(physnet.data.from_smiles("OCC=O")[0], model.cutoff, dtype=torch.float64)
+    a, b = pot(graph), frozen(graph)
+    assert torch.allclose(a["energy"], b["energy"], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(a["forces"], b["forces"], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="folded"):
+        frozen.model.fit_statistics(graphs)
