@@ -122,6 +122,15 @@ class Calculator(_ASECalculator):
         z = torch.tensor(numbers, dtype=torch.long, device=device)
         self.potential.model.species.check(z)
         edge_index, edge_shift = radius_graph(pos, self.potential.cutoff + skin, None, cell64, pbc_t)
+        offset = edge_shift.to(torch.float64) @ cell64  # [n_candidates, 3]
+        # Between rebuilds a pair distance changes by at most skin (each atom moves <= skin / 2):
+        # if every candidate is closer than cutoff - skin, none can leave the cutoff and no pair
+        # outside the list can enter it, so the per-call distance filter is skipped (molecules).
+        filter_pairs = skin > 0
+        if filter_pairs and edge_index.shape[1] > 0:
+            vec = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + offset
+            longest = float((vec * vec).sum(-1).max().sqrt())
+            filter_pairs = longest >= self.potential.cutoff - skin
         self._nl = {
             "numbers": numbers.copy(),
             "cell_np": cell.copy(),
@@ -129,8 +138,8 @@ class Calculator(_ASECalculator):
             "ref_pos": pos.clone(),
             "edge_index": edge_index,
             "edge_shift": edge_shift,
-            "offset": edge_shift.to(torch.float64) @ cell64,  # [n_candidates, 3]
-            "filter": skin > 0,
+            "offset": offset,
+            "filter": filter_pairs,
             "static": {
                 K.Z: z,
                 K.BATCH: torch.zeros(len(numbers), dtype=torch.long, device=device),

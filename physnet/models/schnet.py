@@ -145,6 +145,7 @@ class SchNet(EnergyModel):
         )
         self.readout = mlp([n_features, n_features // 2, 1], act="ssp")
         self.filter_table: HermiteTable | None = None
+        self._table_inputs: tuple[torch.Tensor, ...] = ()
         self._table_versions: tuple[int, ...] = ()
 
     def prepare_inference(self) -> None:
@@ -169,25 +170,22 @@ class SchNet(EnergyModel):
             return torch.cat([conv.filter(e, f) for conv in convs], dim=-1)
 
         self.filter_table = HermiteTable(filters, self.cutoff, dtype=param.dtype, tol=1e-7).to(param.device)
-        self._table_versions = self._filter_versions()
-
-    def train(self, mode: bool = True) -> SchNet:
-        if mode:
-            self.filter_table = None
-        return super().train(mode)
-
-    def _filter_versions(self) -> tuple[int, ...]:
-        """In-place version counters of everything the filters depend on."""
         tensors = [*self.rbf.buffers(), *self.rbf.parameters()]
         for block in self.interactions:
             tensors.extend(block.conv.filter_net.parameters())
-        return tuple(t._version for t in tensors)
+        self._table_inputs = tuple(tensors)  # everything the filters depend on
+        self._table_versions = tuple(t._version for t in tensors)
+
+    def train(self, mode: bool = True) -> SchNet:
+        if mode:
+            self.filter_table, self._table_inputs = None, ()
+        return super().train(mode)
 
     def _table(self) -> HermiteTable | None:
         """The filter table if it is current, else None (and it is dropped)."""
         table = self.filter_table
-        if table is not None and self._filter_versions() != self._table_versions:
-            self.filter_table = table = None
+        if table is not None and tuple(t._version for t in self._table_inputs) != self._table_versions:
+            self.filter_table = table = None  # a filter weight changed in place since tabulation
         return table
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:

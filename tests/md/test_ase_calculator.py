@@ -414,3 +414,26 @@ def test_private_copy_is_frozen_and_the_callers_potential_is_not(ethanol: Atoms)
     reference = pot.double().eval()
     graph = physnet.data.from_ase(ethanol, reference.cutoff, dtype=F64)
     np.testing.assert_allclose(ethanol.get_forces(), reference(graph)[K.FORCES].numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cutoff, filtered", [(5.0, False), (3.0, True)])
+def test_distance_filter_is_skipped_only_when_no_pair_can_cross(
+    cutoff: float, filtered: bool, ethanol: Atoms
+) -> None:
+    # ethanol's longest distance is about 3.6 Å: with r_c = 5 and skin 0.5 no pair can reach r_c
+    # before a rebuild; with r_c = 3 some can, and the list must be filtered at every call
+    torch.manual_seed(0)
+    model = physnet.models.build(
+        "schnet", species=MOLECULE, cutoff=cutoff, n_features=8, n_filters=8, n_rbf=6
+    )
+    pot = physnet.Potential(model)
+    calc = physnet.Calculator(pot, dtype=F64, skin=0.5)
+    reference = physnet.Calculator(pot, dtype=F64, skin=0.0)
+    atoms = ethanol
+    atoms.calc = calc
+    rng = np.random.default_rng(1)
+    atoms.set_momenta(rng.normal(0.0, 1.0, (len(atoms), 3)) * np.sqrt(atoms.get_masses())[:, None] * 0.05)
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
+    dyn.attach(lambda: assert_same_results(calc, reference, atoms), interval=1)
+    dyn.run(40)
+    assert calc._nl is not None and calc._nl["filter"] is filtered
