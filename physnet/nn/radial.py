@@ -1,12 +1,38 @@
-"""Radial basis expansions of interatomic distances."""
+"""Radial basis expansions of interatomic distances, and a subnormal-free exponential."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 
+def floor_exponent(dtype: torch.dtype) -> float:
+    """T of :func:`truncated_exp`: exp(-T) is far below the resolution of the dtype."""
+    return 60.0 if dtype == torch.float64 else 30.0
+
+
+def truncated_exp(arg: torch.Tensor) -> torch.Tensor:
+    """exp(arg) - exp(-T) for arg >= -T, else exactly 0 (T = 30 in float32, 60 in float64).
+
+    For Gaussian tails exp(-gamma (r - mu)^2), which reach exp(-400) inside a cutoff. Plain exp
+    returns subnormal numbers there, and the CPU handles those on a slow path: vectorised exp
+    of such arguments ran 5x slower and every later product or matrix product touching them
+    slowed down too (SchNet training: the filter network's weight gradient, a [128, 360] @
+    [360, 20] product, took 1.2 ms instead of microseconds). The shift by exp(-T) (9e-14 in
+    float32, below its resolution; 9e-27 in float64) keeps the function continuous.
+
+    >>> truncated_exp(torch.tensor([0.0, -1.0, -100.0])).tolist()
+    [1.0, 0.3678794503211975, 0.0]
+    """
+    t = floor_exponent(arg.dtype)
+    return torch.exp(arg.clamp(min=-t)) - math.exp(-t)
+
+
 class GaussianRBF(torch.nn.Module):
     """Gaussians exp(-gamma (r - mu_k)^2) on evenly spaced centres mu_k in [start, stop].
+
+    Evaluated with :func:`truncated_exp` (exactly 0 beyond exp(-T), no subnormal numbers).
 
     SchNet, Schütt et al., J. Chem. Phys. 148, 241722 (2018), eq. (9): centres every
     0.1 Å and gamma = 10 Å^-2. Here gamma = 1 / (2 spacing^2) by default unless given,
@@ -45,4 +71,4 @@ class GaussianRBF(torch.nn.Module):
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         """[n] distances -> [n, n_rbf]."""
         diff = r.unsqueeze(-1) - self.centres  # [n, n_rbf]
-        return torch.exp(-self.gamma * diff * diff)
+        return truncated_exp(-self.gamma * diff * diff)

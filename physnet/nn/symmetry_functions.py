@@ -43,7 +43,8 @@ eq. (4), which has c = 1): then ``sin theta' >= sqrt(1 - c^2) > 0`` and the func
 smooth at collinear triplets. With c = 1 it has a cusp there (d theta / d cos theta is
 infinite); ``sin^2 theta`` is then floored at machine epsilon so gradients stay finite.
 
-Gaussian factors are evaluated as ``exp(max(a, -T)) - exp(-T)`` (:func:`truncated_exp`) and
+Gaussian factors are evaluated as ``exp(max(a, -T)) - exp(-T)``
+(:func:`physnet.nn.radial.truncated_exp`) and
 the angular factor as ``max(2^(1-zeta) (1 + ...)^zeta - 2 exp(-T), 0)``, with T = 30 in float32
 and 60 in float64: each is shifted by at most exp(-T) (9e-14 in float32, below its resolution;
 9e-27 in float64) and is exactly 0 beyond. Without this, the Gaussian tails (exp(-16 d^2) reaches
@@ -69,6 +70,7 @@ from collections.abc import Sequence
 import torch
 
 from physnet.nn.cutoff import CosineCutoff
+from physnet.nn.radial import floor_exponent, truncated_exp
 from physnet.nn.scatter import scatter_sum
 
 __all__ = [
@@ -171,25 +173,6 @@ def behler_angular(
         "zeta": [float(z) for _, z, _ in rows],
         "lambda": [float(la) for _, _, la in rows],
     }
-
-
-# ----------------------------------------------------------------------------- numerics
-def _floor_exponent(dtype: torch.dtype) -> float:
-    """T of :func:`truncated_exp`: exp(-T) is far below the resolution of the dtype."""
-    return 60.0 if dtype == torch.float64 else 30.0
-
-
-def truncated_exp(arg: torch.Tensor) -> torch.Tensor:
-    """exp(arg) - exp(-T) for arg >= -T, else exactly 0 (T = 30 in float32, 60 in float64).
-
-    Continuous, never subnormal; differs from exp(arg) by at most exp(-T) (see the module
-    docstring, Numerics).
-
-    >>> truncated_exp(torch.tensor([0.0, -1.0, -100.0])).tolist()
-    [1.0, 0.3678794503211975, 0.0]
-    """
-    t = _floor_exponent(arg.dtype)
-    return torch.exp(arg.clamp(min=-t)) - math.exp(-t)
 
 
 # ----------------------------------------------------------------------------- triplets
@@ -444,7 +427,7 @@ class AngularSymmetryFunctions(torch.nn.Module):
                 -self.rad_eta.to(r.dtype) * r_sq.unsqueeze(-1)
             )  # [n_triplets, n_rad_parts]
         # 2^(1 - zeta) base^zeta in [0, 2], shifted and floored like truncated_exp (no subnormals)
-        tiny = 2.0 * math.exp(-_floor_exponent(r.dtype))
+        tiny = 2.0 * math.exp(-floor_exponent(r.dtype))
         angular = torch.exp2(1.0 - zeta) * base.clamp_min(0.0).pow(zeta)  # [n_triplets, n_ang_parts]
         angular = (angular - tiny).clamp_min(0.0)
         radial = radial * fc.unsqueeze(-1)  # [n_triplets, n_rad_parts]
