@@ -104,7 +104,7 @@ class HermiteTable(torch.nn.Module):
 
     >>> table = HermiteTable(lambda x: torch.stack([torch.sin(x), torch.exp(-x)], -1), 3.0,
     ...                      torch.float64, tol=1e-9)
-    >>> x = torch.tensor([0.3, 1.7])
+    >>> x = torch.tensor([0.3, 1.7], dtype=torch.float64)
     >>> bool(torch.allclose(table(x), torch.stack([torch.sin(x), torch.exp(-x)], -1), atol=1e-9))
     True
     """
