@@ -547,8 +547,8 @@ def scaling_worker(kind: str, n_atoms: int, device: str, n_calls: int) -> dict[s
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     atoms = cu_box(n_atoms)
-    potential = physnet.Potential(physnet_model(kind, ["Cu"])).to(device).eval()
-    potential.requires_grad_(False)  # inference, as in physnet.Calculator: gradients for positions only
+    # the inference copy physnet.Calculator uses: frozen weights, SchNet's tabulated filters
+    potential = physnet.Potential(physnet_model(kind, ["Cu"])).frozen(device=device)
     cuda = device.startswith("cuda")
 
     def rss() -> int:  # current resident set, bytes

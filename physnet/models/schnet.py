@@ -29,11 +29,15 @@ from physnet.data import keys as K
 from physnet.data.neighbors import edge_pairs, edge_vectors
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import CosineCutoff, GaussianRBF, ShiftedSoftplus, mlp, scatter_sum
-from physnet.nn.tabulate import HermiteTable
+from physnet.nn.tabulate import HermiteTable, tabulated_convolution
 
 # Below this many edges the sort that pairs edges with their reverse costs more than the
 # filter evaluations it saves (2-core CPU, 128 filters); results agree to round-off either way.
 PAIR_MIN_EDGES = 256
+# From this many edges a frozen (tabulated) SchNet runs each convolution as one fused, chunked
+# operation (physnet.nn.tabulate.tabulated_convolution) that stores no [n_edges, F] tensor;
+# below it the unfused ops have less Python overhead.
+FUSED_MIN_EDGES = 16384
 
 
 class CFConv(torch.nn.Module):
@@ -145,6 +149,7 @@ class SchNet(EnergyModel):
         )
         self.readout = mlp([n_features, n_features // 2, 1], act="ssp")
         self.filter_table: HermiteTable | None = None
+        self._table_blocks: list[torch.Tensor] = []  # per interaction, for the fused path
         self._table_inputs: tuple[torch.Tensor, ...] = ()
         self._table_versions: tuple[int, ...] = ()
 
@@ -174,11 +179,13 @@ class SchNet(EnergyModel):
         for block in self.interactions:
             tensors.extend(block.conv.filter_net.parameters())
         self._table_inputs = tuple(tensors)  # everything the filters depend on
+        n_blocks = len(self.interactions)
+        self._table_blocks = [self.filter_table.block(t, n_blocks) for t in range(n_blocks)]
         self._table_versions = tuple(t._version for t in tensors)
 
     def train(self, mode: bool = True) -> SchNet:
         if mode:
-            self.filter_table, self._table_inputs = None, ()
+            self.filter_table, self._table_inputs, self._table_blocks = None, (), []
         return super().train(mode)
 
     def _table(self) -> HermiteTable | None:
@@ -186,6 +193,7 @@ class SchNet(EnergyModel):
         table = self.filter_table
         if table is not None and tuple(t._version for t in self._table_inputs) != self._table_versions:
             self.filter_table = table = None  # a filter weight changed in place since tabulation
+            self._table_blocks = []
         return table
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -202,6 +210,17 @@ class SchNet(EnergyModel):
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [n_edges or n_pairs]
         x = self.embedding(self.species(graph[K.Z]))  # [n_atoms, F]
         table = self._table()
+        if table is not None and edge_index.shape[1] >= FUSED_MIN_EDGES:  # large inference
+            n_blocks = len(self.interactions)
+            for t, block in enumerate(self.interactions):
+                cached = self._table_blocks[t] if self._table_blocks else None
+                coefficients = (
+                    cached if cached is not None and cached.device == r.device else table.block(t, n_blocks)
+                )
+                y = block.conv.in2f(x)
+                v = tabulated_convolution(y, r, coefficients, table.inv_dx, edge_index, pair)
+                x = x + block.f2out(v)
+            return self.readout(x).squeeze(-1)
         if table is not None:  # inference: every interaction's filters from one table lookup
             filters = table(r).chunk(len(self.interactions), dim=-1)  # T x [n, n_filters]
             for interaction, w in zip(self.interactions, filters, strict=True):

@@ -121,3 +121,32 @@ def test_filter_table_is_dropped_when_training_or_weights_change() -> None:
     assert frozen.model.filter_table is not None
     frozen.train()
     assert frozen.model.filter_table is None
+
+
+@pytest.mark.parametrize("structure", ["ethanol", "box"])
+def test_fused_tabulated_convolution_matches_unfused(structure: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import physnet.models.schnet as schnet_module
+
+    torch.manual_seed(0)
+    model = physnet.models.build(
+        "schnet", species=["H", "C", "O", "Cu"], n_features=32, n_filters=32, n_rbf=20
+    )
+    frozen = physnet.Potential(model).frozen()
+    atoms = physnet.data.from_smiles("CCO")[0] if structure == "ethanol" else _box()
+    periodic = structure == "box"
+    graph = physnet.data.from_ase(atoms, 5.0, targets=False)
+    unfused = frozen(graph, compute_stress=periodic)
+    monkeypatch.setattr(schnet_module, "FUSED_MIN_EDGES", 0)
+    fused = frozen(graph, compute_stress=periodic)
+    for key in [K.ENERGY, K.FORCES] + ([K.STRESS] if periodic else []):
+        torch.testing.assert_close(fused[key], unfused[key], rtol=1e-5, atol=1e-6)
+    # chunk boundaries do not matter
+    from physnet.nn.tabulate import tabulated_convolution
+
+    table = frozen.model.filter_table
+    y = torch.randn(len(atoms), 32)
+    r = torch.linalg.vector_norm(physnet.data.edge_vectors(graph), dim=-1)
+    block = table.block(1, 3)
+    a = tabulated_convolution(y, r, block, table.inv_dx, graph[K.EDGE_INDEX], chunk=7)
+    b = tabulated_convolution(y, r, block, table.inv_dx, graph[K.EDGE_INDEX], chunk=100000)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
