@@ -55,14 +55,35 @@ def _hermite(
     n_rows = table.shape[0] - 1
     d = table.shape[1] // 4
     n_out = 2 if slopes else 1
+    powers, to_basis, offsets = _constants(table, inv_dx, n_out)
     u = x * inv_dx
     k = u.floor().nan_to_num_(nan=n_rows).clamp_(0, n_rows)
-    basis = ((u - k).unsqueeze(-1) ** _EXPONENTS.to(table)) @ _POWERS_TO_BASIS[:, : 4 * n_out].to(table)
-    rows = (k.long().unsqueeze(-1) * 4 + _ROW_OFFSETS.to(x.device)).repeat(1, n_out)  # [n, 4 n_out]
+    basis = ((u - k).unsqueeze(-1) ** powers) @ to_basis  # [n, 4 n_out]
+    rows = k.long().unsqueeze(-1) * 4 + offsets  # [n, 4 n_out]
     out = torch.nn.functional.embedding_bag(
-        rows.view(-1, 4), table.view(-1, d), per_sample_weights=basis.reshape(-1, 4), mode="sum"
+        rows.view(-1, 4), table.view(-1, d), per_sample_weights=basis.view(-1, 4), mode="sum"
     ).view(-1, n_out, d)  # [n, n_out, D]
-    return out[:, 0], (out[:, 1] * inv_dx if slopes else None)
+    return out[:, 0], (out[:, 1] if slopes else None)
+
+
+_CONSTANTS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _constants(
+    table: torch.Tensor, inv_dx: float, n_out: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exponents [4], basis matrix [4, 4 n_out] (slope columns times 1/dx) and row offsets
+    [4 n_out] for :func:`_hermite`, cached per dtype, device, spacing and output count."""
+    key = (table.dtype, table.device, inv_dx, n_out)
+    if key not in _CONSTANTS:
+        to_basis = _POWERS_TO_BASIS[:, : 4 * n_out].double()  # scaled in float64, then cast
+        to_basis[:, 4:] *= inv_dx  # d/dx = d/ds / dx
+        _CONSTANTS[key] = (
+            _EXPONENTS.to(table),
+            to_basis.to(table),
+            _ROW_OFFSETS.repeat(n_out).to(table.device),
+        )
+    return _CONSTANTS[key]
 
 
 class _HermiteEval(torch.autograd.Function):
