@@ -19,6 +19,11 @@ from physnet.units import energy_factor, length_factor
 __all__ = ["Calculator"]
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Exact equality of two arrays of the same shape (bytes; NaN equals NaN bit for bit)."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
 class Calculator(_ASECalculator):
     """ASE calculator: energy, free_energy, forces and (periodic cells) stress.
 
@@ -87,13 +92,14 @@ class Calculator(_ASECalculator):
         if old is None:
             return list(all_changes)
         changes = []
-        if len(old) != len(atoms) or not np.array_equal(old.positions, atoms.positions):
+        same_size = len(old) == len(atoms)
+        if not same_size or not _same(old.positions, atoms.positions):
             changes.append("positions")
-        if len(old) != len(atoms) or not np.array_equal(old.numbers, atoms.numbers):
+        if not same_size or not _same(old.numbers, atoms.numbers):
             changes.append("numbers")
-        if not np.array_equal(old.cell.array, atoms.cell.array):
+        if not _same(old.cell.array, atoms.cell.array):
             changes.append("cell")
-        if not np.array_equal(old.pbc, atoms.pbc):
+        if not _same(old.pbc, atoms.pbc):
             changes.append("pbc")
         for name in ("initial_charges", "initial_magmoms"):  # the rest of ASE's all_changes
             a, b = old.arrays.get(name), atoms.arrays.get(name)
@@ -140,6 +146,7 @@ class Calculator(_ASECalculator):
             "edge_shift": edge_shift,
             "offset": offset,
             "filter": filter_pairs,
+            "periodic": periodic,
             "static": {
                 K.Z: z,
                 K.BATCH: torch.zeros(len(numbers), dtype=torch.long, device=device),
@@ -173,7 +180,8 @@ class Calculator(_ASECalculator):
         graph = dict(nl["static"])
         graph[K.POS] = pos.to(self.dtype)
         graph[K.EDGE_INDEX] = edge_index
-        graph[K.EDGE_SHIFT] = edge_shift
+        if nl["periodic"]:  # without periodicity every shift is zero: r_ij = pos[j] - pos[i]
+            graph[K.EDGE_SHIFT] = edge_shift
         return graph
 
     def calculate(
