@@ -570,10 +570,11 @@ def scaling_worker(kind: str, n_atoms: int, device: str, n_calls: int) -> dict[s
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    # rise of the process's peak resident set above the resident set before the calls (ru_maxrss is
-    # KiB on Linux); meaningful in the fresh process the benchmark starts per size. In a process
-    # whose earlier peak exceeds the current set (e.g. a test run), no rise shows and this is 0.
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base, 0)
+    # rise of the process's peak resident set (VmHWM) above the resident set before the calls;
+    # meaningful in the fresh process the benchmark starts per size. Not ru_maxrss: Linux keeps
+    # it across fork + exec, so a worker inherits the (large) parent's peak. In a process whose
+    # earlier peak exceeds the current set (e.g. a test run), no rise shows and this is 0.
+    peak = max(_peak_rss() - base, 0)
     result = {
         "model": kind,
         "n_atoms": len(atoms),
@@ -584,6 +585,18 @@ def scaling_worker(kind: str, n_atoms: int, device: str, n_calls: int) -> dict[s
     if cuda:
         result["peak_mb"] = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
     return result
+
+
+def _peak_rss() -> int:
+    """Peak resident set of this process's address space, bytes (VmHWM; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def section_scaling(args) -> tuple[list[list[Any]], dict[str, Any]]:
