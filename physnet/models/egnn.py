@@ -60,6 +60,9 @@ from physnet.nn import GaussianRBF, activation, mlp, scatter_sum
 
 __all__ = ["EGNNLayer", "EGNN", "EGNNDynamics", "fully_connected_edges", "polynomial_envelope"]
 
+# In eval mode, layers sum over the edges of graphs larger than this in chunks of this size.
+CHUNK_EDGES = 65536
+
 
 def polynomial_envelope(d2: torch.Tensor, cutoff: float, exponent: int = 3) -> torch.Tensor:
     """Smooth cutoff as a function of the squared distance: (1 - r^2 / r_c^2)^p for r < r_c, else 0.
@@ -187,6 +190,38 @@ class EGNNLayer(torch.nn.Module):
             h' [n_nodes, F] and the displacement dx [n_nodes, 3] with x_i' = x_i + dx_i (None if
             the layer does not update coordinates).
         """
+        n_edges = edge_index.shape[1]
+        if not self.training and n_edges > CHUNK_EDGES:
+            # inference on a large graph: the same sums over edges, CHUNK_EDGES at a time, so that
+            # every [edges, F] buffer is chunk-sized (13,500 Cu atoms: no multi-GB temporaries)
+            dx = None
+            m_i = torch.zeros_like(h)
+            for start in range(0, n_edges, CHUNK_EDGES):
+                part = slice(start, start + CHUNK_EDGES)
+                m_part, dx_part = self._edges(
+                    h,
+                    vec[part],
+                    edge_index[:, part],
+                    None if edge_attr is None else edge_attr[part],
+                    None if edge_weight is None else edge_weight[part],
+                )
+                m_i = m_i + m_part
+                if dx_part is not None:
+                    dx = dx_part if dx is None else dx + dx_part
+            return self._nodes(h, m_i, dx, edge_index, vel)
+        m_i, dx = self._edges(h, vec, edge_index, edge_attr, edge_weight)
+        return self._nodes(h, m_i, dx, edge_index, vel)
+
+    def _edges(
+        self,
+        h: torch.Tensor,
+        vec: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor | None,
+        edge_weight: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sums over the given edges: m_i [n_nodes, F] (eq. 5) and sum_j (x_i - x_j) phi_x
+        [n_nodes, 3] (eq. 4, before the 1 / n_neighbours of the mean), or None."""
         i, j = edge_index[0], edge_index[1]
         n_nodes = h.shape[0]
         d2 = (vec * vec).sum(-1, keepdim=True)  # [n_edges, 1]
@@ -212,15 +247,27 @@ class EGNNLayer(torch.nn.Module):
             if edge_weight is not None:
                 phi = phi * edge_weight.unsqueeze(-1)
             dx = scatter_sum(diff * phi, i, n_nodes) * self.coord_weight  # [n_nodes, 3], eq. (4)
+        return scatter_sum(m, i, n_nodes), dx  # m_i [n_nodes, F], eq. (5)
+
+    def _nodes(
+        self,
+        h: torch.Tensor,
+        m_i: torch.Tensor,
+        dx: torch.Tensor | None,
+        edge_index: torch.Tensor,
+        vel: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Finish the coordinate update (mean, eq. 7) and the node update, eq. (6)."""
+        n_nodes = h.shape[0]
+        if dx is not None:
             if self.coord_aggregation == "mean":
-                count = scatter_sum(torch.ones_like(d2), i, n_nodes).clamp(min=1.0)  # [n_nodes, 1]
+                ones = torch.ones(edge_index.shape[1], 1, dtype=h.dtype, device=h.device)
+                count = scatter_sum(ones, edge_index[0], n_nodes).clamp(min=1.0)  # [n_nodes, 1]
                 dx = dx / count
             if self.phi_v is not None:
                 if vel is None:
                     raise ValueError("this layer uses velocities (eq. 7); pass vel")
                 dx = dx + self.phi_v(h) * vel  # eq. (7)
-
-        m_i = scatter_sum(m, i, n_nodes)  # [n_nodes, F], eq. (5)
         h = h + self.phi_h(torch.cat([h, m_i], dim=-1))  # eq. (6), residual
         return h, dx
 

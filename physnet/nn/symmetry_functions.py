@@ -493,9 +493,17 @@ class SymmetryFunctions(torch.nn.Module):
         Returns:
             [n_atoms, n_features]: radial block then angular block.
         """
-        n_atoms = species.shape[0]
-        centre = edge_index[0]
         neighbour_species = species[edge_index[1]]  # [n_edges]
+        return self.compute(vectors, edge_index[0], neighbour_species, species.shape[0])
+
+    def compute(
+        self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor, n_atoms: int
+    ) -> torch.Tensor:
+        """Descriptors of atoms 0..n_atoms-1 from their edges: vectors [n_edges, 3], centre
+        [n_edges] in [0, n_atoms), neighbour_species [n_edges] -> [n_atoms, n_features].
+
+        Every edge of an atom must be given (a subset of centres is fine: the descriptors of an
+        atom depend on its own edges only)."""
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [n_edges]
         parts = [self.radial(r, centre, neighbour_species, n_atoms)]
         if self.angular is not None:

@@ -253,3 +253,20 @@ def test_frozen_copy_folds_normalisation_and_matches() -> None:
     assert torch.allclose(a["forces"], b["forces"], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="folded"):
         frozen.model.fit_statistics(graphs)
+
+
+def test_frozen_copy_in_atom_chunks_matches_whole_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    import physnet.models.behler_parrinello as bp
+
+    torch.manual_seed(0)
+    model = physnet.models.build("behler_parrinello", species=["Cu", "Au"], hidden=[16, 8])
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((3, 3, 3))
+    atoms.numbers[::5] = 79
+    atoms.rattle(0.05, seed=0)
+    frozen = physnet.Potential(model).double().frozen()
+    graph = physnet.data.from_ase(atoms, model.cutoff, dtype=torch.float64)
+    whole = frozen(graph)
+    monkeypatch.setattr(bp, "CHUNK_ATOMS", 10)  # 108 atoms in 11 chunks
+    chunked = frozen(graph)
+    for key in [K.ENERGY, K.FORCES, K.STRESS]:
+        torch.testing.assert_close(chunked[key], whole[key], rtol=1e-12, atol=1e-12)

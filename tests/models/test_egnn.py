@@ -166,3 +166,34 @@ def test_dynamics_batch_equals_single(dynamics: EGNNDynamics) -> None:
 def test_dynamics_charges_matter(dynamics: EGNNDynamics) -> None:
     pos, vel, charges, batch = _systems()
     assert not torch.allclose(dynamics(pos, vel, charges, batch), dynamics(pos, vel, -charges.abs(), batch))
+
+
+@pytest.mark.parametrize("update_coords", [False, True])
+def test_eval_mode_sums_large_graphs_in_edge_chunks(
+    update_coords: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ase.build import bulk
+
+    import physnet.models.egnn as egnn_module
+
+    torch.manual_seed(0)
+    model = physnet.models.build(
+        "egnn", species=["Cu"], n_features=16, n_layers=3, update_coords=update_coords, attention=True
+    )
+    pot = physnet.Potential(model).double().eval()
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=0)
+    graph = physnet.data.from_ase(atoms, model.cutoff, dtype=torch.float64)
+    whole = pot(graph)
+    monkeypatch.setattr(egnn_module, "CHUNK_EDGES", 100)
+    chunked = pot(graph)
+    for key in ["energy", "forces", "stress"]:
+        torch.testing.assert_close(chunked[key], whole[key], rtol=1e-12, atol=1e-12)
+    # N-body dynamics model (mean aggregation, velocities) in chunks too
+    dyn = egnn_module.EGNNDynamics(n_features=8, n_layers=2).double().eval()
+    x, v = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)
+    q, batch = torch.tensor([1.0, -1.0] * 5, dtype=torch.float64), torch.zeros(10, dtype=torch.long)
+    monkeypatch.setattr(egnn_module, "CHUNK_EDGES", 1 << 30)
+    a = dyn(x, v, q, batch)
+    monkeypatch.setattr(egnn_module, "CHUNK_EDGES", 7)
+    torch.testing.assert_close(dyn(x, v, q, batch), a, rtol=1e-12, atol=1e-12)
