@@ -352,19 +352,27 @@ def assert_same_results(calc: physnet.Calculator, reference: physnet.Calculator,
         np.testing.assert_allclose(calc.get_stress(atoms), fresh.get_stress(), rtol=0, atol=1e-12)
 
 
+def run_md_against_fresh_list(
+    pot: physnet.Potential, atoms: Atoms, skin: float, steps: int, seed: int
+) -> tuple[physnet.Calculator, physnet.Calculator]:
+    """Velocity Verlet with a skin-list calculator, checked against a fresh list at every step."""
+    calc = physnet.Calculator(pot, dtype=F64, skin=skin)
+    reference = physnet.Calculator(pot, dtype=F64, skin=0.0)
+    atoms.calc = calc
+    rng = np.random.default_rng(seed)
+    atoms.set_momenta(rng.normal(0.0, 1.0, (len(atoms), 3)) * np.sqrt(atoms.get_masses())[:, None] * 0.05)
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
+    dyn.attach(lambda: assert_same_results(calc, reference, atoms), interval=1)
+    dyn.run(steps)
+    return calc, reference
+
+
 @pytest.mark.parametrize("system", ["molecule", "crystal"])
 def test_verlet_list_equals_fresh_list_along_md(system: str, ethanol: Atoms) -> None:
     atoms = ethanol if system == "molecule" else triclinic_cell()
     species = MOLECULE if system == "molecule" else CRYSTAL
     pot = potential(species, zbl=system == "crystal")
-    calc = physnet.Calculator(pot, dtype=F64, skin=0.3)
-    reference = physnet.Calculator(pot, dtype=F64, skin=0.0)
-    atoms.calc = calc
-    rng = np.random.default_rng(0)
-    atoms.set_momenta(rng.normal(0.0, 1.0, (len(atoms), 3)) * np.sqrt(atoms.get_masses())[:, None] * 0.05)
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    dyn.attach(lambda: assert_same_results(calc, reference, atoms), interval=1)
-    dyn.run(60)
+    calc, reference = run_md_against_fresh_list(pot, atoms, skin=0.3, steps=60, seed=0)
     # the list was reused (fewer builds than steps) and rebuilt (atoms moved > skin / 2)
     assert 1 < calc.n_neighbor_builds < 30
     assert reference.n_neighbor_builds > 60
@@ -426,14 +434,5 @@ def test_distance_filter_is_skipped_only_when_no_pair_can_cross(
     model = physnet.models.build(
         "schnet", species=MOLECULE, cutoff=cutoff, n_features=8, n_filters=8, n_rbf=6
     )
-    pot = physnet.Potential(model)
-    calc = physnet.Calculator(pot, dtype=F64, skin=0.5)
-    reference = physnet.Calculator(pot, dtype=F64, skin=0.0)
-    atoms = ethanol
-    atoms.calc = calc
-    rng = np.random.default_rng(1)
-    atoms.set_momenta(rng.normal(0.0, 1.0, (len(atoms), 3)) * np.sqrt(atoms.get_masses())[:, None] * 0.05)
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs)
-    dyn.attach(lambda: assert_same_results(calc, reference, atoms), interval=1)
-    dyn.run(40)
+    calc, _ = run_md_against_fresh_list(physnet.Potential(model), ethanol, skin=0.5, steps=40, seed=1)
     assert calc._nl is not None and calc._nl["filter"] is filtered
