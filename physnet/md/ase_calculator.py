@@ -35,6 +35,10 @@ class Calculator(_ASECalculator):
     of the summation order). Per-structure tensors (species, cell, batch) are cached with
     the list. Outputs are converted from the potential's units to eV and Å.
 
+    The potential runs as :meth:`physnet.Potential.frozen`, a private inference copy: weights
+    frozen, and weight-only quantities precomputed (a float32 SchNet evaluates its filters from
+    a table, within float32 round-off of the networks; float64 keeps the networks).
+
     Args:
         potential: a :class:`physnet.Potential`, a bare model from
             :func:`physnet.models.build` (wrapped with eV / Å units), or the path of a
