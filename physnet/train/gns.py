@@ -444,6 +444,12 @@ def excursion(positions: torch.Tensor, bounds: torch.Tensor) -> float:
     return float(torch.cat([below.flatten(), above.flatten(), positions.new_zeros(1)]).max())
 
 
+def escaped_particles(positions: torch.Tensor, bounds: torch.Tensor) -> int:
+    """Number of particles that lie outside ``bounds`` [dim, 2] in any frame of ``positions`` [T, n, dim]."""
+    outside = (positions < bounds[:, 0]) | (positions > bounds[:, 1])  # [T, n, dim]
+    return int(outside.any(dim=-1).any(dim=0).sum())
+
+
 @torch.no_grad()
 def evaluate(
     model: GNS,
@@ -458,17 +464,28 @@ def evaluate(
     step); the rollout MSE is the mean of the squared position error over those frames,
     particles and components (``learning_to_simulate``'s ``rollout MSE``), length unit^2.
     The baseline continues every particle with its last velocity. ``max_excursion`` is the
-    largest distance of a predicted particle outside the domain (0 = all stayed inside).
+    largest distance of a predicted particle outside the domain (0 = all stayed inside) and
+    ``escaped_particles`` the number of particles outside it in at least one frame.
 
     Returns:
         per-trajectory lists and their means, with keys ``one_step_mse``,
-        ``cv_one_step_mse``, ``rollout_mse``, ``cv_rollout_mse``, ``max_excursion``.
+        ``cv_one_step_mse``, ``rollout_mse``, ``cv_rollout_mse``, ``max_excursion``,
+        ``escaped_particles``; ``mean_max_excursion`` is the largest and
+        ``mean_escaped_particles`` the total over the trajectories, not a mean.
     """
     model = model.eval()
     dtype = next(model.parameters()).dtype
     indices = list(range(len(data))) if indices is None else indices
     rows: dict[str, list[float]] = {
-        k: [] for k in ("one_step_mse", "cv_one_step_mse", "rollout_mse", "cv_rollout_mse", "max_excursion")
+        k: []
+        for k in (
+            "one_step_mse",
+            "cv_one_step_mse",
+            "rollout_mse",
+            "cv_rollout_mse",
+            "max_excursion",
+            "escaped_particles",
+        )
     }
     bounds = model.bounds.to(dtype)
     for k in indices:
@@ -488,6 +505,7 @@ def evaluate(
             float((pred - truth).double().pow(2).mean()),
             float((cv - truth).double().pow(2).mean()),
             excursion(pred, bounds),
+            escaped_particles(pred, bounds),
         )
         for key, value in zip(rows, values, strict=True):
             rows[key].append(value)
@@ -495,12 +513,14 @@ def evaluate(
             print(
                 f"trajectory {k}: {pos.shape[1]} particles, {n_steps} rollout steps ({seconds:.1f} s): "
                 f"one-step MSE {one:.3e} (constant velocity {one_cv:.3e}); rollout MSE {values[2]:.3e} "
-                f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e}",
+                f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e} "
+                f"({values[5]} of {pos.shape[1]} particles left it)",
                 flush=True,
             )
     summary: dict[str, Any] = {"trajectories": indices, **rows}
     for key, value in rows.items():
-        summary[f"mean_{key}"] = float(np.max(value) if key == "max_excursion" else np.mean(value))
+        reduce = {"max_excursion": np.max, "escaped_particles": np.sum}.get(key, np.mean)
+        summary[f"mean_{key}"] = float(reduce(value))
     summary["rollout_mse_ratio_cv_over_model"] = summary["mean_cv_rollout_mse"] / max(
         summary["mean_rollout_mse"], 1e-300
     )
@@ -511,7 +531,8 @@ def evaluate(
             f"rollout MSE {summary['mean_rollout_mse']:.3e} "
             f"(constant velocity {summary['mean_cv_rollout_mse']:.3e}, "
             f"{summary['rollout_mse_ratio_cv_over_model']:.1f}x higher); "
-            f"max excursion outside the domain {summary['mean_max_excursion']:.3e}",
+            f"max excursion outside the domain {summary['mean_max_excursion']:.3e}; "
+            f"{summary['mean_escaped_particles']:.0f} particles left it",
             flush=True,
         )
     return summary

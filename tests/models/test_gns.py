@@ -301,6 +301,21 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch() -> None:
     assert task.lr_at(int(task.lr_decay_steps)) == pytest.approx(1e-6 + (3e-3 - 1e-6) * 0.1)
 
 
+def test_excursion_and_escaped_particles() -> None:
+    from physnet.train.gns import escaped_particles, excursion
+
+    bounds = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
+    pos = torch.full((3, 4, 2), 0.5)  # [T, n, dim], all inside
+    assert excursion(pos, bounds) == 0.0 and escaped_particles(pos, bounds) == 0
+    pos[1, 0, 0] = -0.25  # particle 0 leaves through x_lo in frame 1 only
+    pos[2, 2, 1] = 2.5  # particle 2 through y_hi
+    pos[0, 2, 0] = 1.125  # and through x_hi earlier
+    assert excursion(pos, bounds) == pytest.approx(0.5)
+    assert escaped_particles(pos, bounds) == 2
+    pos[:, 3] = bounds[:, 1]  # exactly on the wall counts as inside
+    assert escaped_particles(pos, bounds) == 2
+
+
 def test_evaluate_and_animation(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -317,6 +332,7 @@ def test_evaluate_and_animation(tmp_path: Path) -> None:
     for key in ("mean_one_step_mse", "mean_cv_one_step_mse", "mean_rollout_mse", "mean_cv_rollout_mse"):
         assert np.isfinite(summary[key]) and summary[key] >= 0
     assert summary["mean_max_excursion"] >= 0
+    assert summary["mean_escaped_particles"] == sum(summary["escaped_particles"])
     truth = data.positions[0].numpy()
     gif = animate(truth + 0.01, truth, data.bounds, tmp_path / "a.gif", every=5)
     with Image.open(gif) as im:
