@@ -80,9 +80,22 @@ class InteractionNetwork(torch.nn.Module):
     def forward(
         self, node: torch.Tensor, edge: torch.Tensor, edge_index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """node [n, latent], edge [n_edges, latent], edge_index [2, n_edges] (row 0 = receiver i)."""
+        """node [n, latent], edge [n_edges, latent], edge_index [2, n_edges] (row 0 = receiver i).
+
+        The edge MLP's first layer acts on ``[e_ij, v_i, v_j]``; it is evaluated as
+        ``W_e e_ij + (W_r v)_i + (W_s v)_j + b``, projecting the nodes before gathering
+        them (the same function and parameters as on the concatenation, with no
+        ``[n_edges, 3 latent]`` tensor and a third of the edge-sized products).
+        """
         i, j = edge_index[0], edge_index[1]
-        new_edge = self.edge_mlp(torch.cat([edge, node[i], node[j]], dim=-1))  # [n_edges, latent]
+        first = self.edge_mlp[0]
+        latent = edge.shape[-1]
+        w = first.weight  # [hidden, 3 latent]: columns for e_ij, v_i (receiver), v_j (sender)
+        projected = node @ torch.cat([w[:, latent : 2 * latent], w[:, 2 * latent :]]).t()  # [n, 2 hidden]
+        hidden = w.shape[0]
+        h = torch.addmm(first.bias, edge, w[:, :latent].t())  # [n_edges, hidden]
+        h = h + projected[:, :hidden].index_select(0, i) + projected[:, hidden:].index_select(0, j)
+        new_edge = self.edge_mlp[1:](h)  # [n_edges, latent]
         aggregated = scatter_sum(new_edge, i, node.shape[0])  # [n, latent], sum over senders j
         new_node = self.node_mlp(torch.cat([node, aggregated], dim=-1))  # [n, latent]
         return node + new_node, edge + new_edge

@@ -97,5 +97,9 @@ def load_simulator(path: str | os.PathLike, map_location: str | torch.device = "
     payload = torch.load(path, map_location=map_location, weights_only=True)
     hparams = dict(payload["hparams"])
     model = build_simulator(hparams.pop("name"), **hparams)
+    # keep the saved precision: a float64-trained model must not come back as float32
+    dtypes = {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
     model.load_state_dict(payload["state_dict"])
     return model.eval()

@@ -54,6 +54,7 @@ __all__ = [
     "load_trajectories",
     "WindowDataset",
     "collate_windows",
+    "RolloutDataset",
     "GNSTask",
     "GNSDataConfig",
     "GNSTaskConfig",
@@ -136,6 +137,28 @@ class WindowDataset(torch.utils.data.Dataset):
         }
 
 
+class RolloutDataset(torch.utils.data.Dataset):
+    """Whole trajectories for validation rollouts: item ``k`` is trajectory ``k``.
+
+    Item ``k`` holds ``K.TRAJECTORY`` [n_frames, n, dim] and ``K.Z`` [n]; use it with
+    ``DataLoader(..., batch_size=None)`` (no collation).
+
+    Args:
+        data: the trajectories.
+        n: how many (the first ``n``; 0 = all).
+    """
+
+    def __init__(self, data: Trajectories, n: int = 0) -> None:
+        self.data = data
+        self.n = len(data) if n <= 0 else min(n, len(data))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return {K.TRAJECTORY: self.data.positions[k], K.Z: self.data.particle_type[k]}
+
+
 def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Concatenate particles of several windows and add ``K.BATCH`` [n_total]."""
     out = {key: torch.cat([it[key] for it in items]) for key in (K.POS_HISTORY, K.NEXT_POS, K.Z)}
@@ -191,7 +214,13 @@ class GNSTask(pl.LightningModule):
         self.log("lr", self.lr_at(self.global_step), on_step=True, on_epoch=False, batch_size=n_systems)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Loader 0: one-step windows (loss, one-step MSE); loader 1: whole-trajectory rollouts."""
+        if dataloader_idx == 1:
+            self._validation_rollout(batch)
+            return
         history, truth = batch[K.POS_HISTORY], batch[K.NEXT_POS]
         pred = self.model(batch)
         target = truth - 2 * history[:, -1] + history[:, -2]
@@ -210,6 +239,37 @@ class GNSTask(pl.LightningModule):
                 on_step=False,
                 on_epoch=True,
                 batch_size=n_systems,
+                add_dataloader_idx=False,
+            )
+
+    def _validation_rollout(self, item: dict[str, torch.Tensor]) -> None:
+        """Roll one validation trajectory out from its first ``C`` frames; log rollout MSEs.
+
+        ``val/rollout_mse`` (length unit^2, mean over the validation trajectories) is what
+        ``data.val_rollouts`` selects the saved model by; ``val/escaped_particles`` is the
+        mean number of particles that left the domain in a rollout.
+        """
+        pos = item[K.TRAJECTORY]  # [T, n, dim]
+        c = self.model.window
+        n_steps = pos.shape[0] - c
+        window = pos[:c].transpose(0, 1)  # [n, C, dim]
+        pred = rollout(self.model, window, n_steps, item[K.Z])  # [n_steps, n, dim]
+        truth = pos[c:]
+        cv = constant_velocity_rollout(window, n_steps)
+        bounds = self.model.bounds.to(pos.dtype)
+        for name, value in (
+            ("rollout_mse", (pred - truth).pow(2).mean()),
+            ("cv_rollout_mse", (cv - truth).pow(2).mean()),
+            ("escaped_particles", torch.tensor(float(escaped_particles(pred, bounds)))),
+        ):
+            self.log(
+                f"val/{name}",
+                value,
+                prog_bar=name == "rollout_mse",
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+                add_dataloader_idx=False,
             )
 
     def lr_at(self, step: int) -> float:
@@ -238,6 +298,9 @@ class GNSDataConfig:
     batch_size: int = 2  # windows per optimiser step (paper: 2)
     val_stride: int = 10  # validate on every n-th window of the validation trajectories
     eval_trajectories: int = 0  # test trajectories to roll out after training (0 = all)
+    # validation trajectories rolled out in full at every validation (0 = none); with > 0 the
+    # saved gns.pt is the validated model with the lowest mean rollout MSE, not the last one
+    val_rollouts: int = 0
 
 
 @dataclass
@@ -354,12 +417,18 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         collate_fn=collate_windows,
         generator=generator,
     )
-    val_loader = None
+    val_loader: Any = None
+    if cfg.data.val_rollouts and not cfg.data.valid:
+        raise ValueError("data.val_rollouts needs validation trajectories: set data.valid=<file.npz>")
     if cfg.data.valid:
-        val_set = WindowDataset(load_trajectories(cfg.data.valid, dtype), window, stride=cfg.data.val_stride)
+        valid_data = load_trajectories(cfg.data.valid, dtype)
+        val_set = WindowDataset(valid_data, window, stride=cfg.data.val_stride)
         val_loader = torch.utils.data.DataLoader(
             val_set, batch_size=cfg.data.batch_size, collate_fn=collate_windows
         )
+        if cfg.data.val_rollouts:
+            rollouts = RolloutDataset(valid_data, cfg.data.val_rollouts)
+            val_loader = [val_loader, torch.utils.data.DataLoader(rollouts, batch_size=None)]
     task = GNSTask(model, cfg.task.lr, cfg.task.min_lr, cfg.task.lr_decay_steps, cfg.task.noise_std)
     callbacks: list[Any] = [
         ModelCheckpoint(
@@ -369,6 +438,18 @@ def train_gns(cfg: GNSRunConfig) -> Path:
             every_n_train_steps=max(t.checkpoint_every_n_steps, 1),
         )
     ]
+    best: ModelCheckpoint | None = None
+    if cfg.data.val_rollouts:
+        # with EMA, validation and checkpoints both see the averaged weights
+        best = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/rollout_mse",
+            mode="min",
+            save_top_k=1,
+            save_last=False,
+        )
+        callbacks.append(best)
     if cfg.task.ema_decay > 0:
         callbacks.append(EMAWeightAveraging(decay=cfg.task.ema_decay))
     val_every = min(cfg.task.val_every_n_steps, len(train_loader))
@@ -391,12 +472,26 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         num_sanity_val_steps=0,
     )
     trainer.fit(task, train_loader, val_loader)
-    model = task.model.eval()
-    model.save(run_dir / "gns.pt")
     report: dict[str, Any] = {
         "optimizer_steps": trainer.global_step,
         "train_wall_time_s": round(time.perf_counter() - started, 1),
     }
+    if best is not None and best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+        task.load_state_dict(state["state_dict"])
+        report["selected"] = {
+            "checkpoint": str(best.best_model_path),
+            "step": int(state["global_step"]),
+            "val_rollout_mse": float(best.best_model_score),
+            "val_rollouts": len(val_loader[1]),
+        }
+        print(
+            f"selected the step-{state['global_step']} model: mean validation rollout MSE "
+            f"{float(best.best_model_score):.3e} over {len(val_loader[1])} trajectories",
+            flush=True,
+        )
+    model = task.model.eval()
+    model.save(run_dir / "gns.pt")
     print(
         f"trained {trainer.global_step} steps in {report['train_wall_time_s']} s; "
         f"model -> {run_dir / 'gns.pt'}"
