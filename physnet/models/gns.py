@@ -280,6 +280,7 @@ def rollout(
     n_steps: int,
     particle_type: torch.Tensor | None = None,
     batch: torch.Tensor | None = None,
+    clamp_to_bounds: bool = False,
 ) -> torch.Tensor:
     """Roll the simulator out for ``n_steps`` frames, rebuilding the graph every step.
 
@@ -289,11 +290,18 @@ def rollout(
         n_steps: frames to predict.
         particle_type: [n] long (default: all type 0).
         batch: [n] sorted system index to roll several systems at once.
+        clamp_to_bounds: project every predicted position into ``model.bounds`` (off by
+            default). This imposes the walls instead of learning them: it is the boundary
+            condition of the MPM solver that made the data (positions clamped to the box
+            after each substep), applied once per frame, like the kinematic boundary nodes
+            of MeshGraphNets (Pfaff et al., ICLR 2021). With it, "no particle leaves the
+            box" holds by construction and says nothing about the learned model.
 
     Returns:
         [n_steps, n, dim] predicted positions of frames ``C .. C + n_steps - 1``.
     """
     window = initial_window
+    lo, hi = model.bounds[:, 0].to(window.dtype), model.bounds[:, 1].to(window.dtype)  # [dim]
     if particle_type is None:
         particle_type = torch.zeros(window.shape[0], dtype=torch.long, device=window.device)
     out = []
@@ -302,6 +310,8 @@ def rollout(
         if batch is not None:
             graph[K.BATCH] = batch
         nxt = model.step(graph)  # [n, dim]
+        if clamp_to_bounds:
+            nxt = torch.maximum(torch.minimum(nxt, hi), lo)
         out.append(nxt)
         window = torch.cat([window[:, 1:], nxt.unsqueeze(1)], dim=1)
     return torch.stack(out) if out else initial_window.new_zeros(0, *initial_window.shape[::2])

@@ -551,6 +551,7 @@ def evaluate(
     data: Trajectories,
     indices: list[int] | None = None,
     verbose: bool = True,
+    clamp_to_bounds: bool = False,
 ) -> dict[str, Any]:
     """One-step and full-rollout position MSE of the model and the constant-velocity baseline.
 
@@ -561,6 +562,8 @@ def evaluate(
     The baseline continues every particle with its last velocity. ``max_excursion`` is the
     largest distance of a predicted particle outside the domain (0 = all stayed inside) and
     ``escaped_particles`` the number of particles outside it in at least one frame.
+    ``clamp_to_bounds`` imposes the walls in the rollout (see :func:`~physnet.models.gns.rollout`);
+    the summary records it, since escapes are then impossible by construction.
 
     Returns:
         per-trajectory lists and their means, with keys ``one_step_mse``,
@@ -590,7 +593,7 @@ def evaluate(
         c = model.window
         n_steps = pos.shape[0] - c
         start = time.perf_counter()
-        pred = rollout(model, pos[:c].transpose(0, 1), n_steps, ptype)
+        pred = rollout(model, pos[:c].transpose(0, 1), n_steps, ptype, clamp_to_bounds=clamp_to_bounds)
         seconds = time.perf_counter() - start
         truth = pos[c:]
         cv = constant_velocity_rollout(pos[:c].transpose(0, 1), n_steps)
@@ -612,7 +615,7 @@ def evaluate(
                 f"({values[5]} of {pos.shape[1]} particles left it)",
                 flush=True,
             )
-    summary: dict[str, Any] = {"trajectories": indices, **rows}
+    summary: dict[str, Any] = {"trajectories": indices, "clamp_to_bounds": clamp_to_bounds, **rows}
     for key, value in rows.items():
         reduce = {"max_excursion": np.max, "escaped_particles": np.sum}.get(key, np.mean)
         summary[f"mean_{key}"] = float(reduce(value))
@@ -698,10 +701,18 @@ def animate(
     return path
 
 
-def rollout_for_animation(model: GNS, data: Trajectories, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rollout_for_animation(
+    model: GNS, data: Trajectories, index: int, clamp_to_bounds: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true positions [n_frames, n, dim] of trajectory ``index`` (first ``C`` frames shared)."""
     dtype = next(model.parameters()).dtype
     pos = data.positions[index].to(dtype)
     c = model.window
-    pred = rollout(model, pos[:c].transpose(0, 1), pos.shape[0] - c, data.particle_type[index])
+    pred = rollout(
+        model,
+        pos[:c].transpose(0, 1),
+        pos.shape[0] - c,
+        data.particle_type[index],
+        clamp_to_bounds=clamp_to_bounds,
+    )
     return torch.cat([pos[:c], pred]), pos

@@ -37,14 +37,14 @@ def _rollout(args: argparse.Namespace) -> int:
     bad = [k for k in indices if not 0 <= k < len(data)]
     if bad:
         raise ValueError(f"trajectory indices {bad} out of range; {args.data} holds {len(data)}")
-    summary = evaluate(model, data, indices)
+    summary = evaluate(model, data, indices, clamp_to_bounds=args.clamp_to_bounds)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
         print(f"metrics: {args.output}")
     if args.gif:
         k = args.animate if args.animate is not None else indices[0]
-        pred, truth = rollout_for_animation(model, data, k)
+        pred, truth = rollout_for_animation(model, data, k, clamp_to_bounds=args.clamp_to_bounds)
         path = animate(
             pred,
             truth,
@@ -82,5 +82,11 @@ def add_gns_commands(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("--animate", type=int, default=None, help="trajectory to animate (default: the first)")
     ro.add_argument("--every", type=int, default=2, help="draw every n-th frame in the GIF")
     ro.add_argument("--output", default="", help="write the metrics as JSON here")
+    ro.add_argument(
+        "--clamp-to-bounds",
+        action="store_true",
+        help="impose the walls: project predicted positions into the box every step (the MPM "
+        "solver's boundary condition); escapes are then impossible by construction",
+    )
     ro.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ro.set_defaults(func=_rollout)
