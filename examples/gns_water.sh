@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GNS learned simulator (Sanchez-Gonzalez et al., ICML 2020) on physnet's own 2D MLS-MPM water:
 # 1. generate 48 training, 4 validation and 6 held-out test trajectories (~500 particles,
-#    300 frames 4 ms apart (10 MPM substeps); ~7 s per trajectory on one core; 45 + 4 + 6 MB,
+#    300 frames 4 ms apart (10 MPM substeps); ~3 s per trajectory on one core; 45 + 4 + 6 MB,
 #    git-ignored in runs/),
 # 2. train for 36 minutes on one CPU thread (examples/configs/gns_water.yaml), which ends by
 #    rolling the model out on every test trajectory (runs/gns_water/run/test_metrics.json),

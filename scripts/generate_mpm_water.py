@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--particles", type=int, default=500, help="target particles per trajectory (default 500)")
     p.add_argument(
-        "--substeps", type=int, default=5, help="MPM substeps between frames (default 5: 2 ms frames)"
+        "--substeps", type=int, default=10, help="MPM substeps between frames (default 10: 4 ms frames)"
     )
     p.add_argument("--dt", type=float, default=4e-4, help="MPM substep, s (default 4e-4)")
     p.add_argument("--grid", type=int, default=64, help="grid nodes per side (default 64)")
