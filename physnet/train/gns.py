@@ -272,6 +272,22 @@ class GNSTask(pl.LightningModule):
                 add_dataloader_idx=False,
             )
 
+    def on_validation_epoch_end(self) -> None:
+        """Print one progress line per validation (a 1-hour run without a progress bar shows it)."""
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        line = f"step {self.global_step}: val one-step MSE {m.get('val/one_step_mse', float('nan')):.3e}"
+        line += f" (constant velocity {m.get('val/cv_one_step_mse', float('nan')):.3e})"
+        if "val/rollout_mse" in m:
+            ratio = m["val/cv_rollout_mse"] / max(m["val/rollout_mse"], 1e-300)
+            line += (
+                f"; rollout MSE {m['val/rollout_mse']:.3e} (constant velocity "
+                f"{m['val/cv_rollout_mse']:.3e}, {ratio:.1f}x higher); "
+                f"{m['val/escaped_particles']:.0f} particles left the domain per rollout"
+            )
+        print(line, flush=True)
+
     def lr_at(self, step: int) -> float:
         """Learning rate after ``step`` steps: ``min_lr + (lr - min_lr) 0.1^(step / lr_decay_steps)``.
 

@@ -402,9 +402,12 @@ def test_wall_cutoff_sets_how_far_walls_are_seen() -> None:
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.5])
-def test_validation_rollouts_select_the_saved_model(tmp_path: Path, ema_decay: float) -> None:
+def test_validation_rollouts_select_the_saved_model(
+    tmp_path: Path, ema_decay: float, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With ``data.val_rollouts`` the saved ``gns.pt`` is the validated model (EMA weights if on)
-    with the lowest validation rollout MSE: rolling it out again reproduces the logged best."""
+    with the lowest validation rollout MSE: rolling it out again reproduces the logged best.
+    Every validation prints its figures (progress of a long run)."""
     import csv
 
     from physnet.models.simulator import load_simulator
@@ -434,6 +437,9 @@ def test_validation_rollouts_select_the_saved_model(tmp_path: Path, ema_decay: f
     with open(run / "logs" / "metrics.csv") as f:
         logged = [float(r["val/rollout_mse"]) for r in csv.DictReader(f) if r.get("val/rollout_mse")]
     assert len(logged) == 3 and len(set(logged)) == 3  # three validations, three different models
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert len(progress) == 3 and all("rollout MSE" in line for line in progress)
+    assert f"rollout MSE {logged[0]:.3e}" in progress[0]
     selected = json.loads((run / "test_metrics.json").read_text())["selected"]
     assert selected["val_rollout_mse"] == pytest.approx(min(logged), rel=1e-12)
     assert selected["step"] == 2 * (1 + logged.index(min(logged)))
