@@ -110,5 +110,6 @@ def test_generator_script_writes_npz_and_sidecar(tmp_path: Path) -> None:
     rng = np.random.default_rng(np.random.SeedSequence(5).spawn(2)[0])
     sim = MPMWater()
     pos, vel = sim.water_blocks(rng, n_particles=60)
-    np.testing.assert_array_equal(first, sim.run(pos, vel, 6, 10).positions.astype(np.float32))  # default 10 substeps
+    expected = sim.run(pos, vel, 6, 10).positions.astype(np.float32)  # the script's default: 10 substeps
+    np.testing.assert_array_equal(first, expected)
     assert torch.get_num_threads() >= 1
