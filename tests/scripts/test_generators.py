@@ -68,7 +68,10 @@ def _rerun(name: str, extra: list[str], tmp_path: Path) -> list:
     return read(tmp_path / f"{name}.extxyz.gz", index=":")
 
 
-def _assert_same_frames(new: list, shipped: list, atol: float = 1e-8) -> None:
+def _assert_same_frames(new: list, shipped: list, atol: float = 1.5e-8) -> None:
+    """Frames agree to the files' precision: extxyz keeps 8 decimals, so a round-off-sized
+    difference between machines (the Cu cell differed by 3e-11 here) can flip the last digit,
+    1e-8; ``atol`` allows one flip and the float error of reading it back."""
     assert len(new) >= 1
     for k, (a, b) in enumerate(zip(new, shipped[: len(new)], strict=True)):
         assert a.get_chemical_symbols() == b.get_chemical_symbols(), k
@@ -113,7 +116,9 @@ def test_property_set_reproduces_first_molecules(tmp_path: Path) -> None:
     new = _rerun("nci_gfn2_properties", ["--limit", "2"], tmp_path)
     assert len(new) == 2
     shipped = embedded.load("nci_gfn2_properties", index="0:2")
-    _assert_same_frames(new, shipped)
+    # geometry optimisations amplify round-off: on another CPU the optimised coordinates moved
+    # by 2e-8 Å; 1e-6 (Å, eV, eV/Å) still catches any change of method, settings or molecule
+    _assert_same_frames(new, shipped, atol=1e-6)
     for a, b in zip(new, shipped, strict=True):
         for key in ("smiles", "nci_id", "opt_steps", "converged"):
             assert a.info[key] == b.info[key], key
