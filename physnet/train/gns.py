@@ -283,7 +283,7 @@ class GNSTask(pl.LightningModule):
             ratio = m["val/cv_rollout_mse"] / max(m["val/rollout_mse"], 1e-300)
             line += (
                 f"; rollout MSE {m['val/rollout_mse']:.3e} (constant velocity "
-                f"{m['val/cv_rollout_mse']:.3e}, {ratio:.1f}x higher); "
+                f"{m['val/cv_rollout_mse']:.3e} = {ratio:.1f}x the model's); "
                 f"{m['val/escaped_particles']:.0f} particles left the domain per rollout"
             )
         print(line, flush=True)
