@@ -3,7 +3,7 @@
 # 1. generate 48 training, 4 validation and 6 held-out test trajectories (~500 particles,
 #    300 frames 4 ms apart (10 MPM substeps); ~3 s per trajectory on one core; 45 + 4 + 6 MB,
 #    git-ignored in runs/),
-# 2. train for 36 minutes on one CPU thread (examples/configs/gns_water.yaml), which ends by
+# 2. train for 55 minutes on one CPU thread (examples/configs/gns_water.yaml), which ends by
 #    rolling the model out on every test trajectory (runs/gns_water/run/test_metrics.json),
 # 3. roll out again and animate test trajectory 0: ground truth and prediction side by side.
 # Run from the repository root after `bash scripts/install.sh`. Extra arguments are config
