@@ -55,6 +55,7 @@ __all__ = [
     "WindowDataset",
     "collate_windows",
     "RolloutDataset",
+    "rollout_errors",
     "GNSTask",
     "GNSDataConfig",
     "GNSTaskConfig",
@@ -249,22 +250,11 @@ class GNSTask(pl.LightningModule):
         ``data.val_rollouts`` selects the saved model by; ``val/escaped_particles`` is the
         mean number of particles that left the domain in a rollout.
         """
-        pos = item[K.TRAJECTORY]  # [T, n, dim]
-        c = self.model.window
-        n_steps = pos.shape[0] - c
-        window = pos[:c].transpose(0, 1)  # [n, C, dim]
-        pred = rollout(self.model, window, n_steps, item[K.Z])  # [n_steps, n, dim]
-        truth = pos[c:]
-        cv = constant_velocity_rollout(window, n_steps)
-        bounds = self.model.bounds.to(pos.dtype)
-        for name, value in (
-            ("rollout_mse", (pred - truth).pow(2).mean()),
-            ("cv_rollout_mse", (cv - truth).pow(2).mean()),
-            ("escaped_particles", torch.tensor(float(escaped_particles(pred, bounds)))),
-        ):
+        errors = rollout_errors(self.model, item[K.TRAJECTORY], item[K.Z])
+        for name in ("rollout_mse", "cv_rollout_mse", "escaped_particles"):
             self.log(
                 f"val/{name}",
-                value,
+                float(errors[name]),
                 prog_bar=name == "rollout_mse",
                 on_step=False,
                 on_epoch=True,
@@ -562,6 +552,37 @@ def escaped_particles(positions: torch.Tensor, bounds: torch.Tensor) -> int:
 
 
 @torch.no_grad()
+def rollout_errors(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, clamp_to_bounds: bool = False
+) -> dict[str, float]:
+    """Roll one trajectory out from its first ``C`` frames and score it against the truth.
+
+    Args:
+        positions: [T, n, dim] the true trajectory (length unit), in the model's dtype.
+        particle_type: [n] long.
+        clamp_to_bounds: see :func:`~physnet.models.gns.rollout`.
+
+    Returns:
+        ``rollout_mse`` and ``cv_rollout_mse`` (model and constant-velocity baseline,
+        mean squared position error over the ``T - C`` predicted frames, length unit^2,
+        accumulated in float64), ``max_excursion`` (length unit) and ``escaped_particles``.
+    """
+    c = model.window
+    window = positions[:c].transpose(0, 1)  # [n, C, dim]
+    n_steps = positions.shape[0] - c
+    pred = rollout(model, window, n_steps, particle_type, clamp_to_bounds=clamp_to_bounds)  # [T - C, n, dim]
+    truth = positions[c:]
+    cv = constant_velocity_rollout(window, n_steps)
+    bounds = model.bounds.to(positions.dtype)
+    return {
+        "rollout_mse": float((pred - truth).double().pow(2).mean()),
+        "cv_rollout_mse": float((cv - truth).double().pow(2).mean()),
+        "max_excursion": excursion(pred, bounds),
+        "escaped_particles": escaped_particles(pred, bounds),
+    }
+
+
+@torch.no_grad()
 def evaluate(
     model: GNS,
     data: Trajectories,
@@ -601,25 +622,16 @@ def evaluate(
             "escaped_particles",
         )
     }
-    bounds = model.bounds.to(dtype)
     for k in indices:
         pos = data.positions[k].to(dtype)
         ptype = data.particle_type[k]
         one, one_cv = one_step_errors(model, pos, ptype)
-        c = model.window
-        n_steps = pos.shape[0] - c
+        n_steps = pos.shape[0] - model.window
         start = time.perf_counter()
-        pred = rollout(model, pos[:c].transpose(0, 1), n_steps, ptype, clamp_to_bounds=clamp_to_bounds)
+        errors = rollout_errors(model, pos, ptype, clamp_to_bounds)
         seconds = time.perf_counter() - start
-        truth = pos[c:]
-        cv = constant_velocity_rollout(pos[:c].transpose(0, 1), n_steps)
-        values = (
-            one,
-            one_cv,
-            float((pred - truth).double().pow(2).mean()),
-            float((cv - truth).double().pow(2).mean()),
-            excursion(pred, bounds),
-            escaped_particles(pred, bounds),
+        values = (one, one_cv) + tuple(
+            errors[key] for key in ("rollout_mse", "cv_rollout_mse", "max_excursion", "escaped_particles")
         )
         for key, value in zip(rows, values, strict=True):
             rows[key].append(value)
