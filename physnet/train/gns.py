@@ -128,6 +128,34 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def acceleration_weights(
+        self, acc_mean: torch.Tensor, acc_std: torch.Tensor, strength: float
+    ) -> torch.Tensor:
+        """Sampling weights [len(self)] that favour windows with violent motion (impacts, splashes).
+
+        The weight of a window is ``1 + strength * e / mean(e)``, where ``e`` is its target
+        acceleration's mean square over particles in the model's normalised units,
+        ``|(a - acc_mean) / acc_std|^2`` (the part of the loss a constant prediction would
+        leave). ``strength = 0`` gives uniform sampling.
+
+        Args:
+            acc_mean, acc_std: [dim] the model's acceleration statistics (length / frame^2).
+            strength: >= 0.
+        """
+        if strength < 0:
+            raise ValueError(f"acceleration sampling strength must be >= 0, got {strength}")
+        energy = []
+        per_traj: dict[int, torch.Tensor] = {}
+        for k, t in self.index:
+            if k not in per_traj:
+                x = self.data.positions[k].to(torch.float64)  # [T, n, dim]
+                a = x[2:] - 2 * x[1:-1] + x[:-2]  # [T-2, n, dim]; a[s] is the acceleration at frame s + 1
+                a = (a - acc_mean.to(a)) / acc_std.to(a)
+                per_traj[k] = a.pow(2).sum(-1).mean(-1)  # [T-2]
+            energy.append(per_traj[k][t + self.window - 2])  # target: frame t + C - 1 -> t + C
+        e = torch.stack(energy)
+        return 1.0 + strength * e / e.mean().clamp_min(1e-300)
+
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         k, t = self.index[item]
         pos = self.data.positions[k]
@@ -307,6 +335,9 @@ class GNSDataConfig:
     # validation trajectories rolled out in full at every validation (0 = none); with > 0 the
     # saved gns.pt is the validated model with the lowest mean rollout MSE, not the last one
     val_rollouts: int = 0
+    # draw training windows with probability 1 + s * e / mean(e), e = the window's mean squared
+    # normalised target acceleration (WindowDataset.acceleration_weights); 0 = uniform shuffling
+    acceleration_sampling: float = 0.0
 
 
 @dataclass
@@ -416,10 +447,25 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         flush=True,
     )
     generator = torch.Generator().manual_seed(t.seed)
+    sampler: torch.utils.data.Sampler[int] | None = None
+    if cfg.data.acceleration_sampling:
+        weights = train_set.acceleration_weights(
+            model.acc_mean, model.acc_std, cfg.data.acceleration_sampling
+        )
+        sampler = torch.utils.data.WeightedRandomSampler(
+            weights.tolist(), num_samples=len(train_set), replacement=True, generator=generator
+        )
+        top = weights.topk(max(len(weights) // 10, 1)).values.sum() / weights.sum()
+        print(
+            f"acceleration sampling {cfg.data.acceleration_sampling:g}: the 10% most violent windows "
+            f"are {float(top):.0%} of the draws (uniform: 10%)",
+            flush=True,
+        )
     train_loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=cfg.data.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=collate_windows,
         generator=generator,
     )

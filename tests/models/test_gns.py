@@ -423,6 +423,7 @@ def test_validation_rollouts_select_the_saved_model(
             "data.test=",
             "data.val_stride=50",
             "data.val_rollouts=1",
+            "data.acceleration_sampling=2",  # the weighted sampler path
             "model.latent_size=8",
             "model.hidden_size=8",
             "model.n_message_passing=1",
@@ -494,3 +495,28 @@ def test_rollout_clamp_to_bounds_imposes_the_walls() -> None:
     assert bool((walled[-1, :, 1] == bounds[1, 0]).any())  # some rest on the floor
     inside = (free >= bounds[:, 0]).all(-1).all(0) & (free <= bounds[:, 1]).all(-1).all(0)  # [n]
     torch.testing.assert_close(walled[:, inside], free[:, inside], rtol=0, atol=0)
+
+
+def test_acceleration_weights_favour_the_violent_window() -> None:
+    """``WindowDataset.acceleration_weights``: uniform at strength 0; the window whose target
+    step holds the only kick gets the largest weight, ``1 + s * e / mean(e)``."""
+    from physnet.train.gns import Trajectories, WindowDataset
+
+    n_frames, n, kick = 20, 3, 12  # the velocity changes between frames 11 -> 12 and 12 -> 13
+    x = torch.zeros(n_frames, n, 2, dtype=torch.float64)
+    x[:, :, 0] = torch.arange(n_frames, dtype=torch.float64).view(-1, 1) * 1e-3  # constant velocity
+    x[kick + 1 :, :, 1] = 1e-3 * torch.arange(1, n_frames - kick, dtype=torch.float64).view(-1, 1)
+    data = Trajectories([x], [torch.zeros(n, dtype=torch.long)], np.array(BOUNDS), 1.0)
+    ds = WindowDataset(data, window=6)
+    zero, one = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    torch.testing.assert_close(
+        ds.acceleration_weights(zero, one, 0.0), torch.ones(len(ds), dtype=torch.float64)
+    )
+    w = ds.acceleration_weights(zero, one, 3.0)
+    # the target of window t is x[t + 6] - 2 x[t + 5] + x[t + 4]: nonzero only for t + 5 == kick
+    k, t = ds.index[int(w.argmax())]
+    assert (k, t) == (0, kick - 5)
+    assert float(w.max()) == pytest.approx(1 + 3 * len(ds))  # all of e in one window
+    assert float(w.min()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        ds.acceleration_weights(zero, one, -1.0)
