@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Problems with the user's input (missing files, bad config, unknown units or
     elements, ...) end with one line ``physnet <command>: error: ...`` and exit code 2;
-    set ``PHYSNET_DEBUG=1`` for the traceback.
+    set ``PHYSNET_DEBUG=1`` for the traceback. Training stopped by SIGTERM exits with 143.
     """
     import os
 
@@ -357,6 +357,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"physnet {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except SystemExit as err:
+        # Lightning turns SIGTERM (a batch system's time limit, `kill`) into a SystemExit with no
+        # code, i.e. exit status 0 with no final model written; a script that goes on to use the
+        # model must see the failure
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if not isinstance(err, SIGTERMException):
+            raise
+        print(
+            f"physnet {args.command}: interrupted by SIGTERM; no final model was written "
+            "(the run directory keeps the last checkpoint)",
+            file=sys.stderr,
+        )
+        return 128 + 15  # the shell's status for a process ended by SIGTERM
 
 
 if __name__ == "__main__":

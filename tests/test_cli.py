@@ -40,3 +40,41 @@ def test_bad_smiles_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["md", "no_such_checkpoint.pt", "C1CC", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["physnet md: error: RDKit could not parse the SMILES 'C1CC'"]
+
+
+def test_training_stopped_by_sigterm_exits_with_143(tmp_path, monkeypatch, capsys) -> None:
+    """Lightning turns SIGTERM into an exit with status 0 and no model; ``physnet`` reports it
+    and returns 143, so a script that would go on to use the model stops (~5 s)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from physnet.train.gns import GNSTask
+
+    root = Path(__file__).resolve().parents[1]
+    fixture = str(root / "data" / "mpm_water" / "water_fixture.npz")
+    step = GNSTask.training_step
+
+    def step_then_sigterm(self, batch, batch_idx):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler only sets a flag
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(GNSTask, "training_step", step_then_sigterm)
+    run = tmp_path / "run"
+    argv = [
+        "gns-train",
+        str(root / "examples" / "configs" / "gns_water.yaml"),
+        f"run_dir={run}",
+        f"data.train={fixture}",
+        "data.valid=",
+        "data.test=",
+        "data.val_rollouts=0",
+        "model.latent_size=8",
+        "model.hidden_size=8",
+        "model.n_message_passing=1",
+        "trainer.max_steps=50",
+    ]
+    assert main(argv) == 143
+    assert "interrupted by SIGTERM" in capsys.readouterr().err
+    assert not (run / "gns.pt").exists()
