@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ import yaml
 from physnet.data import keys as K
 from physnet.models.gns import (
     GNS,
+    RolloutDiverged,
     constant_velocity_rollout,
     euler_step,
     noisy_target_acceleration,
@@ -56,6 +58,7 @@ __all__ = [
     "collate_windows",
     "RolloutDataset",
     "rollout_errors",
+    "mean_neighbours",
     "GNSTask",
     "GNSDataConfig",
     "GNSTaskConfig",
@@ -597,9 +600,23 @@ def escaped_particles(positions: torch.Tensor, bounds: torch.Tensor) -> int:
     return int(outside.any(dim=-1).any(dim=0).sum())
 
 
+def mean_neighbours(model: GNS, positions: torch.Tensor, every: int = 10) -> float:
+    """Largest number of neighbours per particle within ``model.radius`` over frames ``0, every, ...``.
+
+    Args:
+        positions: [T, n, dim] a (true) trajectory.
+    """
+    n = positions.shape[1]
+    return max(model.build_edges(positions[t]).shape[1] / n for t in range(0, positions.shape[0], every))
+
+
 @torch.no_grad()
 def rollout_errors(
-    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, clamp_to_bounds: bool = False
+    model: GNS,
+    positions: torch.Tensor,
+    particle_type: torch.Tensor,
+    clamp_to_bounds: bool = False,
+    neighbour_factor: float | None = 4.0,
 ) -> dict[str, float]:
     """Roll one trajectory out from its first ``C`` frames and score it against the truth.
 
@@ -607,24 +624,39 @@ def rollout_errors(
         positions: [T, n, dim] the true trajectory (length unit), in the model's dtype.
         particle_type: [n] long.
         clamp_to_bounds: see :func:`~physnet.models.gns.rollout`.
+        neighbour_factor: the rollout stops as diverged once the predicted particles have
+            more than this many times the neighbours per particle of the densest true frame
+            (:func:`mean_neighbours`); ``None``: never stop (a clumping rollout can then run
+            for tens of minutes, see :class:`~physnet.models.gns.RolloutDiverged`).
 
     Returns:
         ``rollout_mse`` and ``cv_rollout_mse`` (model and constant-velocity baseline,
         mean squared position error over the ``T - C`` predicted frames, length unit^2,
-        accumulated in float64), ``max_excursion`` (length unit) and ``escaped_particles``.
+        accumulated in float64), ``max_excursion`` (length unit) and ``escaped_particles``
+        (over the frames predicted), ``diverged_at_step`` (-1 if the rollout finished).
+        A diverged rollout scores ``rollout_mse = inf``: it never wins model selection and
+        a mean over trajectories that includes it says so.
     """
     c = model.window
     window = positions[:c].transpose(0, 1)  # [n, C, dim]
     n_steps = positions.shape[0] - c
-    pred = rollout(model, window, n_steps, particle_type, clamp_to_bounds=clamp_to_bounds)  # [T - C, n, dim]
-    truth = positions[c:]
+    limit = None if neighbour_factor is None else neighbour_factor * mean_neighbours(model, positions)
+    diverged_at = -1
+    try:
+        pred = rollout(
+            model, window, n_steps, particle_type, clamp_to_bounds=clamp_to_bounds, max_mean_neighbours=limit
+        )  # [T - C, n, dim]
+        mse = float((pred - positions[c:]).double().pow(2).mean())
+    except RolloutDiverged as stop:
+        pred, diverged_at, mse = stop.positions, stop.step, math.inf
     cv = constant_velocity_rollout(window, n_steps)
     bounds = model.bounds.to(positions.dtype)
     return {
-        "rollout_mse": float((pred - truth).double().pow(2).mean()),
-        "cv_rollout_mse": float((cv - truth).double().pow(2).mean()),
+        "rollout_mse": mse,
+        "cv_rollout_mse": float((cv - positions[c:]).double().pow(2).mean()),
         "max_excursion": excursion(pred, bounds),
         "escaped_particles": escaped_particles(pred, bounds),
+        "diverged_at_step": diverged_at,
     }
 
 
@@ -635,6 +667,7 @@ def evaluate(
     indices: list[int] | None = None,
     verbose: bool = True,
     clamp_to_bounds: bool = False,
+    neighbour_factor: float | None = 4.0,
 ) -> dict[str, Any]:
     """One-step and full-rollout position MSE of the model and the constant-velocity baseline.
 
@@ -646,7 +679,9 @@ def evaluate(
     largest distance of a predicted particle outside the domain (0 = all stayed inside) and
     ``escaped_particles`` the number of particles outside it in at least one frame.
     ``clamp_to_bounds`` imposes the walls in the rollout (see :func:`~physnet.models.gns.rollout`);
-    the summary records it, since escapes are then impossible by construction.
+    the summary records it, since escapes are then impossible by construction. A rollout
+    whose particles clump (``neighbour_factor``, see :func:`rollout_errors`) stops early and
+    scores ``rollout_mse = inf``; ``diverged_at_step`` lists the frame it stopped at (-1: none).
 
     Returns:
         per-trajectory lists and their means, with keys ``one_step_mse``,
@@ -668,13 +703,15 @@ def evaluate(
             "escaped_particles",
         )
     }
+    diverged: list[int] = []
     for k in indices:
         pos = data.positions[k].to(dtype)
         ptype = data.particle_type[k]
         one, one_cv = one_step_errors(model, pos, ptype)
         n_steps = pos.shape[0] - model.window
         start = time.perf_counter()
-        errors = rollout_errors(model, pos, ptype, clamp_to_bounds)
+        errors = rollout_errors(model, pos, ptype, clamp_to_bounds, neighbour_factor)
+        diverged.append(int(errors["diverged_at_step"]))
         seconds = time.perf_counter() - start
         values = (one, one_cv) + tuple(
             errors[key] for key in ("rollout_mse", "cv_rollout_mse", "max_excursion", "escaped_particles")
@@ -686,16 +723,27 @@ def evaluate(
                 f"trajectory {k}: {pos.shape[1]} particles, {n_steps} rollout steps ({seconds:.1f} s): "
                 f"one-step MSE {one:.3e} (constant velocity {one_cv:.3e}); rollout MSE {values[2]:.3e} "
                 f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e} "
-                f"({values[5]} of {pos.shape[1]} particles left it)",
+                f"({values[5]} of {pos.shape[1]} particles left it)"
+                + (
+                    f"; DIVERGED: particles clumped, rollout stopped before frame {diverged[-1]}"
+                    if diverged[-1] >= 0
+                    else ""
+                ),
                 flush=True,
             )
-    summary: dict[str, Any] = {"trajectories": indices, "clamp_to_bounds": clamp_to_bounds, **rows}
+    summary: dict[str, Any] = {
+        "trajectories": indices,
+        "clamp_to_bounds": clamp_to_bounds,
+        **rows,
+        "diverged_at_step": diverged,
+    }
     for key, value in rows.items():
         reduce = {"max_excursion": np.max, "escaped_particles": np.sum}.get(key, np.mean)
         summary[f"mean_{key}"] = float(reduce(value))
     summary["rollout_mse_ratio_cv_over_model"] = summary["mean_cv_rollout_mse"] / max(
         summary["mean_rollout_mse"], 1e-300
     )
+    n_diverged = sum(d >= 0 for d in diverged)
     if verbose:
         print(
             f"mean over {len(indices)} trajectories: one-step MSE {summary['mean_one_step_mse']:.3e} "
@@ -704,7 +752,8 @@ def evaluate(
             f"(constant velocity {summary['mean_cv_rollout_mse']:.3e}, "
             f"{summary['rollout_mse_ratio_cv_over_model']:.1f}x higher); "
             f"max excursion outside the domain {summary['mean_max_excursion']:.3e}; "
-            f"{summary['mean_escaped_particles']:.0f} particles left it",
+            f"{summary['mean_escaped_particles']:.0f} particles left it"
+            + (f"; {n_diverged} rollout(s) diverged" if n_diverged else ""),
             flush=True,
         )
     return summary
@@ -776,17 +825,31 @@ def animate(
 
 
 def rollout_for_animation(
-    model: GNS, data: Trajectories, index: int, clamp_to_bounds: bool = False
+    model: GNS,
+    data: Trajectories,
+    index: int,
+    clamp_to_bounds: bool = False,
+    neighbour_factor: float | None = 4.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predicted and true positions [n_frames, n, dim] of trajectory ``index`` (first ``C`` frames shared)."""
+    """Predicted and true positions [n_frames, n, dim] of trajectory ``index`` (first ``C`` frames shared).
+
+    A rollout that diverges (see :func:`rollout_errors`) is animated up to the frame where
+    it stopped: both arrays then end there.
+    """
     dtype = next(model.parameters()).dtype
     pos = data.positions[index].to(dtype)
     c = model.window
-    pred = rollout(
-        model,
-        pos[:c].transpose(0, 1),
-        pos.shape[0] - c,
-        data.particle_type[index],
-        clamp_to_bounds=clamp_to_bounds,
-    )
-    return torch.cat([pos[:c], pred]), pos
+    limit = None if neighbour_factor is None else neighbour_factor * mean_neighbours(model, pos)
+    try:
+        pred = rollout(
+            model,
+            pos[:c].transpose(0, 1),
+            pos.shape[0] - c,
+            data.particle_type[index],
+            clamp_to_bounds=clamp_to_bounds,
+            max_mean_neighbours=limit,
+        )
+    except RolloutDiverged as stop:
+        print(f"trajectory {index}: {stop}; animating the {stop.step} frames before it", flush=True)
+        pred = stop.positions
+    return torch.cat([pos[:c], pred]), pos[: c + pred.shape[0]]

@@ -37,14 +37,17 @@ def _rollout(args: argparse.Namespace) -> int:
     bad = [k for k in indices if not 0 <= k < len(data)]
     if bad:
         raise ValueError(f"trajectory indices {bad} out of range; {args.data} holds {len(data)}")
-    summary = evaluate(model, data, indices, clamp_to_bounds=args.clamp_to_bounds)
+    factor = args.max_neighbour_factor or None
+    summary = evaluate(model, data, indices, clamp_to_bounds=args.clamp_to_bounds, neighbour_factor=factor)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
         print(f"metrics: {args.output}")
     if args.gif:
         k = args.animate if args.animate is not None else indices[0]
-        pred, truth = rollout_for_animation(model, data, k, clamp_to_bounds=args.clamp_to_bounds)
+        pred, truth = rollout_for_animation(
+            model, data, k, clamp_to_bounds=args.clamp_to_bounds, neighbour_factor=factor
+        )
         path = animate(
             pred,
             truth,
@@ -87,6 +90,14 @@ def add_gns_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="impose the walls: project predicted positions into the box every step (the MPM "
         "solver's boundary condition); escapes are then impossible by construction",
+    )
+    ro.add_argument(
+        "--max-neighbour-factor",
+        type=float,
+        default=4.0,
+        help="stop a rollout as diverged (rollout MSE = inf) once its particles have this many times "
+        "the neighbours per particle of the densest true frame: clumped particles make the radius "
+        "graph all-pairs and the rollout crawl (0: no limit)",
     )
     ro.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ro.set_defaults(func=_rollout)

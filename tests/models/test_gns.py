@@ -520,3 +520,73 @@ def test_acceleration_weights_favour_the_violent_window() -> None:
     assert float(w.min()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match=">= 0"):
         ds.acceleration_weights(zero, one, -1.0)
+
+
+def collapsing(model: GNS, centre: float = 0.5) -> GNS:
+    """``model`` with its network replaced by an acceleration that stops every particle and
+    pulls it halfway to ``centre``: the predicted particles pile up within a few frames."""
+
+    def forward(g: dict[str, torch.Tensor]) -> torch.Tensor:
+        last, prev = g[K.POS_HISTORY][:, -1], g[K.POS_HISTORY][:, -2]
+        return -(last - prev) - 0.5 * (last - centre)
+
+    model.forward = forward  # type: ignore[method-assign]
+    return model
+
+
+def test_rollout_stops_when_the_particles_clump() -> None:
+    """A rollout whose particles pile up raises ``RolloutDiverged`` once a step's graph has more
+    neighbours per particle than ``max_mean_neighbours``, carrying the frames predicted before it;
+    without a limit the same rollout runs on and its graph ends up all-pairs."""
+    from physnet.models.gns import RolloutDiverged
+
+    model = collapsing(small_gns())
+    window = random_window(40)
+    n = window.shape[0]
+    free = rollout(model, window, 12)  # no limit: all 12 frames
+    neighbours = [model.build_edges(x).shape[1] / n for x in (window[:, -1], *free)]
+    assert neighbours[0] < 10 and neighbours[-1] == n - 1  # everybody within R of everybody
+    with pytest.raises(RolloutDiverged, match="neighbours per particle") as stop:
+        rollout(model, window, 12, max_mean_neighbours=10.0)
+    k = stop.value.step
+    first_over = next(t for t, m in enumerate(neighbours) if m > 10.0)
+    assert k == first_over and 0 < k < 12  # the graph of frame k - 1's prediction was too dense
+    assert stop.value.mean_neighbours == pytest.approx(neighbours[k])
+    torch.testing.assert_close(stop.value.positions, free[:k], rtol=0, atol=0)
+    torch.testing.assert_close(rollout(model, window, 12, max_mean_neighbours=n), free, rtol=0, atol=0)
+
+
+def test_a_clumping_rollout_scores_as_diverged(tmp_path: Path) -> None:
+    """``rollout_errors``/``evaluate`` score a clumping rollout as diverged (MSE = inf, the step it
+    stopped at) instead of running it to the end; the animation ends where the rollout stopped."""
+    from physnet.train.gns import (
+        evaluate,
+        load_trajectories,
+        mean_neighbours,
+        rollout_errors,
+        rollout_for_animation,
+    )
+
+    data = load_trajectories(FIXTURE, torch.float64)
+    data.positions = [p[:40] for p in data.positions[:1]]
+    data.particle_type = data.particle_type[:1]
+    model = physnet.models.build_simulator(
+        "gns", bounds=data.bounds.tolist(), latent_size=8, hidden_size=8, n_message_passing=1
+    ).double()
+    model.fit_statistics(data.positions)
+    pos, ptype = data.positions[0], data.particle_type[0]
+    assert 2 < mean_neighbours(model, pos) < 30
+    healthy = rollout_errors(model, pos, ptype)
+    assert healthy["diverged_at_step"] == -1 and np.isfinite(healthy["rollout_mse"])
+    model = collapsing(model, centre=0.3)
+    errors = rollout_errors(model, pos, ptype)
+    assert errors["rollout_mse"] == float("inf") and 0 < errors["diverged_at_step"] < 34
+    assert errors["cv_rollout_mse"] == healthy["cv_rollout_mse"]  # the baseline is still scored
+    unguarded = rollout_errors(model, pos, ptype, neighbour_factor=None)
+    assert unguarded["diverged_at_step"] == -1 and np.isfinite(unguarded["rollout_mse"])
+    summary = evaluate(model, data, verbose=False)
+    assert summary["diverged_at_step"] == [errors["diverged_at_step"]]
+    assert summary["mean_rollout_mse"] == float("inf") and summary["rollout_mse_ratio_cv_over_model"] == 0
+    pred, truth = rollout_for_animation(model, data, 0)
+    assert pred.shape == truth.shape == (6 + errors["diverged_at_step"], *pos.shape[1:])
+
