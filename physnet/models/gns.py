@@ -32,7 +32,9 @@ Units: positions in the data's length unit; time in *frames*: velocities are
 
 Deviations: ``wall_cutoff`` may set the wall-distance scale apart from ``R`` (default:
 ``R``, as in the paper); the water data here move up to ~R per frame, and clipping at
-``R`` would hide a wall from a particle until one frame before it hits it. ``forward``
+``R`` would hide a wall from a particle until one frame before it hits it. Optionally
+(``wall_lookahead``) the node also sees the wall distances of its constant-velocity next
+position, negative for a particle about to cross a wall. ``forward``
 returns the acceleration in physical units (length / frame^2), i.e. the decoder output
 times the std plus the mean; the training loss divides the error by the std again,
 which is the paper's loss on normalised accelerations.
@@ -124,6 +126,12 @@ class GNS(Simulator):
             clipped to ``[-1, 1]``. ``None`` (default) = ``radius``, the paper's choice; a
             larger value lets particles that move a sizeable fraction of ``R`` per frame see
             a wall before they reach it (a deviation from the paper).
+        wall_lookahead: also give the clipped, normalised distances to the walls of the
+            constant-velocity next position ``x_t + (x_t - x_{t-1})`` (a deviation from the
+            paper, off by default). A particle that would cross a wall within the coming
+            frame sees a negative distance, the depth it would end up beyond the wall,
+            which is the acceleration the wall must supply; with the plain distance the
+            model has to infer it from a normalised velocity and a clipped distance.
         latent_size: node and edge latent width. Paper: 128.
         hidden_size: hidden width of every MLP. Paper: 128.
         n_hidden_layers: hidden layers per MLP. Paper: 2.
@@ -142,6 +150,7 @@ class GNS(Simulator):
         type_embedding_size: int = 16,
         wall_features: bool = True,
         wall_cutoff: float | None = None,
+        wall_lookahead: bool = False,
         latent_size: int = 128,
         hidden_size: int = 128,
         n_hidden_layers: int = 2,
@@ -162,6 +171,9 @@ class GNS(Simulator):
         self.radius = float(radius)
         self.window = window
         self.wall_features = wall_features
+        if wall_lookahead and not wall_features:
+            raise ValueError("wall_lookahead adds to the wall features: it needs wall_features=True")
+        self.wall_lookahead = wall_lookahead
         self.wall_cutoff = float(radius if wall_cutoff is None else wall_cutoff)
         if self.wall_cutoff <= 0:
             raise ValueError(f"wall_cutoff must be > 0, got {wall_cutoff}")
@@ -173,7 +185,8 @@ class GNS(Simulator):
         self.register_buffer("acc_mean", torch.zeros(dim))
         self.register_buffer("acc_std", torch.ones(dim))
         self.type_embedding = torch.nn.Embedding(n_particle_types, type_embedding_size)
-        n_node_in = (window - 1) * dim + type_embedding_size + (2 * dim if wall_features else 0)
+        n_walls = (2 * dim if wall_features else 0) * (2 if wall_lookahead else 1)
+        n_node_in = (window - 1) * dim + type_embedding_size + n_walls
         self.node_encoder = _mlp(n_node_in, hidden_size, n_hidden_layers, latent_size, layer_norm=True)
         self.edge_encoder = _mlp(dim + 1, hidden_size, n_hidden_layers, latent_size, layer_norm=True)
         self.processor = torch.nn.ModuleList(
@@ -230,13 +243,19 @@ class GNS(Simulator):
         vel = (vel - self.vel_mean) / self.vel_std
         parts = [vel.flatten(1), self.type_embedding(particle_type)]
         if self.wall_features:
-            lower = (last - self.bounds[:, 0]) / self.wall_cutoff  # [n, dim]
-            upper = (self.bounds[:, 1] - last) / self.wall_cutoff  # [n, dim]
-            parts.append(torch.cat([lower, upper], dim=-1).clamp(-1.0, 1.0))
+            parts.append(self._wall_distances(last))
+            if self.wall_lookahead:
+                parts.append(self._wall_distances(2 * last - pos_history[:, -2]))
         i, j = edge_index[0], edge_index[1]
         disp = (last[j] - last[i]) / self.radius  # [n_edges, dim]
         edge = torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
         return torch.cat(parts, dim=-1), edge
+
+    def _wall_distances(self, pos: torch.Tensor) -> torch.Tensor:
+        """[n, 2 dim] clipped distances of ``pos`` [n, dim] to the lower, then upper walls."""
+        lower = (pos - self.bounds[:, 0]) / self.wall_cutoff  # [n, dim]
+        upper = (self.bounds[:, 1] - pos) / self.wall_cutoff  # [n, dim]
+        return torch.cat([lower, upper], dim=-1).clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------ forward
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:

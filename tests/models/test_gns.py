@@ -590,3 +590,30 @@ def test_a_clumping_rollout_scores_as_diverged(tmp_path: Path) -> None:
     pred, truth = rollout_for_animation(model, data, 0)
     assert pred.shape == truth.shape == (6 + errors["diverged_at_step"], *pos.shape[1:])
 
+
+def test_wall_lookahead_sees_the_wall_a_particle_is_about_to_cross() -> None:
+    """``wall_lookahead`` adds the clipped wall distances of ``x_t + v_t``: negative for a particle
+    that would end the next frame beyond a wall; it needs the wall features."""
+    model = small_gns(wall_cutoff=0.1, wall_lookahead=True)  # radius 0.15
+    plain = small_gns(wall_cutoff=0.1)
+    window = random_window(2)
+    v = torch.tensor([-0.03, 0.0], dtype=window.dtype)  # moving left, 0.03 per frame
+    t = torch.arange(6, dtype=window.dtype).view(6, 1)
+    window[0] = torch.tensor([0.12, 0.5], dtype=window.dtype) + (t - 5) * v  # at x = 0.12 now
+    window[1] = torch.tensor([0.5, 0.5], dtype=window.dtype)  # at rest in the middle
+    edges = model.build_edges(window[:, -1])
+    ptype = torch.zeros(2, dtype=torch.long)
+    f, _ = model.features(window, ptype, edges)
+    f_plain, _ = plain.features(window, ptype, edges)
+    assert f.shape[1] == f_plain.shape[1] + 4
+    torch.testing.assert_close(f[:, :-4], f_plain)  # the plain features come first, unchanged
+    ahead = f[0, -4:]  # lower x, lower y, upper x, upper y of x + v = (0.09, 0.5)
+    torch.testing.assert_close(ahead, torch.tensor([0.9, 1, 1, 1], dtype=window.dtype))
+    window[0] = window[0] + torch.tensor([-0.1, 0.0], dtype=window.dtype)  # now at 0.02, next at -0.01
+    f, _ = model.features(window, ptype, model.build_edges(window[:, -1]))
+    torch.testing.assert_close(f[0, -8], torch.tensor(0.2, dtype=window.dtype))  # now: inside
+    torch.testing.assert_close(f[0, -4], torch.tensor(-0.1, dtype=window.dtype))  # next: beyond the wall
+    torch.testing.assert_close(f[1, -4:], f[1, -8:-4])  # at rest: both the same
+    assert model(graph(window)).shape == (2, 2)
+    with pytest.raises(ValueError, match="wall_features"):
+        small_gns(wall_features=False, wall_lookahead=True)
