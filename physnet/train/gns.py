@@ -279,10 +279,12 @@ class GNSTask(pl.LightningModule):
 
         ``val/rollout_mse`` (length unit^2, mean over the validation trajectories) is what
         ``data.val_rollouts`` selects the saved model by; ``val/escaped_particles`` is the
-        mean number of particles that left the domain in a rollout.
+        mean number of particles that left the domain in a rollout and ``val/diverged`` the
+        fraction of rollouts stopped because their particles clumped (their MSE is inf).
         """
         errors = rollout_errors(self.model, item[K.TRAJECTORY], item[K.Z])
-        for name in ("rollout_mse", "cv_rollout_mse", "escaped_particles"):
+        errors["diverged"] = float(errors["diverged_at_step"] >= 0)
+        for name in ("rollout_mse", "cv_rollout_mse", "escaped_particles", "diverged"):
             self.log(
                 f"val/{name}",
                 float(errors[name]),
@@ -307,6 +309,8 @@ class GNSTask(pl.LightningModule):
                 f"{m['val/cv_rollout_mse']:.3e} = {ratio:.1f}x the model's); "
                 f"{m['val/escaped_particles']:.0f} particles left the domain per rollout"
             )
+            if m.get("val/diverged", 0.0) > 0:
+                line += f"; {100 * m['val/diverged']:.0f} % of the rollouts diverged (particles clumped)"
         print(line, flush=True)
 
     def lr_at(self, step: int) -> float:

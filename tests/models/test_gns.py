@@ -436,8 +436,10 @@ def test_validation_rollouts_select_the_saved_model(
     )
     run = train_gns(cfg)
     with open(run / "logs" / "metrics.csv") as f:
-        logged = [float(r["val/rollout_mse"]) for r in csv.DictReader(f) if r.get("val/rollout_mse")]
+        rows = [r for r in csv.DictReader(f) if r.get("val/rollout_mse")]
+    logged = [float(r["val/rollout_mse"]) for r in rows]
     assert len(logged) == 3 and len(set(logged)) == 3  # three validations, three different models
+    assert [float(r["val/diverged"]) for r in rows] == [0.0] * 3  # none clumped
     progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert len(progress) == 3 and all("rollout MSE" in line for line in progress)
     assert f"rollout MSE {logged[0]:.3e}" in progress[0]
