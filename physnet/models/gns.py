@@ -305,7 +305,8 @@ class RolloutDiverged(RuntimeError):
     Attributes:
         step: index of the frame (0-based, counted from the first predicted one) whose
             graph exceeded the neighbour limit; frames ``0 .. step - 1`` were predicted.
-        positions: [step, n, dim] the frames predicted before the stop.
+        positions: [step, n, dim] the frames predicted before the stop; the last of them
+            is the one whose graph was over the limit.
         mean_neighbours: neighbours per particle in the offending graph.
     """
 

@@ -58,7 +58,8 @@ __all__ = [
     "collate_windows",
     "RolloutDataset",
     "rollout_errors",
-    "mean_neighbours",
+    "selection_score",
+    "peak_neighbours",
     "GNSTask",
     "GNSDataConfig",
     "GNSTaskConfig",
@@ -227,6 +228,8 @@ class GNSTask(pl.LightningModule):
         self.min_lr = min_lr
         self.lr_decay_steps = lr_decay_steps
         self.noise_std = noise_std
+        self._rollouts: list[dict[str, float]] = []  # this validation's rollout scores
+        self.validation_history: dict[int, dict[str, float]] = {}  # step -> rollout summary
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch)
@@ -277,14 +280,19 @@ class GNSTask(pl.LightningModule):
     def _validation_rollout(self, item: dict[str, torch.Tensor]) -> None:
         """Roll one validation trajectory out from its first ``C`` frames; log rollout MSEs.
 
-        ``val/rollout_mse`` (length unit^2, mean over the validation trajectories) is what
-        ``data.val_rollouts`` selects the saved model by; ``val/escaped_particles`` is the
-        mean number of particles that left the domain in a rollout and ``val/diverged`` the
-        fraction of rollouts stopped because their particles clumped (their MSE is inf).
+        Logged means over the validation trajectories: ``val/rollout_mse`` (length unit^2;
+        inf if a rollout diverged), ``val/escaped_particles`` (particles that left the
+        domain), ``val/diverged`` (fraction of rollouts stopped because their particles
+        clumped) and ``val/compression`` (peak neighbours per particle of the prediction
+        over the truth's, 1 for a fluid as dense as the data's). The saved model is chosen
+        by ``val/selection_score`` (:func:`selection_score`).
         """
         errors = rollout_errors(self.model, item[K.TRAJECTORY], item[K.Z])
         errors["diverged"] = float(errors["diverged_at_step"] >= 0)
-        for name in ("rollout_mse", "cv_rollout_mse", "escaped_particles", "diverged"):
+        errors["compression"] = errors["peak_neighbours"] / max(errors["true_peak_neighbours"], 1e-300)
+        errors["n_steps"] = float(item[K.TRAJECTORY].shape[0] - self.model.window)
+        self._rollouts.append(errors)
+        for name in ("rollout_mse", "cv_rollout_mse", "escaped_particles", "diverged", "compression"):
             self.log(
                 f"val/{name}",
                 float(errors[name]),
@@ -295,8 +303,21 @@ class GNSTask(pl.LightningModule):
                 add_dataloader_idx=False,
             )
 
+    def on_validation_epoch_start(self) -> None:
+        self._rollouts = []
+
     def on_validation_epoch_end(self) -> None:
-        """Print one progress line per validation (a 1-hour run without a progress bar shows it)."""
+        """Log ``val/selection_score``; print one progress line per validation (a 1-hour run
+        without a progress bar shows it)."""
+        if self._rollouts:
+            score = selection_score(self._rollouts)
+            self.log("val/selection_score", score, on_step=False, on_epoch=True, batch_size=1)
+            self.validation_history[self.global_step] = {
+                "selection_score": score,
+                "rollout_mse": float(np.mean([r["rollout_mse"] for r in self._rollouts])),
+                "diverged": int(sum(r["diverged"] for r in self._rollouts)),
+                "compression": float(np.mean([r["compression"] for r in self._rollouts])),
+            }
         if self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         m = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
@@ -309,6 +330,8 @@ class GNSTask(pl.LightningModule):
                 f"{m['val/cv_rollout_mse']:.3e} = {ratio:.1f}x the model's); "
                 f"{m['val/escaped_particles']:.0f} particles left the domain per rollout"
             )
+            compression = m.get("val/compression", float("nan"))
+            line += f"; fluid up to {compression:.1f}x the true neighbours per particle"
             if m.get("val/diverged", 0.0) > 0:
                 line += f"; {100 * m['val/diverged']:.0f} % of the rollouts diverged (particles clumped)"
         print(line, flush=True)
@@ -503,7 +526,7 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         best = ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
-            monitor="val/rollout_mse",
+            monitor="val/selection_score",
             mode="min",
             save_top_k=1,
             save_last=False,
@@ -538,15 +561,20 @@ def train_gns(cfg: GNSRunConfig) -> Path:
     if best is not None and best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
         task.load_state_dict(state["state_dict"])
+        chosen = task.validation_history[int(state["global_step"])]
         report["selected"] = {
             "checkpoint": str(best.best_model_path),
             "step": int(state["global_step"]),
-            "val_rollout_mse": float(best.best_model_score),
+            "val_selection_score": float(best.best_model_score),
+            "val_rollout_mse": chosen["rollout_mse"],
+            "val_diverged_rollouts": chosen["diverged"],
+            "val_compression": chosen["compression"],
             "val_rollouts": len(val_loader[1]),
         }
         print(
             f"selected the step-{state['global_step']} model: mean validation rollout MSE "
-            f"{float(best.best_model_score):.3e} over {len(val_loader[1])} trajectories",
+            f"{chosen['rollout_mse']:.3e} over {len(val_loader[1])} trajectories "
+            f"({chosen['diverged']} diverged)",
             flush=True,
         )
     model = task.model.eval()
@@ -604,14 +632,36 @@ def escaped_particles(positions: torch.Tensor, bounds: torch.Tensor) -> int:
     return int(outside.any(dim=-1).any(dim=0).sum())
 
 
-def mean_neighbours(model: GNS, positions: torch.Tensor, every: int = 10) -> float:
-    """Largest number of neighbours per particle within ``model.radius`` over frames ``0, every, ...``.
+def peak_neighbours(model: GNS, positions: torch.Tensor, every: int = 10) -> float:
+    """Largest mean number of neighbours per particle within ``model.radius`` over frames ``0, every, ...``.
 
     Args:
-        positions: [T, n, dim] a (true) trajectory.
+        positions: [T, n, dim] a trajectory (0.0 if it has no frame).
     """
     n = positions.shape[1]
-    return max(model.build_edges(positions[t]).shape[1] / n for t in range(0, positions.shape[0], every))
+    frames = range(0, positions.shape[0], every)
+    return max((model.build_edges(positions[t]).shape[1] / n for t in frames), default=0.0)
+
+
+def selection_score(rollouts: list[dict[str, float]]) -> float:
+    """Model-selection key of one validation's rollouts (lower is better), lexicographic in
+    (number of diverged rollouts, rollout error).
+
+    ``n_diverged + f`` with ``f`` in [0, 1): if some rollouts finished, ``f = m / (1 + m)``
+    with ``m`` their mean position MSE; if all diverged, ``f = 1 - mean(stop step / n_steps)``,
+    so a later divergence ranks better. A model whose rollouts clump is never preferred to
+    one with fewer clumped rollouts, and among equals the plain MSE decides; a mean MSE
+    with an inf in it could not rank models whose validations all diverged.
+
+    Args:
+        rollouts: per trajectory, :func:`rollout_errors`'s dict with ``n_steps`` added.
+    """
+    finished = [r["rollout_mse"] for r in rollouts if r["diverged_at_step"] < 0]
+    n_diverged = len(rollouts) - len(finished)
+    if finished:
+        m = float(np.mean(finished))
+        return n_diverged + m / (1.0 + m)
+    return n_diverged + 1.0 - float(np.mean([r["diverged_at_step"] / r["n_steps"] for r in rollouts]))
 
 
 @torch.no_grad()
@@ -620,7 +670,7 @@ def rollout_errors(
     positions: torch.Tensor,
     particle_type: torch.Tensor,
     clamp_to_bounds: bool = False,
-    neighbour_factor: float | None = 4.0,
+    neighbour_factor: float | None = 10.0,
 ) -> dict[str, float]:
     """Roll one trajectory out from its first ``C`` frames and score it against the truth.
 
@@ -630,21 +680,25 @@ def rollout_errors(
         clamp_to_bounds: see :func:`~physnet.models.gns.rollout`.
         neighbour_factor: the rollout stops as diverged once the predicted particles have
             more than this many times the neighbours per particle of the densest true frame
-            (:func:`mean_neighbours`); ``None``: never stop (a clumping rollout can then run
+            (:func:`peak_neighbours`); ``None``: never stop (a clumping rollout can then run
             for tens of minutes, see :class:`~physnet.models.gns.RolloutDiverged`).
 
     Returns:
         ``rollout_mse`` and ``cv_rollout_mse`` (model and constant-velocity baseline,
         mean squared position error over the ``T - C`` predicted frames, length unit^2,
         accumulated in float64), ``max_excursion`` (length unit) and ``escaped_particles``
-        (over the frames predicted), ``diverged_at_step`` (-1 if the rollout finished).
+        (over the frames predicted), ``diverged_at_step`` (-1 if the rollout finished),
+        ``peak_neighbours`` and ``true_peak_neighbours``: the largest mean number of
+        neighbours per particle in a predicted frame and in a true one (every 10th), a
+        measure of how far the prediction compresses the fluid.
         A diverged rollout scores ``rollout_mse = inf``: it never wins model selection and
         a mean over trajectories that includes it says so.
     """
     c = model.window
     window = positions[:c].transpose(0, 1)  # [n, C, dim]
     n_steps = positions.shape[0] - c
-    limit = None if neighbour_factor is None else neighbour_factor * mean_neighbours(model, positions)
+    true_peak = peak_neighbours(model, positions)
+    limit = None if neighbour_factor is None else neighbour_factor * true_peak
     diverged_at = -1
     try:
         pred = rollout(
@@ -661,6 +715,8 @@ def rollout_errors(
         "max_excursion": excursion(pred, bounds),
         "escaped_particles": escaped_particles(pred, bounds),
         "diverged_at_step": diverged_at,
+        "peak_neighbours": peak_neighbours(model, pred, every=1),
+        "true_peak_neighbours": true_peak,
     }
 
 
@@ -671,7 +727,7 @@ def evaluate(
     indices: list[int] | None = None,
     verbose: bool = True,
     clamp_to_bounds: bool = False,
-    neighbour_factor: float | None = 4.0,
+    neighbour_factor: float | None = 10.0,
 ) -> dict[str, Any]:
     """One-step and full-rollout position MSE of the model and the constant-velocity baseline.
 
@@ -690,8 +746,9 @@ def evaluate(
     Returns:
         per-trajectory lists and their means, with keys ``one_step_mse``,
         ``cv_one_step_mse``, ``rollout_mse``, ``cv_rollout_mse``, ``max_excursion``,
-        ``escaped_particles``; ``mean_max_excursion`` is the largest and
-        ``mean_escaped_particles`` the total over the trajectories, not a mean.
+        ``escaped_particles``, ``peak_neighbours``, ``true_peak_neighbours``;
+        ``mean_max_excursion`` and the ``mean_*peak_neighbours`` are the largest and
+        ``mean_escaped_particles`` the total over the trajectories, not means.
     """
     model = model.eval()
     dtype = next(model.parameters()).dtype
@@ -705,6 +762,8 @@ def evaluate(
             "cv_rollout_mse",
             "max_excursion",
             "escaped_particles",
+            "peak_neighbours",
+            "true_peak_neighbours",
         )
     }
     diverged: list[int] = []
@@ -717,9 +776,7 @@ def evaluate(
         errors = rollout_errors(model, pos, ptype, clamp_to_bounds, neighbour_factor)
         diverged.append(int(errors["diverged_at_step"]))
         seconds = time.perf_counter() - start
-        values = (one, one_cv) + tuple(
-            errors[key] for key in ("rollout_mse", "cv_rollout_mse", "max_excursion", "escaped_particles")
-        )
+        values = (one, one_cv) + tuple(errors[key] for key in list(rows)[2:])
         for key, value in zip(rows, values, strict=True):
             rows[key].append(value)
         if verbose:
@@ -727,7 +784,8 @@ def evaluate(
                 f"trajectory {k}: {pos.shape[1]} particles, {n_steps} rollout steps ({seconds:.1f} s): "
                 f"one-step MSE {one:.3e} (constant velocity {one_cv:.3e}); rollout MSE {values[2]:.3e} "
                 f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e} "
-                f"({values[5]} of {pos.shape[1]} particles left it)"
+                f"({values[5]} of {pos.shape[1]} particles left it); neighbours per particle "
+                f"up to {values[6]:.1f} (truth {values[7]:.1f})"
                 + (
                     f"; DIVERGED: particles clumped, rollout stopped before frame {diverged[-1]}"
                     if diverged[-1] >= 0
@@ -742,7 +800,12 @@ def evaluate(
         "diverged_at_step": diverged,
     }
     for key, value in rows.items():
-        reduce = {"max_excursion": np.max, "escaped_particles": np.sum}.get(key, np.mean)
+        reduce = {
+            "max_excursion": np.max,
+            "escaped_particles": np.sum,
+            "peak_neighbours": np.max,
+            "true_peak_neighbours": np.max,
+        }.get(key, np.mean)
         summary[f"mean_{key}"] = float(reduce(value))
     summary["rollout_mse_ratio_cv_over_model"] = summary["mean_cv_rollout_mse"] / max(
         summary["mean_rollout_mse"], 1e-300
@@ -833,7 +896,7 @@ def rollout_for_animation(
     data: Trajectories,
     index: int,
     clamp_to_bounds: bool = False,
-    neighbour_factor: float | None = 4.0,
+    neighbour_factor: float | None = 10.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true positions [n_frames, n, dim] of trajectory ``index`` (first ``C`` frames shared).
 
@@ -843,7 +906,7 @@ def rollout_for_animation(
     dtype = next(model.parameters()).dtype
     pos = data.positions[index].to(dtype)
     c = model.window
-    limit = None if neighbour_factor is None else neighbour_factor * mean_neighbours(model, pos)
+    limit = None if neighbour_factor is None else neighbour_factor * peak_neighbours(model, pos)
     try:
         pred = rollout(
             model,

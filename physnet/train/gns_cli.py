@@ -94,7 +94,7 @@ def add_gns_commands(sub: argparse._SubParsersAction) -> None:
     ro.add_argument(
         "--max-neighbour-factor",
         type=float,
-        default=4.0,
+        default=10.0,
         help="stop a rollout as diverged (rollout MSE = inf) once its particles have this many times "
         "the neighbours per particle of the densest true frame: clumped particles make the radius "
         "graph all-pairs and the rollout crawl (0: no limit)",

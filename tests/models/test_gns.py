@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -445,6 +446,9 @@ def test_validation_rollouts_select_the_saved_model(
     assert f"rollout MSE {logged[0]:.3e}" in progress[0]
     selected = json.loads((run / "test_metrics.json").read_text())["selected"]
     assert selected["val_rollout_mse"] == pytest.approx(min(logged), rel=1e-12)
+    assert selected["val_selection_score"] == pytest.approx(min(logged) / (1 + min(logged)), rel=1e-6)
+    assert selected["val_diverged_rollouts"] == 0
+    assert all(float(r["val/compression"]) > 0.5 for r in rows)  # peak neighbours over the truth's
     assert selected["step"] == 2 * (1 + logged.index(min(logged)))
     model = load_simulator(run / "gns.pt")
     assert next(model.parameters()).dtype == torch.float64  # trained in float64, loaded as such
@@ -564,7 +568,7 @@ def test_a_clumping_rollout_scores_as_diverged(tmp_path: Path) -> None:
     from physnet.train.gns import (
         evaluate,
         load_trajectories,
-        mean_neighbours,
+        peak_neighbours,
         rollout_errors,
         rollout_for_animation,
     )
@@ -577,17 +581,23 @@ def test_a_clumping_rollout_scores_as_diverged(tmp_path: Path) -> None:
     ).double()
     model.fit_statistics(data.positions)
     pos, ptype = data.positions[0], data.particle_type[0]
-    assert 2 < mean_neighbours(model, pos) < 30
+    assert 2 < peak_neighbours(model, pos) < 30
     healthy = rollout_errors(model, pos, ptype)
     assert healthy["diverged_at_step"] == -1 and np.isfinite(healthy["rollout_mse"])
     model = collapsing(model, centre=0.3)
     errors = rollout_errors(model, pos, ptype)
     assert errors["rollout_mse"] == float("inf") and 0 < errors["diverged_at_step"] < 34
     assert errors["cv_rollout_mse"] == healthy["cv_rollout_mse"]  # the baseline is still scored
+    assert errors["true_peak_neighbours"] == healthy["true_peak_neighbours"] == peak_neighbours(model, pos)
+    assert (
+        errors["peak_neighbours"] > 4 * errors["true_peak_neighbours"]
+    )  # the last frame kept is the clumped one
     unguarded = rollout_errors(model, pos, ptype, neighbour_factor=None)
     assert unguarded["diverged_at_step"] == -1 and np.isfinite(unguarded["rollout_mse"])
+    assert unguarded["peak_neighbours"] == pos.shape[1] - 1  # clumped into one blob: all pairs
     summary = evaluate(model, data, verbose=False)
     assert summary["diverged_at_step"] == [errors["diverged_at_step"]]
+    assert summary["mean_peak_neighbours"] == errors["peak_neighbours"]
     assert summary["mean_rollout_mse"] == float("inf") and summary["rollout_mse_ratio_cv_over_model"] == 0
     pred, truth = rollout_for_animation(model, data, 0)
     assert pred.shape == truth.shape == (6 + errors["diverged_at_step"], *pos.shape[1:])
@@ -619,3 +629,22 @@ def test_wall_lookahead_sees_the_wall_a_particle_is_about_to_cross() -> None:
     assert model(graph(window)).shape == (2, 2)
     with pytest.raises(ValueError, match="wall_features"):
         small_gns(wall_features=False, wall_lookahead=True)
+
+
+def test_selection_score_ranks_diverged_rollouts_last() -> None:
+    """Fewer clumped rollouts always win; among equals the mean MSE decides (monotonically);
+    when every rollout diverged the later stop wins."""
+    from physnet.train.gns import selection_score
+
+    def r(mse: float, stop: int = -1) -> dict[str, float]:
+        return {"rollout_mse": math.inf if stop >= 0 else mse, "diverged_at_step": stop, "n_steps": 100.0}
+
+    clean_bad, clean_good = [r(0.5), r(0.7)], [r(0.05), r(0.07)]
+    one_diverged = [r(0.001), r(0.0, stop=90)]
+    all_early, all_late = [r(0, stop=10), r(0, stop=20)], [r(0, stop=80), r(0, stop=99)]
+    scores = [selection_score(x) for x in (clean_good, clean_bad, one_diverged, all_late, all_early)]
+    assert scores == sorted(scores) and len(set(scores)) == 5
+    assert selection_score(clean_good) == pytest.approx(0.06 / 1.06)
+    assert (
+        1 <= selection_score(one_diverged) < 2 <= selection_score(all_late) < selection_score(all_early) < 3
+    )
