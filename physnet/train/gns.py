@@ -331,7 +331,7 @@ class GNSTask(pl.LightningModule):
                 f"{m['val/escaped_particles']:.0f} particles left the domain per rollout"
             )
             compression = m.get("val/compression", float("nan"))
-            line += f"; fluid up to {compression:.1f}x the true neighbours per particle"
+            line += f"; peak neighbours per particle {compression:.1f}x the truth's"
             if m.get("val/diverged", 0.0) > 0:
                 line += f"; {100 * m['val/diverged']:.0f} % of the rollouts diverged (particles clumped)"
         print(line, flush=True)
