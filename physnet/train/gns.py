@@ -561,7 +561,10 @@ def train_gns(cfg: GNSRunConfig) -> Path:
     if best is not None and best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
         task.load_state_dict(state["state_dict"])
-        chosen = task.validation_history[int(state["global_step"])]
+        nan = float("nan")  # a validation this process did not run (none today; guards a resumed fit)
+        chosen = task.validation_history.get(
+            int(state["global_step"]), {"rollout_mse": nan, "diverged": -1, "compression": nan}
+        )
         report["selected"] = {
             "checkpoint": str(best.best_model_path),
             "step": int(state["global_step"]),
