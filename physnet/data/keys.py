@@ -36,6 +36,7 @@ EDGE_SHIFT: Final[str] = "edge_shift"  # [n_edges, 3] long, integer cell offsets
 # --- learned simulators (GNS) -----------------------------------------------
 POS_HISTORY: Final[str] = "pos_history"  # [n_particles, C, dim] float, last C positions, oldest first
 NEXT_POS: Final[str] = "next_pos"  # [n_particles, dim] float, position one frame after the window
+FUTURE_POS: Final[str] = "future_pos"  # [n_particles, U, dim] float, the U frames after NEXT_POS
 TRAJECTORY: Final[str] = "trajectory"  # [n_frames, n_particles, dim] float, a whole trajectory
 
 # Prefix of the separate energy terms a Potential returns, e.g. "energy_model",

@@ -114,19 +114,27 @@ class WindowDataset(torch.utils.data.Dataset):
     """All windows of ``window + 1`` consecutive frames of some trajectories.
 
     Item ``(k, t)`` holds ``K.POS_HISTORY`` = frames ``t .. t + window - 1`` as [n, window, dim],
-    ``K.NEXT_POS`` = frame ``t + window`` [n, dim] and ``K.Z`` [n].
+    ``K.NEXT_POS`` = frame ``t + window`` [n, dim] and ``K.Z`` [n]; with ``future = U > 0`` also
+    ``K.FUTURE_POS`` = frames ``t + window + 1 .. t + window + U`` as [n, U, dim] (the targets
+    of pushforward training, :meth:`GNSTask.push_forward`), and only windows that have them.
 
     Args:
         data: the trajectories.
         window: ``C``, the model's input length.
         stride: keep every ``stride``-th window start (1 = all).
+        future: ``U``, frames after the target to include.
     """
 
-    def __init__(self, data: Trajectories, window: int, stride: int = 1) -> None:
+    def __init__(self, data: Trajectories, window: int, stride: int = 1, future: int = 0) -> None:
+        if future < 0:
+            raise ValueError(f"future must be >= 0 frames, got {future}")
         self.data = data
         self.window = window
+        self.future = future
         self.index = [
-            (k, t) for k, pos in enumerate(data.positions) for t in range(0, pos.shape[0] - window, stride)
+            (k, t)
+            for k, pos in enumerate(data.positions)
+            for t in range(0, pos.shape[0] - window - future, stride)
         ]
 
     def __len__(self) -> int:
@@ -163,11 +171,15 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         k, t = self.index[item]
         pos = self.data.positions[k]
-        return {
+        item = {
             K.POS_HISTORY: pos[t : t + self.window].transpose(0, 1).contiguous(),  # [n, C, dim]
             K.NEXT_POS: pos[t + self.window],  # [n, dim]
             K.Z: self.data.particle_type[k],
         }
+        if self.future:
+            start = t + self.window + 1
+            item[K.FUTURE_POS] = pos[start : start + self.future].transpose(0, 1).contiguous()  # [n, U, dim]
+        return item
 
 
 class RolloutDataset(torch.utils.data.Dataset):
@@ -194,7 +206,7 @@ class RolloutDataset(torch.utils.data.Dataset):
 
 def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Concatenate particles of several windows and add ``K.BATCH`` [n_total]."""
-    out = {key: torch.cat([it[key] for it in items]) for key in (K.POS_HISTORY, K.NEXT_POS, K.Z)}
+    out = {key: torch.cat([it[key] for it in items]) for key in items[0]}
     counts = torch.tensor([it[K.Z].shape[0] for it in items])
     out[K.BATCH] = torch.repeat_interleave(torch.arange(len(items)), counts)
     return out
@@ -203,8 +215,23 @@ def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 # --------------------------------------------------------------------------- task
 
 
+PUSHFORWARD_TARGETS = ("velocity", "position")
+
+
 class GNSTask(pl.LightningModule):
-    """One-step acceleration loss with random-walk input noise (paper Sec. 4).
+    """One-step acceleration loss with random-walk input noise (paper Sec. 4), optionally
+    on the model's own unrolled predictions (pushforward).
+
+    Pushforward (Brandstetter, Worrall & Welling, "Message Passing Neural PDE Solvers",
+    ICLR 2022, Sec. 2.3; for particles as in LagrangeBench, Toshev et al., NeurIPS 2023):
+    with probability ``pushforward_prob`` (after ``pushforward_start_step`` steps) a batch's
+    noisy window is first advanced ``u ~ U{1..pushforward_unroll}`` steps by the model
+    itself, without gradient, and the loss is taken on the next step from that window,
+    so the model trains on the errors it makes rather than only on Gaussian noise.
+    ``pushforward_target`` says what the target corrects: ``"velocity"`` (as the noise
+    correction, :func:`~physnet.models.gns.noisy_target_acceleration`: the Euler step
+    reproduces the true next velocity, the drifted positions stay) or ``"position"`` (the
+    Euler step lands on the true next position, pulling the drift back).
 
     Args:
         model: the :class:`GNS` to train (statistics already fitted).
@@ -212,6 +239,12 @@ class GNSTask(pl.LightningModule):
         min_lr: final learning rate. Paper: 1e-6.
         lr_decay_steps: steps over which ``lr - min_lr`` shrinks tenfold. Paper: 5e6.
         noise_std: std of the noise on the most recent input position (length unit). Paper: 6.7e-4.
+        pushforward_unroll: largest number of unrolled steps ``U`` (0 = no pushforward); the
+            training batches need ``K.FUTURE_POS`` with ``U`` frames (``WindowDataset(future=U)``).
+        pushforward_prob: probability that a batch is pushed forward.
+        pushforward_start_step: optimiser steps of plain training before the first pushforward.
+        pushforward_target: ``"velocity"`` or ``"position"``, see above.
+        seed: seed of the generator that draws the unroll lengths.
     """
 
     def __init__(
@@ -221,13 +254,31 @@ class GNSTask(pl.LightningModule):
         min_lr: float = 1e-6,
         lr_decay_steps: float = 5e6,
         noise_std: float = 6.7e-4,
+        pushforward_unroll: int = 0,
+        pushforward_prob: float = 0.5,
+        pushforward_start_step: int = 0,
+        pushforward_target: str = "velocity",
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        if pushforward_unroll < 0:
+            raise ValueError(f"pushforward_unroll must be >= 0 steps, got {pushforward_unroll}")
+        if not 0.0 <= pushforward_prob <= 1.0:
+            raise ValueError(f"pushforward_prob must lie in [0, 1], got {pushforward_prob}")
+        if pushforward_target not in PUSHFORWARD_TARGETS:
+            raise ValueError(
+                f"pushforward_target must be one of {PUSHFORWARD_TARGETS}, got {pushforward_target!r}"
+            )
         self.model = model
         self.lr = lr
         self.min_lr = min_lr
         self.lr_decay_steps = lr_decay_steps
         self.noise_std = noise_std
+        self.pushforward_unroll = pushforward_unroll
+        self.pushforward_prob = pushforward_prob
+        self.pushforward_start_step = pushforward_start_step
+        self.pushforward_target = pushforward_target
+        self._unroll_generator = torch.Generator().manual_seed(seed)
         self._rollouts: list[dict[str, float]] = []  # this validation's rollout scores
         self.validation_history: dict[int, dict[str, float]] = {}  # step -> rollout summary
 
@@ -238,13 +289,74 @@ class GNSTask(pl.LightningModule):
         """Normalised-acceleration squared error, summed over components, mean over particles."""
         return ((pred - target) / self.model.acc_std).pow(2).sum(-1).mean()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        history = batch[K.POS_HISTORY]
+    def sample_unroll(self, step: int) -> int:
+        """Number of pushforward steps for the batch at optimiser step ``step`` (0 = plain)."""
+        if self.pushforward_unroll == 0 or step < self.pushforward_start_step:
+            return 0
+        draw = torch.rand(1, generator=self._unroll_generator, dtype=torch.float64)
+        if float(draw) >= self.pushforward_prob:
+            return 0
+        return int(torch.randint(1, self.pushforward_unroll + 1, (1,), generator=self._unroll_generator))
+
+    @torch.no_grad()
+    def push_forward(
+        self, batch: dict[str, torch.Tensor], window: torch.Tensor, unroll: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advance ``window`` [n, C, dim] ``unroll`` steps with the model (no gradient).
+
+        Returns:
+            the model's window [n, C, dim] after ``unroll`` steps, the ground truth of the
+            same frames [n, C, dim] and the true frame after them [n, dim].
+        """
+        if unroll > 0 and (K.FUTURE_POS not in batch or batch[K.FUTURE_POS].shape[1] < unroll):
+            raise ValueError(
+                f"pushforward by {unroll} steps needs {unroll} frames after the target in the batch "
+                "(WindowDataset(..., future=U))"
+            )
+        frames = [batch[K.POS_HISTORY], batch[K.NEXT_POS][:, None]]
+        if K.FUTURE_POS in batch:
+            frames.append(batch[K.FUTURE_POS])
+        truth = torch.cat(frames, dim=1)  # [n, C + 1 + U, dim]
+        for _ in range(unroll):
+            acceleration = self.model({**batch, K.POS_HISTORY: window})
+            window = torch.cat([window[:, 1:], euler_step(window, acceleration)[:, None]], dim=1)
+        c = window.shape[1]
+        return window, truth[:, unroll : unroll + c], truth[:, unroll + c]
+
+    def training_example(
+        self, batch: dict[str, torch.Tensor], unroll: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input window, target acceleration and the input's error for one training batch.
+
+        The window gets random-walk noise; with ``unroll > 0`` it is then advanced ``unroll``
+        steps by the model (:meth:`push_forward`) and the target is corrected as
+        ``pushforward_target`` says.
+
+        Returns:
+            inputs [n, C, dim], target [n, dim] (length / frame^2) and the input window's
+            deviation from the true frames [n, C, dim] (noise plus the model's own error).
+        """
+        history, next_pos = batch[K.POS_HISTORY], batch[K.NEXT_POS]
         noise = random_walk_noise(history, self.noise_std)
-        target = noisy_target_acceleration(history, batch[K.NEXT_POS], noise)
-        pred = self.model({**batch, K.POS_HISTORY: history + noise})
+        if unroll == 0:
+            return history + noise, noisy_target_acceleration(history, next_pos, noise), noise
+        inputs, history, next_pos = self.push_forward(batch, history + noise, unroll)
+        if self.pushforward_target == "velocity":
+            target = noisy_target_acceleration(history, next_pos, inputs - history)
+        else:
+            target = next_pos - 2 * inputs[:, -1] + inputs[:, -2]
+        return inputs, target, inputs - history
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        unroll = self.sample_unroll(self.global_step)
+        inputs, target, error = self.training_example(batch, unroll)
+        pred = self.model({**batch, K.POS_HISTORY: inputs})
         loss = self.loss(pred, target)
         n_systems = int(batch[K.BATCH][-1]) + 1
+        if self.pushforward_unroll:
+            rms = error[:, -1].pow(2).sum(-1).mean().sqrt()
+            self.log("train/unroll", float(unroll), on_step=True, on_epoch=False, batch_size=n_systems)
+            self.log("train/input_error", rms, on_step=True, on_epoch=False, batch_size=n_systems)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=n_systems)
         self.log("lr", self.lr_at(self.global_step), on_step=True, on_epoch=False, batch_size=n_systems)
         return loss
@@ -380,6 +492,13 @@ class GNSTaskConfig:
     lr_decay_steps: float = 5e6  # lr - min_lr shrinks 10x per this many steps (paper: 5e6)
     ema_decay: float = 0.0  # EMA of weights for validation and the saved model; 0 disables
     val_every_n_steps: int = 500  # validate every this many optimiser steps
+    # pushforward (Brandstetter et al. ICLR 2022; GNSTask): train some batches on the model's own
+    # unrolled window of 1..pushforward_unroll steps (0 = off), with probability pushforward_prob,
+    # from step pushforward_start_step; the target corrects the "velocity" or the "position"
+    pushforward_unroll: int = 0
+    pushforward_prob: float = 0.5
+    pushforward_start_step: int = 0
+    pushforward_target: str = "velocity"
 
 
 @dataclass
@@ -468,7 +587,8 @@ def train_gns(cfg: GNSRunConfig) -> Path:
     resolved = cfg.to_dict()
     resolved["model"] = {k: v for k, v in model.hparams.items()}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-    train_set = WindowDataset(train_data, window)
+    # pushforward by u steps needs u frames after the one-step target
+    train_set = WindowDataset(train_data, window, future=cfg.task.pushforward_unroll)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"data: {len(train_data)} training trajectories, {len(train_set)} windows; "
@@ -511,7 +631,18 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         if cfg.data.val_rollouts:
             rollouts = RolloutDataset(valid_data, cfg.data.val_rollouts)
             val_loader = [val_loader, torch.utils.data.DataLoader(rollouts, batch_size=None)]
-    task = GNSTask(model, cfg.task.lr, cfg.task.min_lr, cfg.task.lr_decay_steps, cfg.task.noise_std)
+    task = GNSTask(
+        model,
+        cfg.task.lr,
+        cfg.task.min_lr,
+        cfg.task.lr_decay_steps,
+        cfg.task.noise_std,
+        pushforward_unroll=cfg.task.pushforward_unroll,
+        pushforward_prob=cfg.task.pushforward_prob,
+        pushforward_start_step=cfg.task.pushforward_start_step,
+        pushforward_target=cfg.task.pushforward_target,
+        seed=t.seed,
+    )
     callbacks: list[Any] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",

@@ -648,3 +648,137 @@ def test_selection_score_ranks_diverged_rollouts_last() -> None:
     assert (
         1 <= selection_score(one_diverged) < 2 <= selection_score(all_late) < selection_score(all_early) < 3
     )
+
+
+# --------------------------------------------------------------------------- pushforward
+
+
+def _pushforward_task(unroll: int = 3, target: str = "velocity", **kw):
+    from physnet.train.gns import GNSTask, WindowDataset, collate_windows, load_trajectories
+
+    data = load_trajectories(FIXTURE, torch.float64)
+    model = small_gns(bounds=data.bounds.tolist(), radius=0.015, n_particle_types=1)
+    model.fit_statistics(data.positions)
+    args = dict(noise_std=0.0, pushforward_unroll=unroll, pushforward_prob=1.0, pushforward_target=target)
+    args.update(kw)
+    task = GNSTask(model, **args)
+    windows = WindowDataset(data, 6, future=unroll)
+    return data, task, windows, collate_windows
+
+
+def test_windows_with_future_frames() -> None:
+    """``future=U`` adds the U frames after the target and drops the U last windows of each trajectory."""
+    from physnet.train.gns import WindowDataset
+
+    data, _, windows, collate = _pushforward_task(unroll=3)
+    plain = WindowDataset(data, 6)
+    assert len(plain) - len(windows) == 3 * len(data)
+    k, t = windows.index[-1]
+    assert t + 6 + 3 == data.positions[k].shape[0] - 1  # the last window's last future frame is the last frame
+    item = windows[-1]
+    torch.testing.assert_close(item[K.FUTURE_POS], data.positions[k][t + 7 : t + 10].transpose(0, 1))
+    batch = collate([windows[0], windows[5]])  # two windows of trajectory 0
+    assert batch[K.FUTURE_POS].shape == (2 * windows[0][K.Z].shape[0], 3, 2)
+    assert K.FUTURE_POS not in plain[0]
+    with pytest.raises(ValueError, match="future"):
+        WindowDataset(data, 6, future=-1)
+
+
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_push_forward_is_the_models_own_rollout(unroll: int) -> None:
+    """The pushed-forward window is the model's rollout from the input window; the truth it is
+    compared with is the same frames of the data, and the target is the frame after them."""
+    data, task, windows, collate = _pushforward_task(unroll=3)
+    k, t = windows.index[40]
+    batch = collate([windows[40]])
+    window = batch[K.POS_HISTORY]
+    inputs, history, next_pos = task.push_forward(batch, window, unroll)
+    predicted = rollout(task.model, window, unroll)  # [unroll, n, dim]
+    torch.testing.assert_close(inputs[:, -unroll:], predicted.transpose(0, 1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(inputs[:, : 6 - unroll], window[:, unroll:], rtol=0, atol=0)
+    truth = data.positions[k]
+    torch.testing.assert_close(history, truth[t + unroll : t + unroll + 6].transpose(0, 1), rtol=0, atol=0)
+    torch.testing.assert_close(next_pos, truth[t + unroll + 6], rtol=0, atol=0)
+    assert float((inputs - history).abs().max()) > 0  # an untrained model does drift
+    with pytest.raises(ValueError, match="frames after the target"):
+        task.push_forward(batch, window, 4)
+
+
+@pytest.mark.parametrize("target", ["velocity", "position"])
+def test_pushforward_targets_undo_the_models_own_error(target: str) -> None:
+    """With the ``velocity`` target the Euler step from the pushed-forward window reproduces the
+    true next velocity; with ``position`` it lands on the true next position."""
+    _, task, windows, collate = _pushforward_task(unroll=2, target=target)
+    batch = collate([windows[10], windows[200]])
+    torch.manual_seed(0)
+    inputs, acc, error = task.training_example(batch, unroll=2)
+    torch.manual_seed(0)
+    _, history, next_pos = task.push_forward(batch, batch[K.POS_HISTORY], 2)
+    torch.testing.assert_close(error, inputs - history, rtol=0, atol=0)
+    step = euler_step(inputs, acc)
+    if target == "position":
+        torch.testing.assert_close(step, next_pos, rtol=0, atol=1e-15)
+    else:
+        torch.testing.assert_close(step - inputs[:, -1], next_pos - history[:, -1], rtol=0, atol=1e-15)
+        assert float((step - next_pos).abs().max()) > 1e-6  # the drift itself is kept
+    # unroll 0: the paper's noisy one-step example, untouched by pushforward
+    plain_inputs, plain_acc, _ = task.training_example(batch, unroll=0)
+    torch.testing.assert_close(plain_inputs, batch[K.POS_HISTORY])  # noise_std = 0
+    torch.testing.assert_close(
+        plain_acc, batch[K.NEXT_POS] - 2 * batch[K.POS_HISTORY][:, -1] + batch[K.POS_HISTORY][:, -2]
+    )
+
+
+def test_unroll_sampling_schedule() -> None:
+    from physnet.train.gns import GNSTask
+
+    model = small_gns()
+    never = GNSTask(model, pushforward_unroll=0)
+    assert {never.sample_unroll(s) for s in range(0, 1000, 10)} == {0}
+    late = GNSTask(model, pushforward_unroll=3, pushforward_prob=1.0, pushforward_start_step=100)
+    assert {late.sample_unroll(s) for s in range(100)} == {0}
+    assert {late.sample_unroll(100) for _ in range(200)} == {1, 2, 3}
+    half = GNSTask(model, pushforward_unroll=2, pushforward_prob=0.5, seed=1)
+    draws = [half.sample_unroll(0) for _ in range(2000)]
+    assert 0.45 < draws.count(0) / 2000 < 0.55 and set(draws) == {0, 1, 2}
+    for bad, match in (
+        (dict(pushforward_unroll=-1), "pushforward_unroll"),
+        (dict(pushforward_prob=1.5), "pushforward_prob"),
+        (dict(pushforward_target="acceleration"), "pushforward_target"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            GNSTask(model, **bad)
+
+
+def test_pushforward_training_runs_from_the_config(tmp_path: Path) -> None:
+    """``task.pushforward_*`` reach the task: 4 steps with pushforward from step 2 log the unroll
+    lengths (0, 0 then 1..2) and the input's error against the truth."""
+    import csv
+
+    from physnet.train.gns import load_gns_config, train_gns
+
+    cfg = load_gns_config(
+        ROOT / "examples" / "configs" / "gns_water.yaml",
+        [
+            f"run_dir={tmp_path / 'run'}",
+            f"data.train={FIXTURE}",
+            "data.valid=",
+            "data.test=",
+            "data.val_rollouts=0",
+            "model.latent_size=8",
+            "model.hidden_size=8",
+            "model.n_message_passing=1",
+            "trainer.max_steps=4",
+            "trainer.log_every_n_steps=1",
+            "task.pushforward_unroll=2",
+            "task.pushforward_prob=1",
+            "task.pushforward_start_step=2",
+        ],
+    )
+    run = train_gns(cfg)
+    with open(run / "logs" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/unroll")]
+    unrolls = [float(r["train/unroll"]) for r in rows]
+    assert len(unrolls) == 4 and unrolls[:2] == [0.0, 0.0] and all(u in (1.0, 2.0) for u in unrolls[2:])
+    errors = [float(r["train/input_error"]) for r in rows]
+    assert all(math.isfinite(e) and e > 0 for e in errors)
