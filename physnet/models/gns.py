@@ -34,7 +34,9 @@ Deviations: ``wall_cutoff`` may set the wall-distance scale apart from ``R`` (de
 ``R``, as in the paper); the water data here move up to ~R per frame, and clipping at
 ``R`` would hide a wall from a particle until one frame before it hits it. Optionally
 (``wall_lookahead``) the node also sees the wall distances of its constant-velocity next
-position, negative for a particle about to cross a wall. ``forward``
+position, negative for a particle about to cross a wall. Optionally (``boundary_particles``) static
+wall particles on and outside the walls join the graph as sender-only nodes, the way the
+paper's WATERRAMPS obstacles and LagrangeBench's walls are particles (see :class:`GNS`). ``forward``
 returns the acceleration in physical units (length / frame^2), i.e. the decoder output
 times the std plus the mean; the training loss divides the error by the std again,
 which is the paper's loss on normalised accelerations.
@@ -132,6 +134,21 @@ class GNS(Simulator):
             frame sees a negative distance, the depth it would end up beyond the wall,
             which is the acceleration the wall must supply; with the plain distance the
             model has to infer it from a normalised velocity and a clipped distance.
+        boundary_particles: add static wall particles to the graph (off by default; the
+            paper's WATER uses only the wall distances, its WATERRAMPS obstacles are static
+            particles, and LagrangeBench's data sets all carry wall particles). Rows of
+            points ``boundary_spacing`` apart on and outside the walls (:meth:`boundary_points`)
+            are *senders only*: a particle within ``radius`` of one receives a message from it
+            through the same edge features as from a fluid neighbour, so the wall acts on the
+            fluid by the interaction the model must learn for the fluid itself. Their node
+            input is zero velocity, their own type embedding and their wall distances; they
+            receive no messages, so their latents depend only on where they sit, and they get
+            no acceleration.
+        boundary_spacing: distance between wall particles (length unit). ``None``: ``radius / 2``
+            (about the fluid's particle spacing in the data here).
+        boundary_layers: rows of wall particles on each wall, the first on the wall, the
+            others further out. ``None``: ``ceil(radius / boundary_spacing)``, so a particle
+            at the wall sees wall particles over its whole radius.
         latent_size: node and edge latent width. Paper: 128.
         hidden_size: hidden width of every MLP. Paper: 128.
         n_hidden_layers: hidden layers per MLP. Paper: 2.
@@ -151,6 +168,9 @@ class GNS(Simulator):
         wall_features: bool = True,
         wall_cutoff: float | None = None,
         wall_lookahead: bool = False,
+        boundary_particles: bool = False,
+        boundary_spacing: float | None = None,
+        boundary_layers: int | None = None,
         latent_size: int = 128,
         hidden_size: int = 128,
         n_hidden_layers: int = 2,
@@ -184,7 +204,32 @@ class GNS(Simulator):
         self.register_buffer("vel_std", torch.ones(dim))
         self.register_buffer("acc_mean", torch.zeros(dim))
         self.register_buffer("acc_std", torch.ones(dim))
-        self.type_embedding = torch.nn.Embedding(n_particle_types, type_embedding_size)
+        self.n_particle_types = n_particle_types
+        self.boundary_particles = boundary_particles
+        spacing = radius / 2 if boundary_spacing is None else float(boundary_spacing)
+        if boundary_particles:
+            if spacing <= 0:
+                raise ValueError(f"boundary_spacing must be > 0, got {boundary_spacing}")
+            layers = math.ceil(radius / spacing) if boundary_layers is None else int(boundary_layers)
+            if layers < 1:
+                raise ValueError(f"boundary_layers must be >= 1, got {boundary_layers}")
+            points = self.boundary_points(bounds_t, spacing, layers)
+        else:
+            points = torch.zeros(0, dim, dtype=bounds_t.dtype)
+        self.register_buffer("boundary_pos", points)  # [n_boundary, dim], fixed wall particles
+        # Wall particles receive no messages, so two with the same node input have the same latent
+        # in every layer: the graph carries one sender node per distinct input (its wall distances),
+        # ``boundary_class`` [n_boundary] maps each wall particle to it, and ``boundary_class_pos``
+        # [n_class, dim] holds one wall particle of each class (tens of nodes instead of hundreds).
+        if wall_features and boundary_particles:
+            _, first, inverse = self._unique_rows(self._wall_distances_in(points, bounds_t, self.wall_cutoff))
+        else:
+            first = torch.zeros(min(1, points.shape[0]), dtype=torch.long)
+            inverse = torch.zeros(points.shape[0], dtype=torch.long)
+        self.register_buffer("boundary_class", inverse)
+        self.register_buffer("boundary_class_pos", points[first])
+        # one extra embedding row, the wall particles' type, when they are on
+        self.type_embedding = torch.nn.Embedding(n_particle_types + int(boundary_particles), type_embedding_size)
         n_walls = (2 * dim if wall_features else 0) * (2 if wall_lookahead else 1)
         n_node_in = (window - 1) * dim + type_embedding_size + n_walls
         self.node_encoder = _mlp(n_node_in, hidden_size, n_hidden_layers, latent_size, layer_norm=True)
@@ -223,6 +268,53 @@ class GNS(Simulator):
             buf.copy_(value.to(buf.dtype))
 
     # ------------------------------------------------------------------ graph and features
+    @staticmethod
+    def boundary_points(bounds: torch.Tensor, spacing: float, layers: int) -> torch.Tensor:
+        """Wall particles [n_boundary, dim]: a lattice of ``layers`` rows on and outside the walls.
+
+        Along each axis the ticks divide ``[lo, hi]`` evenly at a spacing of at most
+        ``spacing`` (so the walls themselves carry particles) and continue ``layers - 1``
+        ticks beyond each end; the points of the tick lattice that lie on or outside a wall
+        are kept, corners included.
+
+        Args:
+            bounds: [dim, 2] domain ``[[lo, hi]] * dim``.
+            spacing: largest distance between neighbouring wall particles (length unit).
+            layers: rows per wall (>= 1).
+        """
+        ticks = []
+        for lo, hi in bounds.tolist():
+            m = max(1, math.ceil((hi - lo) / spacing - 1e-9))
+            step = (hi - lo) / m
+            k = torch.arange(-(layers - 1), m + layers, dtype=torch.float64)
+            ticks.append(lo + step * k)
+        grid = torch.stack(torch.meshgrid(*ticks, indexing="ij"), dim=-1).reshape(-1, len(ticks))
+        lo, hi = bounds[:, 0].double(), bounds[:, 1].double()
+        tol = 1e-9 * float((hi - lo).max())
+        outside = ((grid <= lo + tol) | (grid >= hi - tol)).any(dim=-1)
+        return grid[outside].to(bounds.dtype)
+
+    def boundary_edges(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edges from wall particles to the particles within ``radius`` of them.
+
+        Args:
+            pos: [n, dim] most recent particle positions (any number of systems: the walls
+                are the same for all).
+
+        Returns:
+            ``(receiver, wall)``: [n_edges] particle indices and [n_edges] indices into
+            ``boundary_pos``, sorted by receiver.
+        """
+        if not self.boundary_particles or pos.shape[0] == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=pos.device)
+            return empty, empty
+        walls = self.boundary_pos.to(pos.dtype)
+        dist = torch.minimum(pos - self.bounds[:, 0].to(pos.dtype), self.bounds[:, 1].to(pos.dtype) - pos)
+        near = torch.nonzero(dist.min(dim=-1).values < self.radius).squeeze(-1)  # only these can reach a wall particle
+        within = torch.cdist(pos[near], walls) < self.radius  # [n_near, n_boundary]
+        row, wall = torch.nonzero(within, as_tuple=True)
+        return near[row], wall
+
     def build_edges(self, pos: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
         """``edge_index`` [2, n_edges] of pairs closer than ``radius`` (row 0 = receiver i).
 
@@ -253,9 +345,22 @@ class GNS(Simulator):
 
     def _wall_distances(self, pos: torch.Tensor) -> torch.Tensor:
         """[n, 2 dim] clipped distances of ``pos`` [n, dim] to the lower, then upper walls."""
-        lower = (pos - self.bounds[:, 0]) / self.wall_cutoff  # [n, dim]
-        upper = (self.bounds[:, 1] - pos) / self.wall_cutoff  # [n, dim]
+        return self._wall_distances_in(pos, self.bounds, self.wall_cutoff)
+
+    @staticmethod
+    def _wall_distances_in(pos: torch.Tensor, bounds: torch.Tensor, cutoff: float) -> torch.Tensor:
+        lower = (pos - bounds[:, 0]) / cutoff  # [n, dim]
+        upper = (bounds[:, 1] - pos) / cutoff  # [n, dim]
         return torch.cat([lower, upper], dim=-1).clamp(-1.0, 1.0)
+
+    @staticmethod
+    def _unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Distinct rows of [n, k] (to 1e-9): (unique [m, k], first index of each [m], inverse [n])."""
+        key = torch.round(rows.double() * 1e9)
+        unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+        first = torch.full((unique.shape[0],), rows.shape[0], dtype=torch.long)
+        first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0]), reduce="amin")
+        return rows[first], first, inverse
 
     # ------------------------------------------------------------------ forward
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -275,10 +380,41 @@ class GNS(Simulator):
         if edge_index is None:
             edge_index = self.build_edges(pos_history[:, -1], graph.get(K.BATCH))
         node_in, edge_in = self.features(pos_history, graph[K.Z], edge_index)
+        n = node_in.shape[0]
+        if self.boundary_particles:
+            node_in, edge_in, edge_index = self._add_boundary(pos_history[:, -1], node_in, edge_in, edge_index)
         node, edge = self.node_encoder(node_in), self.edge_encoder(edge_in)
         for block in self.processor:
             node, edge = block(node, edge, edge_index)
-        return self.decoder(node) * self.acc_std + self.acc_mean  # [n, dim]
+        return self.decoder(node[:n]) * self.acc_std + self.acc_mean  # [n, dim]
+
+    def _add_boundary(
+        self, last: torch.Tensor, node_in: torch.Tensor, edge_in: torch.Tensor, edge_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Append the wall particles as sender-only nodes, with their edges to the particles.
+
+        One node per class of wall particles with the same input (``boundary_class``) is
+        appended (nodes ``n ..``): zero velocity, the wall type's embedding and the wall
+        distances. Each edge keeps the displacement of its own wall particle.
+        """
+        receiver, wall = self.boundary_edges(last)
+        n = node_in.shape[0]
+        walls = self.boundary_class_pos.to(last.dtype)  # [n_class, dim] one wall particle per distinct input
+        vel = ((-self.vel_mean / self.vel_std).to(last.dtype)).repeat(self.window - 1)  # zero velocity, normalised
+        wall_type = torch.full((walls.shape[0],), self.n_particle_types, dtype=torch.long, device=last.device)
+        parts = [vel.expand(walls.shape[0], -1), self.type_embedding(wall_type)]
+        if self.wall_features:
+            parts.append(self._wall_distances(walls))
+            if self.wall_lookahead:
+                parts.append(self._wall_distances(walls))
+        disp = (self.boundary_pos[wall].to(last.dtype) - last[receiver]) / self.radius  # [n_edges, dim]
+        edge_b = torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
+        index_b = torch.stack([receiver, self.boundary_class[wall] + n])
+        return (
+            torch.cat([node_in, torch.cat(parts, dim=-1)]),
+            torch.cat([edge_in, edge_b]),
+            torch.cat([edge_index, index_b], dim=1),
+        )
 
     def step(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Next positions [n, dim] by semi-implicit Euler with dt = 1 frame (paper Sec. 3)."""

@@ -782,3 +782,89 @@ def test_pushforward_training_runs_from_the_config(tmp_path: Path) -> None:
     assert len(unrolls) == 4 and unrolls[:2] == [0.0, 0.0] and all(u in (1.0, 2.0) for u in unrolls[2:])
     errors = [float(r["train/input_error"]) for r in rows]
     assert all(math.isfinite(e) and e > 0 for e in errors)
+
+
+# ---------------------------------------------------------------- static wall particles
+def test_boundary_points_cover_the_walls_and_lie_outside_the_box() -> None:
+    """Rows on and outside every wall, corners included, at most ``spacing`` apart."""
+    bounds = torch.tensor(BOUNDS, dtype=torch.float64)
+    pts = GNS.boundary_points(bounds, spacing=0.3, layers=2)  # ticks 0, 1/4, ..., 1 plus one row out
+    step = 0.25
+    ticks = torch.arange(-1, 6, dtype=torch.float64) * step  # -0.25 .. 1.25
+    assert pts.shape == (7 * 7 - 3 * 3, 2)  # the lattice minus its strictly interior points
+    inside = ((pts > 0) & (pts < 1)).all(dim=-1)
+    assert not bool(inside.any())
+    assert torch.isclose(pts.unsqueeze(-1), ticks).any(dim=-1).all()  # every coordinate on a tick
+    for corner in ([-0.25, -0.25], [1.25, 1.25], [0.0, 1.0]):
+        assert bool((pts - torch.tensor(corner, dtype=torch.float64)).norm(dim=-1).min() < 1e-12)
+    # the default model: spacing R / 2, ceil(R / spacing) = 2 rows, as many rows as the radius needs
+    model = small_gns(boundary_particles=True)  # radius 0.15 -> spacing 0.075 -> 14 intervals
+    assert model.boundary_pos.shape == (17 * 17 - 13 * 13, 2)
+    assert float(model.boundary_pos.min()) == pytest.approx(-1 / 14)
+
+
+def test_wall_particles_are_the_ones_within_the_radius() -> None:
+    model = small_gns(boundary_particles=True)
+    pos = torch.tensor([[0.5, 0.5], [0.05, 0.5], [0.02, 0.97], [0.5, 1.01]], dtype=torch.float64)
+    receiver, wall = model.boundary_edges(pos)
+    dist = torch.cdist(pos, model.boundary_pos)
+    expected = torch.nonzero(dist < model.radius)
+    got = torch.stack([receiver, wall], dim=-1)
+    assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, expected.tolist()))
+    assert 0 not in receiver.tolist()  # the particle in the middle sees no wall particle
+    assert {1, 2, 3} <= set(receiver.tolist())  # one outside the box sees them too
+
+
+def test_wall_particles_act_only_near_the_walls() -> None:
+    """Same weights: a particle more than R from every wall gets the same acceleration with and
+    without wall particles (they reach only particles within R, and only as senders); one near
+    a wall gets a different one. The wall particles themselves get no acceleration."""
+    plain = small_gns(n_particle_types=1)
+    walls = small_gns(n_particle_types=1, boundary_particles=True)
+    state = plain.state_dict()
+    state["type_embedding.weight"] = torch.cat([state["type_embedding.weight"], torch.randn(1, 16).double()])
+    state.update({k: v for k, v in walls.state_dict().items() if k.startswith("boundary_")})
+    walls.load_state_dict(state)
+    window = random_window(40)
+    window[0] = window[0] - window[0, -1] + torch.tensor([0.05, 0.5], dtype=window.dtype)  # near the left wall
+    out_plain, out_walls = plain(graph(window)), walls(graph(window))
+    assert out_walls.shape == (40, 2)
+    far = (window[:, -1] > plain.radius).all(-1) & (window[:, -1] < 1 - plain.radius).all(-1)
+    near = plain.build_edges(window[:, -1])  # particles that hear from a particle near the wall differ too
+    touched = torch.zeros(40, dtype=torch.bool)
+    touched[~far] = True
+    for _ in range(len(plain.processor)):  # M hops from the particles within R of a wall
+        touched[near[0][touched[near[1]]]] = True
+    assert bool((~touched).sum() > 5)
+    torch.testing.assert_close(out_walls[~touched], out_plain[~touched], rtol=0, atol=1e-14)
+    assert float((out_walls[0] - out_plain[0]).detach().abs().max()) > 1e-6
+
+
+def test_wall_particle_classes_change_nothing() -> None:
+    """One sender node per distinct wall-particle input gives the same accelerations as one node
+    per wall particle, and the wall type's embedding is trained."""
+    model = small_gns(boundary_particles=True)
+    assert model.boundary_class_pos.shape[0] < model.boundary_pos.shape[0] / 2  # 56 of 120
+    window = random_window(40)
+    window[:5] = window[:5] - window[:5, -1:] + torch.tensor([0.04, 0.3], dtype=window.dtype)
+    window[5:8] = window[5:8] - window[5:8, -1:] + torch.tensor([0.96, 0.98], dtype=window.dtype)
+    ptype = torch.randint(0, 2, (40,), generator=torch.Generator().manual_seed(3))
+    grouped = model(graph(window, ptype))
+    each = copy.deepcopy(model)
+    each.boundary_class = torch.arange(model.boundary_pos.shape[0])
+    each.boundary_class_pos = model.boundary_pos.clone()
+    torch.testing.assert_close(each(graph(window, ptype)), grouped, rtol=0, atol=1e-13)
+    grouped.pow(2).sum().backward()
+    assert float(model.type_embedding.weight.grad[2].abs().max()) > 0  # the wall type's row
+    # permuting the particles permutes the output, walls or not
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model(graph(window[perm], ptype[perm])), grouped[perm].detach(), rtol=0, atol=1e-13)
+
+
+def test_boundary_particle_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="boundary_spacing"):
+        small_gns(boundary_particles=True, boundary_spacing=0.0)
+    with pytest.raises(ValueError, match="boundary_layers"):
+        small_gns(boundary_particles=True, boundary_layers=0)
+    assert small_gns().boundary_pos.shape == (0, 2)  # off by default, and no extra embedding row
+    assert small_gns().type_embedding.num_embeddings == 2
