@@ -38,7 +38,14 @@ def _rollout(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"trajectory indices {bad} out of range; {args.data} holds {len(data)}")
     factor = args.max_neighbour_factor or None
-    summary = evaluate(model, data, indices, clamp_to_bounds=args.clamp_to_bounds, neighbour_factor=factor)
+    summary = evaluate(
+        model,
+        data,
+        indices,
+        clamp_to_bounds=args.clamp_to_bounds,
+        neighbour_factor=factor,
+        escape_tolerance=args.escape_tolerance,
+    )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
@@ -98,6 +105,13 @@ def add_gns_commands(sub: argparse._SubParsersAction) -> None:
         help="stop a rollout as diverged (rollout MSE = inf) once its particles have this many times "
         "the neighbours per particle of the densest true frame: clumped particles make the radius "
         "graph all-pairs and the rollout crawl (0: no limit)",
+    )
+    ro.add_argument(
+        "--escape-tolerance",
+        type=float,
+        default=None,
+        help="length unit: also count the particles more than this far outside the domain "
+        "(default: 0.1 x the model's radius); the strict count is always reported",
     )
     ro.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ro.set_defaults(func=_rollout)

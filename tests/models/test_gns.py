@@ -315,6 +315,10 @@ def test_excursion_and_escaped_particles() -> None:
     assert escaped_particles(pos, bounds) == 2
     pos[:, 3] = bounds[:, 1]  # exactly on the wall counts as inside
     assert escaped_particles(pos, bounds) == 2
+    # with a tolerance: particle 0 reaches 0.25 beyond x_lo, particle 2 0.5 beyond y_hi
+    assert escaped_particles(pos, bounds, tolerance=0.2) == 2
+    assert escaped_particles(pos, bounds, tolerance=0.3) == 1
+    assert escaped_particles(pos, bounds, tolerance=0.5) == 0
 
 
 def test_evaluate_and_animation(tmp_path: Path) -> None:
@@ -334,6 +338,8 @@ def test_evaluate_and_animation(tmp_path: Path) -> None:
         assert np.isfinite(summary[key]) and summary[key] >= 0
     assert summary["mean_max_excursion"] >= 0
     assert summary["mean_escaped_particles"] == sum(summary["escaped_particles"])
+    assert summary["escape_tolerance"] == pytest.approx(0.1 * model.radius)
+    assert all(b <= a for a, b in zip(summary["escaped_particles"], summary["escaped_beyond_tolerance"]))
     truth = data.positions[0].numpy()
     gif = animate(truth + 0.01, truth, data.bounds, tmp_path / "a.gif", every=5)
     with Image.open(gif) as im:
