@@ -60,6 +60,7 @@ __all__ = [
     "rollout_errors",
     "selection_score",
     "peak_neighbours",
+    "free_fall_response",
     "GNSTask",
     "GNSDataConfig",
     "GNSTaskConfig",
@@ -756,6 +757,54 @@ def one_step_errors(
     return sq_model / count, sq_cv / count
 
 
+@torch.no_grad()
+def free_fall_response(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, rtol: float = 1e-2
+) -> dict[str, float]:
+    """How much of a uniform body acceleration (gravity in free flight) the model predicts.
+
+    A frame is *free flight* when every particle has the same true acceleration
+    ``x_{t+1} - 2 x_t + x_{t-1}`` to within ``rtol`` of its size (no contact with a wall
+    or between separate blocks: in the MPM water that is exactly ``g dt^2``). For those
+    frames, from true input windows, the model's accelerations are compared with it.
+
+    Args:
+        positions: [T, n, dim] one ground-truth trajectory.
+        particle_type: [n].
+        rtol: tolerance of "same acceleration", relative to its norm.
+
+    Returns:
+        ``free_fall_frames`` (how many), ``free_fall_ratio`` (mean over those frames and
+        particles of ``a_pred . g / |g|^2``: 1 = the body force learnt, 0 = ignored) and
+        ``free_fall_rms`` (rms of ``|a_pred - g|`` over ``|g|``); NaN when no frame qualifies.
+    """
+    c = model.window
+    acc = positions[2:] - 2 * positions[1:-1] + positions[:-2]  # [T - 2, n, dim], acc[t - 1] at frame t
+    ratios, errors, frames = [], [], 0
+    for t in range(c - 1, positions.shape[0] - 1):
+        a = acc[t - 1].double()
+        g = a.mean(dim=0)
+        size = float(torch.linalg.vector_norm(g))
+        if size == 0.0 or float((a - g).norm(dim=-1).max()) > rtol * size:
+            continue
+        window = positions[t - c + 1 : t + 1].transpose(0, 1)  # [n, C, dim]
+        pred = model({K.POS_HISTORY: window, K.Z: particle_type}).double()
+        ratios.append(float((pred @ g).mean()) / size**2)
+        errors.append(float((pred - g).norm(dim=-1).pow(2).mean()) / size**2)
+        frames += 1
+    nan = float("nan")
+    return {
+        "free_fall_frames": frames,
+        "free_fall_ratio": float(np.mean(ratios)) if ratios else nan,
+        "free_fall_rms": math.sqrt(float(np.mean(errors))) if errors else nan,
+    }
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def excursion(positions: torch.Tensor, bounds: torch.Tensor) -> float:
     """Largest distance (length unit) by which any coordinate lies outside ``bounds`` [dim, 2]; 0 if none."""
     below = bounds[:, 0] - positions
@@ -897,8 +946,11 @@ def evaluate(
         per-trajectory lists and their means, with keys ``one_step_mse``,
         ``cv_one_step_mse``, ``rollout_mse``, ``cv_rollout_mse``, ``max_excursion``,
         ``escaped_particles``, ``escaped_beyond_tolerance``, ``peak_neighbours``,
-        ``true_peak_neighbours``; ``mean_max_excursion`` and the ``mean_*peak_neighbours``
-        are the largest and ``mean_escaped_*`` the totals over the trajectories, not means.
+        ``true_peak_neighbours``, and :func:`free_fall_response`'s ``free_fall_frames``,
+        ``free_fall_ratio`` and ``free_fall_rms``; ``mean_max_excursion`` and the
+        ``mean_*peak_neighbours`` are the largest and ``mean_escaped_*`` and
+        ``mean_free_fall_frames`` the totals over the trajectories, not means (the free-fall
+        ratios are averaged over the trajectories that have such frames).
     """
     model = model.eval()
     dtype = next(model.parameters()).dtype
@@ -915,6 +967,9 @@ def evaluate(
             "escaped_beyond_tolerance",
             "peak_neighbours",
             "true_peak_neighbours",
+            "free_fall_frames",
+            "free_fall_ratio",
+            "free_fall_rms",
         )
     }
     diverged: list[int] = []
@@ -926,8 +981,9 @@ def evaluate(
         n_steps = pos.shape[0] - model.window
         start = time.perf_counter()
         errors = rollout_errors(model, pos, ptype, clamp_to_bounds, neighbour_factor, escape_tolerance)
-        diverged.append(int(errors["diverged_at_step"]))
         seconds = time.perf_counter() - start
+        errors.update(free_fall_response(model, pos, ptype))
+        diverged.append(int(errors["diverged_at_step"]))
         values = (one, one_cv) + tuple(errors[key] for key in list(rows)[2:])
         for key, value in zip(rows, values, strict=True):
             rows[key].append(value)
@@ -937,7 +993,9 @@ def evaluate(
                 f"one-step MSE {one:.3e} (constant velocity {one_cv:.3e}); rollout MSE {values[2]:.3e} "
                 f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e} "
                 f"({values[5]} of {pos.shape[1]} particles left it, {values[6]} by more than "
-                f"{tolerance:.2e}); neighbours per particle up to {values[7]:.1f} (truth {values[8]:.1f})"
+                f"{tolerance:.2e}); neighbours per particle up to {values[7]:.1f} (truth {values[8]:.1f}); "
+                f"in {values[9]} free-fall frames it predicts {values[10]:.2f}x the true acceleration "
+                f"(rms error {values[11]:.2f}x)"
                 + (
                     f"; DIVERGED: particles clumped, rollout stopped before frame {diverged[-1]}"
                     if diverged[-1] >= 0
@@ -957,6 +1015,9 @@ def evaluate(
             "max_excursion": np.max,
             "escaped_particles": np.sum,
             "escaped_beyond_tolerance": np.sum,
+            "free_fall_frames": np.sum,
+            "free_fall_ratio": _nanmean,
+            "free_fall_rms": _nanmean,
             "peak_neighbours": np.max,
             "true_peak_neighbours": np.max,
         }.get(key, np.mean)
@@ -974,7 +1035,9 @@ def evaluate(
             f"{summary['rollout_mse_ratio_cv_over_model']:.1f}x higher); "
             f"max excursion outside the domain {summary['mean_max_excursion']:.3e}; "
             f"{summary['mean_escaped_particles']:.0f} particles left it, "
-            f"{summary['mean_escaped_beyond_tolerance']:.0f} by more than {tolerance:.2e}"
+            f"{summary['mean_escaped_beyond_tolerance']:.0f} by more than {tolerance:.2e}; "
+            f"free fall ({summary['mean_free_fall_frames']:.0f} frames): {summary['mean_free_fall_ratio']:.2f}x "
+            "the true acceleration"
             + (f"; {n_diverged} rollout(s) diverged" if n_diverged else ""),
             flush=True,
         )

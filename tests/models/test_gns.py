@@ -302,6 +302,34 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch() -> None:
     assert task.lr_at(int(task.lr_decay_steps)) == pytest.approx(1e-6 + (3e-3 - 1e-6) * 0.1)
 
 
+def test_free_fall_response_measures_the_learnt_body_force() -> None:
+    """A block in free fall (all particles share g dt^2) is scored against g; frames with a
+    contact (one particle accelerated differently) are left out."""
+    from physnet.train.gns import free_fall_response
+
+    torch.manual_seed(0)
+    model = physnet.models.build_simulator(
+        "gns", bounds=[[0.0, 1.0], [0.0, 1.0]], latent_size=8, hidden_size=8, n_message_passing=1
+    ).double()
+    g = torch.tensor([0.0, -1.5e-4], dtype=torch.float64)
+    t = torch.arange(20, dtype=torch.float64)[:, None, None]
+    grid = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij"), -1).reshape(-1, 2)
+    pos = 0.4 + 0.0075 * grid.double() + 2e-3 * t + 0.5 * g * t * (t + 1)  # [20, 16, 2], acc = g
+    pos[15:, 0] += 1e-3 * (t[15:, 0] - 14) ** 2  # particle 0 hit something: frames 14.. are not free fall
+    ptype = torch.zeros(16, dtype=torch.long)
+    torch.nn.init.zeros_(model.decoder[-1].weight)
+    torch.nn.init.zeros_(model.decoder[-1].bias)
+    model.acc_mean.copy_(g)  # the model predicts exactly g everywhere
+    out = free_fall_response(model, pos, ptype)
+    assert out["free_fall_frames"] == 14 - 5  # windows ending at frames 5..13 (frame t needs t + 1)
+    assert out["free_fall_ratio"] == pytest.approx(1.0) and out["free_fall_rms"] == pytest.approx(0.0, abs=1e-12)
+    model.acc_mean.zero_()  # ignores gravity
+    out = free_fall_response(model, pos, ptype)
+    assert out["free_fall_ratio"] == pytest.approx(0.0, abs=1e-12) and out["free_fall_rms"] == pytest.approx(1.0)
+    still = pos[:1].expand(20, -1, -1)  # at rest: no acceleration, no free-fall frame
+    assert math.isnan(free_fall_response(model, still, ptype)["free_fall_ratio"])
+
+
 def test_excursion_and_escaped_particles() -> None:
     from physnet.train.gns import escaped_particles, excursion
 
@@ -339,6 +367,7 @@ def test_evaluate_and_animation(tmp_path: Path) -> None:
     assert summary["mean_max_excursion"] >= 0
     assert summary["mean_escaped_particles"] == sum(summary["escaped_particles"])
     assert summary["escape_tolerance"] == pytest.approx(0.1 * model.radius)
+    assert summary["mean_free_fall_frames"] == sum(summary["free_fall_frames"])
     assert all(b <= a for a, b in zip(summary["escaped_particles"], summary["escaped_beyond_tolerance"]))
     truth = data.positions[0].numpy()
     gif = animate(truth + 0.01, truth, data.bounds, tmp_path / "a.gif", every=5)
