@@ -245,6 +245,12 @@ class GNSTask(pl.LightningModule):
         pushforward_prob: probability that a batch is pushed forward.
         pushforward_start_step: optimiser steps of plain training before the first pushforward.
         pushforward_target: ``"velocity"`` or ``"position"``, see above.
+        huber_delta: 0 (default): the paper's squared error of the normalised acceleration.
+            ``> 0``: a Huber loss on each particle's normalised error norm ``r``: ``r^2`` for
+            ``r <= delta``, ``2 delta r - delta^2`` beyond, so that the rare violent
+            accelerations (wall impacts) pull with a bounded gradient and do not drown the
+            small, common ones such as gravity in free flight
+            (``scripts/gns_loss_breakdown.py`` measures the split).
         seed: seed of the generator that draws the unroll lengths.
     """
 
@@ -259,9 +265,12 @@ class GNSTask(pl.LightningModule):
         pushforward_prob: float = 0.5,
         pushforward_start_step: int = 0,
         pushforward_target: str = "velocity",
+        huber_delta: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if not huber_delta >= 0.0:
+            raise ValueError(f"huber_delta must be >= 0 (0 = squared error), got {huber_delta}")
         if pushforward_unroll < 0:
             raise ValueError(f"pushforward_unroll must be >= 0 steps, got {pushforward_unroll}")
         if not 0.0 <= pushforward_prob <= 1.0:
@@ -279,6 +288,7 @@ class GNSTask(pl.LightningModule):
         self.pushforward_prob = pushforward_prob
         self.pushforward_start_step = pushforward_start_step
         self.pushforward_target = pushforward_target
+        self.huber_delta = float(huber_delta)
         self._unroll_generator = torch.Generator().manual_seed(seed)
         self._rollouts: list[dict[str, float]] = []  # this validation's rollout scores
         self.validation_history: dict[int, dict[str, float]] = {}  # step -> rollout summary
@@ -287,8 +297,14 @@ class GNSTask(pl.LightningModule):
         return self.model(batch)
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Normalised-acceleration squared error, summed over components, mean over particles."""
-        return ((pred - target) / self.model.acc_std).pow(2).sum(-1).mean()
+        """Normalised-acceleration squared error, summed over components, mean over particles
+        (Huber beyond ``huber_delta`` when that is > 0)."""
+        sq = ((pred - target) / self.model.acc_std).pow(2).sum(-1)  # [n] r^2
+        if self.huber_delta == 0.0:
+            return sq.mean()
+        d = self.huber_delta
+        r = sq.clamp_min(1e-30).sqrt()
+        return torch.where(r <= d, sq, 2 * d * r - d * d).mean()
 
     def sample_unroll(self, step: int) -> int:
         """Number of pushforward steps for the batch at optimiser step ``step`` (0 = plain)."""
@@ -503,6 +519,7 @@ class GNSTaskConfig:
     pushforward_prob: float = 0.5
     pushforward_start_step: int = 0
     pushforward_target: str = "velocity"
+    huber_delta: float = 0.0  # > 0: Huber loss beyond this normalised error (GNSTask); 0: squared error
 
 
 @dataclass
@@ -645,6 +662,7 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         pushforward_prob=cfg.task.pushforward_prob,
         pushforward_start_step=cfg.task.pushforward_start_step,
         pushforward_target=cfg.task.pushforward_target,
+        huber_delta=cfg.task.huber_delta,
         seed=t.seed,
     )
     callbacks: list[Any] = [

@@ -277,6 +277,29 @@ def test_rollout_shapes_and_graph_rebuilt_each_step(monkeypatch: pytest.MonkeyPa
     torch.testing.assert_close(cv[2], window[:, -1] + 3 * (window[:, -1] - window[:, -2]))
 
 
+def test_huber_loss_is_quadratic_then_linear() -> None:
+    """``huber_delta``: the squared error per particle up to delta, 2 delta r - delta^2 beyond
+    (continuous value and slope); 0 keeps the squared error; negative is refused."""
+    from physnet.train.gns import GNSTask
+
+    model = physnet.models.build_simulator("gns", bounds=[[0.0, 1.0], [0.0, 1.0]], latent_size=8, hidden_size=8)
+    model.acc_std.fill_(2.0)
+    target = torch.zeros(3, 2)
+    pred = torch.tensor([[0.6, 0.8], [0.0, 2.0], [6.0, 8.0]])  # normalised error norms r = 0.5, 1, 5
+    plain = GNSTask(model, huber_delta=0.0).loss(pred, target)
+    assert float(plain) == pytest.approx((0.25 + 1.0 + 25.0) / 3)
+    huber = GNSTask(model, huber_delta=1.0)
+    assert float(huber.loss(pred, target)) == pytest.approx((0.25 + 1.0 + (2 * 5 - 1)) / 3)
+    x = torch.tensor([[2.0, 0.0]], requires_grad=True)  # r = 1 = delta: slope 2 r / std = 1 from both sides
+    huber.loss(x, torch.zeros(1, 2)).backward()
+    assert float(x.grad[0, 0]) == pytest.approx(1.0)
+    big = torch.tensor([[20.0, 0.0]], requires_grad=True)  # r = 10: slope bounded at 2 delta / std = 1
+    huber.loss(big, torch.zeros(1, 2)).backward()
+    assert float(big.grad[0, 0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="huber_delta"):
+        GNSTask(model, huber_delta=-1.0)
+
+
 def test_one_training_step_reduces_the_loss_on_a_fixed_batch() -> None:
     """The task's loss, gradients and optimiser are wired: 30 steps on one batch lower the loss by > 25 %."""
     from physnet.train.gns import GNSTask, WindowDataset, collate_windows, load_trajectories
