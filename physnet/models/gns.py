@@ -155,6 +155,15 @@ class GNS(Simulator):
         n_message_passing: message-passing steps ``M`` (unshared). Paper: 10.
         noise_std: std of the training noise on the last input position (length unit);
             only used here to widen the normalisation stds (:meth:`fit_statistics`). Paper: 6.7e-4.
+        body_acceleration: a known uniform body acceleration [dim] in length / frame^2 (gravity:
+            ``[0, -g dt^2]``, ``[0, -1.568e-4]`` m/frame^2 for the 4 ms water frames), or
+            ``None`` (the paper: everything learnt). When given, the decoder's output is
+            added to it instead of to the training data's mean acceleration, so that zero
+            output is free fall and the network learns what the interactions (pressure,
+            walls) add. In the water data the mean acceleration is ~0 (water at rest is
+            held up by the floor) and the free-flight particles, whose acceleration is
+            exactly ``g dt^2``, carry a quarter of a percent of the loss
+            (``scripts/gns_loss_breakdown.py``): trained models predicted 0.1-0.3 of it.
     """
 
     def __init__(
@@ -176,6 +185,7 @@ class GNS(Simulator):
         n_hidden_layers: int = 2,
         n_message_passing: int = 10,
         noise_std: float = 6.7e-4,
+        body_acceleration: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if dim not in (2, 3):
@@ -203,6 +213,14 @@ class GNS(Simulator):
         self.register_buffer("vel_mean", torch.zeros(dim))
         self.register_buffer("vel_std", torch.ones(dim))
         self.register_buffer("acc_mean", torch.zeros(dim))
+        self.body_acceleration = None if body_acceleration is None else tuple(float(a) for a in body_acceleration)
+        if self.body_acceleration is not None:
+            if len(self.body_acceleration) != dim or not all(map(math.isfinite, self.body_acceleration)):
+                raise ValueError(
+                    f"body_acceleration must be {dim} finite numbers (length / frame^2, e.g. "
+                    f"[0, -g dt^2]), got {body_acceleration}"
+                )
+            self.acc_mean.copy_(torch.tensor(self.body_acceleration))
         self.register_buffer("acc_std", torch.ones(dim))
         self.n_particle_types = n_particle_types
         self.boundary_particles = boundary_particles
@@ -248,7 +266,8 @@ class GNS(Simulator):
             trajectories: each [n_frames, n_particles, dim] positions.
 
         The stds are combined with ``noise_std`` as ``sqrt(std^2 + noise_std^2)``, as in
-        ``learning_to_simulate/train.py`` (``_combine_std``).
+        ``learning_to_simulate/train.py`` (``_combine_std``). With ``body_acceleration`` the
+        acceleration offset stays the body acceleration instead of the data's mean.
         """
         vel, acc = [], []
         for traj in trajectories:
@@ -261,7 +280,7 @@ class GNS(Simulator):
         for name, value in (
             ("vel_mean", v_all.mean(0)),
             ("vel_std", (v_all.var(0) + noise).sqrt()),
-            ("acc_mean", a_all.mean(0)),
+            ("acc_mean", a_all.mean(0) if self.body_acceleration is None else self.acc_mean),
             ("acc_std", (a_all.var(0) + noise).sqrt()),
         ):
             buf = getattr(self, name)

@@ -325,6 +325,30 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch() -> None:
     assert task.lr_at(int(task.lr_decay_steps)) == pytest.approx(1e-6 + (3e-3 - 1e-6) * 0.1)
 
 
+def test_body_acceleration_is_the_offset_of_the_decoder() -> None:
+    """With a known body acceleration, fit_statistics keeps it as the offset: a zero decoder
+    predicts free fall exactly; without, the offset is the data's mean acceleration."""
+    from physnet.train.gns import free_fall_response
+
+    g = [0.0, -1.5e-4]
+    t = torch.arange(12, dtype=torch.float64)[:, None, None]
+    grid = torch.stack(torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="ij"), -1).reshape(-1, 2)
+    pos = 0.5 + 0.0075 * grid.double() + 0.5 * torch.tensor(g, dtype=torch.float64) * t * (t + 1)
+    rest = pos[:1].expand(12, -1, -1)  # a second trajectory at rest: the data's mean acceleration is g / 2
+    kwargs = {"bounds": [[0.0, 1.0], [0.0, 1.0]], "latent_size": 8, "hidden_size": 8, "n_message_passing": 1}
+    for body, offset in ((g, g), (None, [0.0, -0.75e-4])):
+        model = physnet.models.build_simulator("gns", body_acceleration=body, **kwargs).double()
+        model.fit_statistics([pos, rest])
+        torch.testing.assert_close(model.acc_mean, torch.tensor(offset, dtype=torch.float64))
+        torch.nn.init.zeros_(model.decoder[-1].weight)
+        torch.nn.init.zeros_(model.decoder[-1].bias)
+        ratio = free_fall_response(model, pos, torch.zeros(9, dtype=torch.long))["free_fall_ratio"]
+        assert ratio == pytest.approx(1.0 if body else 0.5)
+    assert physnet.models.build_simulator("gns", body_acceleration=g, **kwargs).hparams["body_acceleration"] == g
+    with pytest.raises(ValueError, match="body_acceleration"):
+        physnet.models.build_simulator("gns", body_acceleration=[0.0, -1.0, 0.0], **kwargs)
+
+
 def test_free_fall_response_measures_the_learnt_body_force() -> None:
     """A block in free fall (all particles share g dt^2) is scored against g; frames with a
     contact (one particle accelerated differently) are left out."""
