@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for q in (0.99, 0.9):
         top = y >= torch.quantile(y, q)
+        share = 100 * float(e[top].sum() / e.sum())
         print(
-            f"top {100 * (1 - q):.0f} % of particles by true |a|: {100 * float(e[top].sum() / e.sum()):.1f} % "
+            f"top {100 * (1 - q):.0f} % of particles by true |a|: {share:.1f} % "
             f"of the loss ({100 * float(y[top].sum() / y.sum()):.1f} % of the target's second moment)"
         )
     print(

@@ -213,7 +213,9 @@ class GNS(Simulator):
         self.register_buffer("vel_mean", torch.zeros(dim))
         self.register_buffer("vel_std", torch.ones(dim))
         self.register_buffer("acc_mean", torch.zeros(dim))
-        self.body_acceleration = None if body_acceleration is None else tuple(float(a) for a in body_acceleration)
+        self.body_acceleration = (
+            None if body_acceleration is None else tuple(float(a) for a in body_acceleration)
+        )
         if self.body_acceleration is not None:
             if len(self.body_acceleration) != dim or not all(map(math.isfinite, self.body_acceleration)):
                 raise ValueError(
@@ -247,7 +249,9 @@ class GNS(Simulator):
         self.register_buffer("boundary_class", inverse)
         self.register_buffer("boundary_class_pos", points[first])
         # one extra embedding row, the wall particles' type, when they are on
-        self.type_embedding = torch.nn.Embedding(n_particle_types + int(boundary_particles), type_embedding_size)
+        self.type_embedding = torch.nn.Embedding(
+            n_particle_types + int(boundary_particles), type_embedding_size
+        )
         n_walls = (2 * dim if wall_features else 0) * (2 if wall_lookahead else 1)
         n_node_in = (window - 1) * dim + type_embedding_size + n_walls
         self.node_encoder = _mlp(n_node_in, hidden_size, n_hidden_layers, latent_size, layer_norm=True)
@@ -329,7 +333,9 @@ class GNS(Simulator):
             return empty, empty
         walls = self.boundary_pos.to(pos.dtype)
         dist = torch.minimum(pos - self.bounds[:, 0].to(pos.dtype), self.bounds[:, 1].to(pos.dtype) - pos)
-        near = torch.nonzero(dist.min(dim=-1).values < self.radius).squeeze(-1)  # only these can reach a wall particle
+        near = torch.nonzero(dist.min(dim=-1).values < self.radius).squeeze(
+            -1
+        )  # only these can reach a wall particle
         within = torch.cdist(pos[near], walls) < self.radius  # [n_near, n_boundary]
         row, wall = torch.nonzero(within, as_tuple=True)
         return near[row], wall
@@ -401,7 +407,9 @@ class GNS(Simulator):
         node_in, edge_in = self.features(pos_history, graph[K.Z], edge_index)
         n = node_in.shape[0]
         if self.boundary_particles:
-            node_in, edge_in, edge_index = self._add_boundary(pos_history[:, -1], node_in, edge_in, edge_index)
+            node_in, edge_in, edge_index = self._add_boundary(
+                pos_history[:, -1], node_in, edge_in, edge_index
+            )
         node, edge = self.node_encoder(node_in), self.edge_encoder(edge_in)
         for block in self.processor:
             node, edge = block(node, edge, edge_index)
@@ -419,7 +427,9 @@ class GNS(Simulator):
         receiver, wall = self.boundary_edges(last)
         n = node_in.shape[0]
         walls = self.boundary_class_pos.to(last.dtype)  # [n_class, dim] one wall particle per distinct input
-        vel = ((-self.vel_mean / self.vel_std).to(last.dtype)).repeat(self.window - 1)  # zero velocity, normalised
+        vel = ((-self.vel_mean / self.vel_std).to(last.dtype)).repeat(
+            self.window - 1
+        )  # zero velocity, normalised
         wall_type = torch.full((walls.shape[0],), self.n_particle_types, dtype=torch.long, device=last.device)
         parts = [vel.expand(walls.shape[0], -1), self.type_embedding(wall_type)]
         if self.wall_features:

@@ -412,16 +412,27 @@ class GNSTask(pl.LightningModule):
         Logged means over the validation trajectories: ``val/rollout_mse`` (length unit^2;
         inf if a rollout diverged), ``val/escaped_particles`` (particles that left the
         domain), ``val/escaped_beyond_tolerance`` (those more than ``0.1 * radius`` outside,
-        see :func:`rollout_errors`), ``val/diverged`` (fraction of rollouts stopped because their particles
-        clumped) and ``val/compression`` (peak neighbours per particle of the prediction
-        over the truth's, 1 for a fluid as dense as the data's). The saved model is chosen
-        by ``val/selection_score`` (:func:`selection_score`).
+        see :func:`rollout_errors`), ``val/free_fall_ratio`` (:func:`free_fall_response`, over
+        the trajectories with free-fall frames), ``val/diverged`` (fraction of rollouts
+        stopped because their particles clumped) and ``val/compression`` (peak neighbours per
+        particle of the prediction over the truth's, 1 for a fluid as dense as the data's).
+        The saved model is chosen by ``val/selection_score`` (:func:`selection_score`).
         """
         errors = rollout_errors(self.model, item[K.TRAJECTORY], item[K.Z])
         errors["diverged"] = float(errors["diverged_at_step"] >= 0)
         errors["compression"] = errors["peak_neighbours"] / max(errors["true_peak_neighbours"], 1e-300)
         errors["n_steps"] = float(item[K.TRAJECTORY].shape[0] - self.model.window)
         self._rollouts.append(errors)
+        free_fall = free_fall_response(self.model, item[K.TRAJECTORY], item[K.Z])["free_fall_ratio"]
+        if not math.isnan(free_fall):  # a trajectory without a free-fall frame says nothing
+            self.log(
+                "val/free_fall_ratio",
+                free_fall,
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+                add_dataloader_idx=False,
+            )
         names = ("rollout_mse", "cv_rollout_mse", "escaped_particles", "escaped_beyond_tolerance")
         for name in names + ("diverged", "compression"):
             self.log(
@@ -462,6 +473,8 @@ class GNSTask(pl.LightningModule):
                 f"{m['val/escaped_particles']:.0f} particles left the domain per rollout "
                 f"({m.get('val/escaped_beyond_tolerance', float('nan')):.0f} by more than 0.1 R)"
             )
+            if "val/free_fall_ratio" in m:
+                line += f"; free fall {m['val/free_fall_ratio']:.2f}x the true acceleration"
             compression = m.get("val/compression", float("nan"))
             line += f"; peak neighbours per particle {compression:.1f}x the truth's"
             if m.get("val/diverged", 0.0) > 0:
@@ -1054,8 +1067,8 @@ def evaluate(
             f"max excursion outside the domain {summary['mean_max_excursion']:.3e}; "
             f"{summary['mean_escaped_particles']:.0f} particles left it, "
             f"{summary['mean_escaped_beyond_tolerance']:.0f} by more than {tolerance:.2e}; "
-            f"free fall ({summary['mean_free_fall_frames']:.0f} frames): {summary['mean_free_fall_ratio']:.2f}x "
-            "the true acceleration"
+            f"free fall ({summary['mean_free_fall_frames']:.0f} frames): "
+            f"{summary['mean_free_fall_ratio']:.2f}x the true acceleration"
             + (f"; {n_diverged} rollout(s) diverged" if n_diverged else ""),
             flush=True,
         )

@@ -282,7 +282,9 @@ def test_huber_loss_is_quadratic_then_linear() -> None:
     (continuous value and slope); 0 keeps the squared error; negative is refused."""
     from physnet.train.gns import GNSTask
 
-    model = physnet.models.build_simulator("gns", bounds=[[0.0, 1.0], [0.0, 1.0]], latent_size=8, hidden_size=8)
+    model = physnet.models.build_simulator(
+        "gns", bounds=[[0.0, 1.0], [0.0, 1.0]], latent_size=8, hidden_size=8
+    )
     model.acc_std.fill_(2.0)
     target = torch.zeros(3, 2)
     pred = torch.tensor([[0.6, 0.8], [0.0, 2.0], [6.0, 8.0]])  # normalised error norms r = 0.5, 1, 5
@@ -344,7 +346,9 @@ def test_body_acceleration_is_the_offset_of_the_decoder() -> None:
         torch.nn.init.zeros_(model.decoder[-1].bias)
         ratio = free_fall_response(model, pos, torch.zeros(9, dtype=torch.long))["free_fall_ratio"]
         assert ratio == pytest.approx(1.0 if body else 0.5)
-    assert physnet.models.build_simulator("gns", body_acceleration=g, **kwargs).hparams["body_acceleration"] == g
+    assert (
+        physnet.models.build_simulator("gns", body_acceleration=g, **kwargs).hparams["body_acceleration"] == g
+    )
     with pytest.raises(ValueError, match="body_acceleration"):
         physnet.models.build_simulator("gns", body_acceleration=[0.0, -1.0, 0.0], **kwargs)
 
@@ -369,10 +373,14 @@ def test_free_fall_response_measures_the_learnt_body_force() -> None:
     model.acc_mean.copy_(g)  # the model predicts exactly g everywhere
     out = free_fall_response(model, pos, ptype)
     assert out["free_fall_frames"] == 14 - 5  # windows ending at frames 5..13 (frame t needs t + 1)
-    assert out["free_fall_ratio"] == pytest.approx(1.0) and out["free_fall_rms"] == pytest.approx(0.0, abs=1e-12)
+    assert out["free_fall_ratio"] == pytest.approx(1.0) and out["free_fall_rms"] == pytest.approx(
+        0.0, abs=1e-12
+    )
     model.acc_mean.zero_()  # ignores gravity
     out = free_fall_response(model, pos, ptype)
-    assert out["free_fall_ratio"] == pytest.approx(0.0, abs=1e-12) and out["free_fall_rms"] == pytest.approx(1.0)
+    assert out["free_fall_ratio"] == pytest.approx(0.0, abs=1e-12) and out["free_fall_rms"] == pytest.approx(
+        1.0
+    )
     still = pos[:1].expand(20, -1, -1)  # at rest: no acceleration, no free-fall frame
     assert math.isnan(free_fall_response(model, still, ptype)["free_fall_ratio"])
 
@@ -415,7 +423,9 @@ def test_evaluate_and_animation(tmp_path: Path) -> None:
     assert summary["mean_escaped_particles"] == sum(summary["escaped_particles"])
     assert summary["escape_tolerance"] == pytest.approx(0.1 * model.radius)
     assert summary["mean_free_fall_frames"] == sum(summary["free_fall_frames"])
-    assert all(b <= a for a, b in zip(summary["escaped_particles"], summary["escaped_beyond_tolerance"]))
+    assert all(
+        b <= a for a, b in zip(summary["escaped_particles"], summary["escaped_beyond_tolerance"], strict=True)
+    )
     truth = data.positions[0].numpy()
     gif = animate(truth + 0.01, truth, data.bounds, tmp_path / "a.gif", every=5)
     with Image.open(gif) as im:
@@ -756,7 +766,9 @@ def test_windows_with_future_frames() -> None:
     plain = WindowDataset(data, 6)
     assert len(plain) - len(windows) == 3 * len(data)
     k, t = windows.index[-1]
-    assert t + 6 + 3 == data.positions[k].shape[0] - 1  # the last window's last future frame is the last frame
+    assert (
+        t + 6 + 3 == data.positions[k].shape[0] - 1
+    )  # the last window's last future frame is the last frame
     item = windows[-1]
     torch.testing.assert_close(item[K.FUTURE_POS], data.positions[k][t + 7 : t + 10].transpose(0, 1))
     batch = collate([windows[0], windows[5]])  # two windows of trajectory 0
@@ -908,7 +920,9 @@ def test_wall_particles_act_only_near_the_walls() -> None:
     state.update({k: v for k, v in walls.state_dict().items() if k.startswith("boundary_")})
     walls.load_state_dict(state)
     window = random_window(40)
-    window[0] = window[0] - window[0, -1] + torch.tensor([0.05, 0.5], dtype=window.dtype)  # near the left wall
+    window[0] = (
+        window[0] - window[0, -1] + torch.tensor([0.05, 0.5], dtype=window.dtype)
+    )  # near the left wall
     out_plain, out_walls = plain(graph(window)), walls(graph(window))
     assert out_walls.shape == (40, 2)
     far = (window[:, -1] > plain.radius).all(-1) & (window[:, -1] < 1 - plain.radius).all(-1)
@@ -940,7 +954,9 @@ def test_wall_particle_classes_change_nothing() -> None:
     assert float(model.type_embedding.weight.grad[2].abs().max()) > 0  # the wall type's row
     # permuting the particles permutes the output, walls or not
     perm = torch.randperm(40, generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(model(graph(window[perm], ptype[perm])), grouped[perm].detach(), rtol=0, atol=1e-13)
+    torch.testing.assert_close(
+        model(graph(window[perm], ptype[perm])), grouped[perm].detach(), rtol=0, atol=1e-13
+    )
 
 
 def test_boundary_particle_arguments_are_checked() -> None:

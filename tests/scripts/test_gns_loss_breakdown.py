@@ -26,9 +26,18 @@ def test_loss_breakdown_reports_shares(tmp_path: Path, capsys: pytest.CaptureFix
     )
     model.fit_statistics(data.positions)
     model.save(tmp_path / "gns.pt")
-    argv = [str(tmp_path / "gns.pt"), str(FIXTURE), "--stride", "40", "--threads", str(torch.get_num_threads())]
+    argv = [
+        str(tmp_path / "gns.pt"),
+        str(FIXTURE),
+        "--stride",
+        "40",
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     assert module.main(argv) == 0
     out = capsys.readouterr().out
-    shares = [float(line.split(": ")[1].split(" %")[0]) for line in out.splitlines() if line.startswith("top ")]
+    shares = [
+        float(line.split(": ")[1].split(" %")[0]) for line in out.splitlines() if line.startswith("top ")
+    ]
     assert len(shares) == 2 and 0 <= shares[0] <= shares[1] <= 100  # the top 1 % is part of the top 10 %
     assert "free-fall frames:" in out and "mean normalised squared error" in out
