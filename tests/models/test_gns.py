@@ -541,6 +541,10 @@ def test_validation_rollouts_select_the_saved_model(
     assert selected["val_selection_score"] == pytest.approx(min(logged) / (1 + min(logged)), rel=1e-6)
     assert selected["val_diverged_rollouts"] == 0
     assert all(float(r["val/compression"]) > 0.5 for r in rows)  # peak neighbours over the truth's
+    assert all(
+        math.isfinite(float(r["val/free_fall_ratio"])) for r in rows
+    )  # the fixture has free-fall frames
+    assert all("free fall" in line for line in progress)
     assert selected["step"] == 2 * (1 + logged.index(min(logged)))
     model = load_simulator(run / "gns.pt")
     assert next(model.parameters()).dtype == torch.float64  # trained in float64, loaded as such
