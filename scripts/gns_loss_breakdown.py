@@ -22,7 +22,7 @@ import torch
 
 from physnet.data import keys as K
 from physnet.models.simulator import load_simulator
-from physnet.train.gns import load_trajectories
+from physnet.train.gns import is_free_fall, load_trajectories
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         for pos, ptype in zip(data.positions, data.particle_type, strict=True):
             for t in range(c - 1, pos.shape[0] - 1, args.stride):
                 acc = pos[t + 1] - 2 * pos[t] + pos[t - 1]  # [n, dim] true acceleration at frame t
-                g = acc.mean(dim=0)
-                is_free = float((acc - g).norm(dim=-1).max()) <= args.rtol * float(g.norm())
+                is_free = bool(is_free_fall(acc[None], args.rtol)[0])
                 pred = model({K.POS_HISTORY: pos[t - c + 1 : t + 1].transpose(0, 1), K.Z: ptype})
                 errors.append(((pred - acc) / model.acc_std).pow(2).sum(-1).double())
                 targets.append(((acc - model.acc_mean) / model.acc_std).pow(2).sum(-1).double())

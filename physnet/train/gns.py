@@ -61,6 +61,7 @@ __all__ = [
     "selection_score",
     "peak_neighbours",
     "free_fall_response",
+    "is_free_fall",
     "GNSTask",
     "GNSDataConfig",
     "GNSTaskConfig",
@@ -788,6 +789,15 @@ def one_step_errors(
     return sq_model / count, sq_cv / count
 
 
+def is_free_fall(acceleration: torch.Tensor, rtol: float = 1e-2) -> torch.Tensor:
+    """[T] bool: frames of ``acceleration`` [T, n, dim] in which every particle has the same,
+    non-zero acceleration to within ``rtol`` of its norm (free flight, no contact)."""
+    g = acceleration.mean(dim=1, keepdim=True)  # [T, 1, dim]
+    size = torch.linalg.vector_norm(g, dim=-1)[:, 0]  # [T]
+    spread = (acceleration - g).norm(dim=-1).amax(dim=1)  # [T]
+    return (size > 0) & (spread <= rtol * size)
+
+
 @torch.no_grad()
 def free_fall_response(
     model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, rtol: float = 1e-2
@@ -811,13 +821,13 @@ def free_fall_response(
     """
     c = model.window
     acc = positions[2:] - 2 * positions[1:-1] + positions[:-2]  # [T - 2, n, dim], acc[t - 1] at frame t
+    free = is_free_fall(acc.double(), rtol)
     ratios, errors, frames = [], [], 0
     for t in range(c - 1, positions.shape[0] - 1):
-        a = acc[t - 1].double()
-        g = a.mean(dim=0)
-        size = float(torch.linalg.vector_norm(g))
-        if size == 0.0 or float((a - g).norm(dim=-1).max()) > rtol * size:
+        if not free[t - 1]:
             continue
+        g = acc[t - 1].double().mean(dim=0)
+        size = float(torch.linalg.vector_norm(g))
         window = positions[t - c + 1 : t + 1].transpose(0, 1)  # [n, C, dim]
         pred = model({K.POS_HISTORY: window, K.Z: particle_type}).double()
         ratios.append(float((pred @ g).mean()) / size**2)
