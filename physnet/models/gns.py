@@ -36,7 +36,10 @@ Deviations: ``wall_cutoff`` may set the wall-distance scale apart from ``R`` (de
 (``wall_lookahead``) the node also sees the wall distances of its constant-velocity next
 position, negative for a particle about to cross a wall. Optionally (``boundary_particles``) static
 wall particles on and outside the walls join the graph as sender-only nodes, the way the
-paper's WATERRAMPS obstacles and LagrangeBench's walls are particles (see :class:`GNS`). ``forward``
+paper's WATERRAMPS obstacles and LagrangeBench's walls are particles (see :class:`GNS`). Optionally
+(``pairwise_decoder``) the acceleration is a sum of antisymmetric pair terms, which conserves
+momentum (Prantl et al., NeurIPS 2022): a block out of reach of the walls falls with exactly
+the known body acceleration (see :class:`GNS`). ``forward``
 returns the acceleration in physical units (length / frame^2), i.e. the decoder output
 times the std plus the mean; the training loss divides the error by the std again,
 which is the paper's loss on normalised accelerations.
@@ -166,6 +169,20 @@ class GNS(Simulator):
             (``scripts/gns_loss_breakdown.py``): trained models predicted 0.1-0.3 of it.
             Measured with the water config, the network learnt to cancel the offset
             (0.43 g in free flight after 45 minutes); see the README's GNS section.
+        pairwise_decoder: decode the acceleration as a sum of antisymmetric pair terms
+            instead of per node (a deviation from the paper, off by default):
+            ``a_i = body_acceleration + acc_std * sum_j f_ij`` with
+            ``f_ij = phi(v_i, v_j, d_ij, |d_ij|) - phi(v_j, v_i, -d_ij, |d_ij|)``, ``v`` the
+            processed node latents, ``d_ij = (x_j - x_i) / R`` and ``phi`` the decoder MLP.
+            Then ``f_ji = -f_ij`` exactly (Newton's third law), so for equal particle masses
+            the particles' accelerations sum to ``n * body_acceleration`` plus what the wall
+            particles add: a block that touches no wall falls with exactly the body
+            acceleration whatever the network has learnt, and only the walls can hold water
+            up. This is the momentum-conserving construction of Prantl, Ummenhofer, Koltun &
+            Thuerey, "Guaranteed conservation of momentum for learning particle-based fluid
+            dynamics", NeurIPS 2022 (antisymmetric convolutions), on GNS's pair graph. Needs
+            ``body_acceleration`` (zeros for no external field): it is the only uniform
+            acceleration the model can produce.
     """
 
     def __init__(
@@ -188,6 +205,7 @@ class GNS(Simulator):
         n_message_passing: int = 10,
         noise_std: float = 6.7e-4,
         body_acceleration: Sequence[float] | None = None,
+        pairwise_decoder: bool = False,
     ) -> None:
         super().__init__()
         if dim not in (2, 3):
@@ -225,6 +243,13 @@ class GNS(Simulator):
                     f"[0, -g dt^2]), got {body_acceleration}"
                 )
             self.acc_mean.copy_(torch.tensor(self.body_acceleration))
+        if pairwise_decoder and self.body_acceleration is None:
+            raise ValueError(
+                "pairwise_decoder conserves momentum, so the body acceleration is the only uniform "
+                "acceleration it can produce: give body_acceleration ([0, -g dt^2] in length / frame^2 "
+                "for gravity, zeros for no external field)"
+            )
+        self.pairwise_decoder = pairwise_decoder
         self.register_buffer("acc_std", torch.ones(dim))
         self.n_particle_types = n_particle_types
         self.boundary_particles = boundary_particles
@@ -261,7 +286,8 @@ class GNS(Simulator):
         self.processor = torch.nn.ModuleList(
             InteractionNetwork(latent_size, hidden_size, n_hidden_layers) for _ in range(n_message_passing)
         )
-        self.decoder = _mlp(latent_size, hidden_size, n_hidden_layers, dim, layer_norm=False)
+        n_decoder_in = 2 * latent_size + dim + 1 if pairwise_decoder else latent_size
+        self.decoder = _mlp(n_decoder_in, hidden_size, n_hidden_layers, dim, layer_norm=False)
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
@@ -415,7 +441,31 @@ class GNS(Simulator):
         node, edge = self.node_encoder(node_in), self.edge_encoder(edge_in)
         for block in self.processor:
             node, edge = block(node, edge, edge_index)
-        return self.decoder(node[:n]) * self.acc_std + self.acc_mean  # [n, dim]
+        if self.pairwise_decoder:
+            out = self._pair_sum(node, edge_in, edge_index)[:n]
+        else:
+            out = self.decoder(node[:n])
+        return out * self.acc_std + self.acc_mean  # [n, dim]
+
+    def _pair_sum(self, node: torch.Tensor, edge_in: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """``sum_j f_ij`` [n_nodes, dim] of the antisymmetric pair terms (``pairwise_decoder``).
+
+        ``f_ij = phi([v_i, v_j, d_ij, |d_ij|]) - phi([v_j, v_i, -d_ij, |d_ij|])``; the first
+        layer of ``phi`` is applied to the nodes before gathering them (as in
+        :class:`InteractionNetwork`), the displacement columns once per edge with both signs.
+        """
+        i, j = edge_index[0], edge_index[1]
+        first, rest = self.decoder[0], self.decoder[1:]
+        latent, dim = node.shape[-1], self.dim
+        w = first.weight  # [hidden, 2 latent + dim + 1]: columns for v_i, v_j, d_ij, |d_ij|
+        hidden = w.shape[0]
+        projected = node @ torch.cat([w[:, :latent], w[:, latent : 2 * latent]]).t()  # [n, 2 hidden]
+        receiver, sender = projected[:, :hidden], projected[:, hidden:]
+        odd = edge_in[:, :dim] @ w[:, 2 * latent : 2 * latent + dim].t()  # [n_edges, hidden], flips with d
+        even = torch.addmm(first.bias, edge_in[:, dim:], w[:, 2 * latent + dim :].t())
+        ri, rj, si, sj = receiver[i], receiver[j], sender[i], sender[j]
+        f = rest(ri + sj + odd + even) - rest(rj + si - odd + even)  # [n_edges, dim]
+        return scatter_sum(f, i, node.shape[0])
 
     def _add_boundary(
         self, last: torch.Tensor, node_in: torch.Tensor, edge_in: torch.Tensor, edge_index: torch.Tensor

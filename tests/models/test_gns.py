@@ -970,3 +970,67 @@ def test_boundary_particle_arguments_are_checked() -> None:
         small_gns(boundary_particles=True, boundary_layers=0)
     assert small_gns().boundary_pos.shape == (0, 2)  # off by default, and no extra embedding row
     assert small_gns().type_embedding.num_embeddings == 2
+
+
+def _pairwise(**kw) -> GNS:
+    return small_gns(pairwise_decoder=True, body_acceleration=[0.0, -1.5e-4], **kw)
+
+
+def test_pairwise_decoder_is_the_antisymmetric_sum_of_its_mlp() -> None:
+    """The factorised first layer equals phi on the concatenation, f_ij = phi(i, j) - phi(j, i)."""
+    model = _pairwise(wall_features=False)
+    window = random_window(30)
+    g = graph(window)
+    edge_index = model.build_edges(window[:, -1])
+    node_in, edge_in = model.features(window, g[K.Z], edge_index)
+    node, edge = model.node_encoder(node_in), model.edge_encoder(edge_in)
+    for block in model.processor:
+        node, edge = block(node, edge, edge_index)
+    i, j = edge_index
+    d, r = edge_in[:, :2], edge_in[:, 2:]
+    f = model.decoder(torch.cat([node[i], node[j], d, r], -1)) - model.decoder(
+        torch.cat([node[j], node[i], -d, r], -1)
+    )
+    expected = torch.zeros(30, 2, dtype=torch.float64).index_add_(0, i, f) * model.acc_std + model.acc_mean
+    assert edge_index.shape[1] > 60
+    torch.testing.assert_close(model(g), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("walls", ["none", "features", "particles"])
+def test_pairwise_decoder_conserves_momentum_away_from_walls(walls: str) -> None:
+    """Pair terms cancel (Newton's third law): the accelerations of particles that touch no wall
+    sum to n times the body acceleration, and a lone particle falls freely. Wall particles
+    within reach add a net force (the floor holds water up)."""
+    kw = {
+        "none": {"wall_features": False},
+        "features": {},
+        "particles": {"boundary_particles": True},
+    }[walls]
+    model = _pairwise(**kw)
+    window = 0.5 + 0.5 * (random_window(40) - 0.5)  # about [0.35, 0.65]^2: no wall within R = 0.15
+    assert float(torch.minimum(window, 1 - window).min()) > 0.16
+    assert model.build_edges(window[:, -1]).shape[1] > 100
+    with torch.no_grad():
+        acc = model(graph(window))
+    total = acc.sum(0)
+    torch.testing.assert_close(total, 40 * model.acc_mean, rtol=0, atol=1e-15 * 40)
+    assert float((acc - model.acc_mean).abs().max()) > 1e-5  # yet each particle is pushed around
+    lone = torch.tensor([[0.5, 0.5]], dtype=torch.float64).expand(1, 6, 2) + torch.zeros(1, 6, 2)
+    torch.testing.assert_close(model(graph(lone)), model.acc_mean[None], rtol=0, atol=1e-18)
+    if walls == "particles":  # near the floor the wall particles push: momentum is not conserved
+        floor = window.clone()
+        floor[..., 1] -= float(window[:, -1, 1].min()) - 0.01
+        with torch.no_grad():
+            assert float((model(graph(floor)).sum(0) - 40 * model.acc_mean).abs().max()) > 1e-6
+
+
+def test_pairwise_decoder_symmetries_and_arguments() -> None:
+    model = _pairwise(wall_features=False)
+    inputs, kinds = _inputs()
+    report = check_particle_symmetries(
+        _as_3d(model), inputs, kinds, "vector", ("translation", "permutation"), group_key=None
+    )
+    assert max(report.values()) <= 1e-10, report
+    with pytest.raises(ValueError, match="pairwise_decoder.*body_acceleration"):
+        small_gns(pairwise_decoder=True)
+    assert _pairwise().hparams["pairwise_decoder"] is True
