@@ -149,8 +149,14 @@ class GNS(Simulator):
             no acceleration.
         boundary_spacing: distance between wall particles (length unit). ``None``: ``radius / 2``
             (about the fluid's particle spacing in the data here).
+        boundary_radius: how far the wall particles reach (length unit): a particle receives
+            a message from each wall particle closer than this. ``None``: ``radius``. Larger
+            (a deviation from the paper) lets the walls act on a particle that will reach them
+            within the coming frame from further than ``R`` (the 4 ms water frames move a
+            particle up to 3 R); with ``pairwise_decoder`` such a particle has no other way to
+            be stopped.
         boundary_layers: rows of wall particles on each wall, the first on the wall, the
-            others further out. ``None``: ``ceil(radius / boundary_spacing)``, so a particle
+            others further out. ``None``: ``ceil(boundary_radius / boundary_spacing)``, so a particle
             at the wall sees wall particles over its whole radius.
         latent_size: node and edge latent width. Paper: 128.
         hidden_size: hidden width of every MLP. Paper: 128.
@@ -198,6 +204,7 @@ class GNS(Simulator):
         wall_lookahead: bool = False,
         boundary_particles: bool = False,
         boundary_spacing: float | None = None,
+        boundary_radius: float | None = None,
         boundary_layers: int | None = None,
         latent_size: int = 128,
         hidden_size: int = 128,
@@ -254,10 +261,15 @@ class GNS(Simulator):
         self.n_particle_types = n_particle_types
         self.boundary_particles = boundary_particles
         spacing = radius / 2 if boundary_spacing is None else float(boundary_spacing)
+        self.boundary_radius = float(radius if boundary_radius is None else boundary_radius)
+        if self.boundary_radius <= 0:
+            raise ValueError(f"boundary_radius must be > 0, got {boundary_radius}")
         if boundary_particles:
             if spacing <= 0:
                 raise ValueError(f"boundary_spacing must be > 0, got {boundary_spacing}")
-            layers = math.ceil(radius / spacing) if boundary_layers is None else int(boundary_layers)
+            layers = (
+                math.ceil(self.boundary_radius / spacing) if boundary_layers is None else int(boundary_layers)
+            )
             if layers < 1:
                 raise ValueError(f"boundary_layers must be >= 1, got {boundary_layers}")
             points = self.boundary_points(bounds_t, spacing, layers)
@@ -346,7 +358,7 @@ class GNS(Simulator):
         return grid[outside].to(bounds.dtype)
 
     def boundary_edges(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Edges from wall particles to the particles within ``radius`` of them.
+        """Edges from wall particles to the particles within ``boundary_radius`` of them.
 
         Args:
             pos: [n, dim] most recent particle positions (any number of systems: the walls
@@ -361,10 +373,10 @@ class GNS(Simulator):
             return empty, empty
         walls = self.boundary_pos.to(pos.dtype)
         dist = torch.minimum(pos - self.bounds[:, 0].to(pos.dtype), self.bounds[:, 1].to(pos.dtype) - pos)
-        near = torch.nonzero(dist.min(dim=-1).values < self.radius).squeeze(
+        near = torch.nonzero(dist.min(dim=-1).values < self.boundary_radius).squeeze(
             -1
         )  # only these can reach a wall particle
-        within = torch.cdist(pos[near], walls) < self.radius  # [n_near, n_boundary]
+        within = torch.cdist(pos[near], walls) < self.boundary_radius  # [n_near, n_boundary]
         row, wall = torch.nonzero(within, as_tuple=True)
         return near[row], wall
 

@@ -911,6 +911,20 @@ def test_wall_particles_are_the_ones_within_the_radius() -> None:
     assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, expected.tolist()))
     assert 0 not in receiver.tolist()  # the particle in the middle sees no wall particle
     assert {1, 2, 3} <= set(receiver.tolist())  # one outside the box sees them too
+    # boundary_radius = 2 R: the walls reach twice as far, with 4 rows (2 by default) R / 2 apart
+    far = small_gns(boundary_particles=True, boundary_radius=0.3)
+    step = 1 / 14  # 1 / ceil(1 / (R / 2))
+    assert float(far.boundary_pos.min()) == pytest.approx(-3 * step)
+    assert float(model.boundary_pos.min()) == pytest.approx(-step)
+    receiver, wall = far.boundary_edges(pos)
+    expected = torch.nonzero(torch.cdist(pos, far.boundary_pos) < 0.3)
+    assert sorted(map(tuple, torch.stack([receiver, wall], -1).tolist())) == sorted(
+        map(tuple, expected.tolist())
+    )
+    reach = torch.cdist(pos[1:2], far.boundary_pos[wall[receiver == 1]])  # the particle 0.05 from a wall
+    assert 0 not in receiver.tolist() and 0.2 < float(reach.max()) < 0.3
+    with pytest.raises(ValueError, match="boundary_radius"):
+        small_gns(boundary_particles=True, boundary_radius=0.0)
 
 
 def test_wall_particles_act_only_near_the_walls() -> None:
