@@ -67,6 +67,7 @@ def test_training_stopped_by_sigterm_exits_with_143(tmp_path, monkeypatch, capsy
         str(root / "examples" / "configs" / "gns_water.yaml"),
         f"run_dir={run}",
         f"data.train={fixture}",
+        "model.body_acceleration=[0.0, -3.92e-5]",  # gravity for the fixture's 2 ms frames
         "data.valid=",
         "data.test=",
         "data.val_rollouts=0",

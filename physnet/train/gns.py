@@ -591,8 +591,41 @@ def build_from_data(cfg: GNSRunConfig, train: Trajectories) -> GNS:
     model = build_simulator(cfg.model.get("name", "gns"), **hparams)
     if not isinstance(model, GNS):
         raise ValueError(f"physnet gns-train trains GNS models, got {type(model).__name__}")
+    check_body_acceleration(model, train)
     model.fit_statistics(train.positions)
     return model
+
+
+def check_body_acceleration(model: GNS, train: Trajectories, rtol: float = 0.05) -> None:
+    """Compare the model's ``body_acceleration`` with the training data's free-fall frames.
+
+    The body acceleration is in length / frame^2, so it depends on the frame step (gravity
+    is ``[0, -g dt^2]``: -1.568e-4 m for 4 ms frames, -3.92e-5 m for 2 ms). In frames where
+    every particle shares one acceleration (:func:`is_free_fall`) the data show it directly.
+
+    Raises:
+        ValueError: it differs from their mean acceleration by more than ``rtol`` of its size.
+    """
+    if model.body_acceleration is None:
+        return
+    total, frames = torch.zeros(model.dim, dtype=torch.float64), 0
+    for x in train.positions:
+        acc = (x[2:] - 2 * x[1:-1] + x[:-2]).double()  # [T - 2, n, dim]
+        free = is_free_fall(acc)
+        total += acc[free].mean(dim=1).sum(dim=0)
+        frames += int(free.sum())
+    if frames == 0:
+        return
+    measured = total / frames
+    body = torch.tensor(model.body_acceleration, dtype=torch.float64)
+    if float(torch.linalg.vector_norm(body - measured)) > rtol * float(torch.linalg.vector_norm(measured)):
+        found = ", ".join(f"{v:.4g}" for v in measured.tolist())
+        raise ValueError(
+            f"model.body_acceleration={list(model.body_acceleration)} (length / frame^2) but the "
+            f"{frames} free-fall frames of the training data accelerate at [{found}] (frame step "
+            f"{train.frame_dt} s); set model.body_acceleration=[{found}], i.e. [0, -g dt^2] for "
+            "this frame step, or null to learn it"
+        )
 
 
 def train_gns(cfg: GNSRunConfig) -> Path:

@@ -26,6 +26,8 @@ from physnet.testing import TOLERANCES, check_particle_symmetries
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "data" / "mpm_water" / "water_fixture.npz"
 BOUNDS = [[0.0, 1.0], [0.0, 1.0]]
+# the config's body acceleration is gravity for 4 ms frames; the fixture's frames are 2 ms apart
+FIXTURE_GRAVITY = "model.body_acceleration=[0.0, -3.92e-5]"
 
 
 def small_gns(dtype: torch.dtype = torch.float64, **kw) -> GNS:
@@ -444,6 +446,7 @@ def test_cli_train_and_rollout_on_the_fixture(tmp_path: Path, capsys: pytest.Cap
     overrides = [
         f"run_dir={run}",
         f"data.train={fixture}",
+        FIXTURE_GRAVITY,
         f"data.valid={fixture}",
         f"data.test={fixture}",
         "data.eval_trajectories=1",
@@ -512,6 +515,7 @@ def test_validation_rollouts_select_the_saved_model(
         [
             f"run_dir={tmp_path / 'run'}",
             f"data.train={fixture}",
+            FIXTURE_GRAVITY,
             f"data.valid={fixture}",
             "data.test=",
             "data.val_stride=50",
@@ -860,6 +864,7 @@ def test_pushforward_training_runs_from_the_config(tmp_path: Path) -> None:
         [
             f"run_dir={tmp_path / 'run'}",
             f"data.train={FIXTURE}",
+            FIXTURE_GRAVITY,
             "data.valid=",
             "data.test=",
             "data.val_rollouts=0",
@@ -1048,3 +1053,16 @@ def test_pairwise_decoder_symmetries_and_arguments() -> None:
     with pytest.raises(ValueError, match="pairwise_decoder.*body_acceleration"):
         small_gns(pairwise_decoder=True)
     assert _pairwise().hparams["pairwise_decoder"] is True
+
+
+def test_body_acceleration_must_match_the_free_fall_of_the_training_data() -> None:
+    """Gravity in length / frame^2 depends on the frame step: the 4 ms config's value on the
+    2 ms fixture is refused with the value the data show."""
+    from physnet.train.gns import check_body_acceleration, load_trajectories
+
+    data = load_trajectories(FIXTURE)
+    kw = {"latent_size": 8, "hidden_size": 8, "n_message_passing": 1}
+    with pytest.raises(ValueError, match=r"free-fall frames .* accelerate at \[.*-3.92e-05\]"):
+        check_body_acceleration(GNS(body_acceleration=[0.0, -1.568e-4], **kw), data)
+    check_body_acceleration(GNS(body_acceleration=[0.0, -3.92e-5], **kw), data)
+    check_body_acceleration(GNS(**kw), data)  # learnt: nothing to check
