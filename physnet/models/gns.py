@@ -173,7 +173,7 @@ class GNS(Simulator):
             held up by the floor) and the free-flight particles, whose acceleration is
             exactly ``g dt^2``, carry a quarter of a percent of the loss
             (``scripts/gns_loss_breakdown.py``): trained models predicted 0.1-0.3 of it.
-            Measured with the water config, the network learnt to cancel the offset
+            Measured with the per-node decoder, the network learnt to cancel the offset
             (0.43 g in free flight after 45 minutes); see the README's GNS section.
         pairwise_decoder: decode the acceleration as a sum of antisymmetric pair terms
             instead of per node (a deviation from the paper, off by default):
