@@ -153,7 +153,7 @@ class GNS(Simulator):
             a message from each wall particle closer than this. ``None``: ``radius``. Larger
             (a deviation from the paper) lets the walls act on a particle that will reach them
             within the coming frame from further than ``R`` (the 4 ms water frames move a
-            particle up to 3 R); with ``pairwise_decoder`` such a particle has no other way to
+            particle up to 0.058 m = 3.9 R); with ``pairwise_decoder`` such a particle has no other way to
             be stopped.
         boundary_layers: rows of wall particles on each wall, the first on the wall, the
             others further out. ``None``: ``ceil(boundary_radius / boundary_spacing)``, so a particle
