@@ -991,6 +991,50 @@ def test_boundary_particle_arguments_are_checked() -> None:
     assert small_gns().type_embedding.num_embeddings == 2
 
 
+def test_wall_nodes_reach_the_nearest_point_on_each_wall() -> None:
+    """``wall_edges``: one edge per wall within ``boundary_radius``, its displacement pointing to
+    the particle's nearest point on that wall (in units of R), clamped to the wall behind it."""
+    model = small_gns(wall_edges=True, boundary_radius=0.3)  # R = 0.15, reach 2 R
+    pos = torch.tensor([[0.5, 0.5], [0.1, 0.5], [0.05, 0.98], [0.5, -0.01], [1.02, 0.6]], dtype=torch.float64)
+    receiver, wall, disp = model.wall_node_edges(pos)
+    got = {(int(r), int(w)): d.tolist() for r, w, d in zip(receiver, wall, disp, strict=True)}
+    expected = {  # walls: 0 left, 1 floor, 2 right, 3 lid
+        (1, 0): [-0.1 / 0.15, 0.0],
+        (2, 0): [-0.05 / 0.15, 0.0],
+        (2, 3): [0.0, 0.02 / 0.15],
+        (3, 1): [0.0, 0.0],  # behind the floor: put on it
+        (4, 2): [0.0, 0.0],  # behind the right wall
+    }
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(
+            torch.tensor(got[key], dtype=torch.float64), torch.tensor(value, dtype=torch.float64)
+        )
+    near = small_gns(wall_edges=True)  # default reach R: the particle 0.1 from the left wall only
+    assert near.wall_node_edges(pos[1:2])[0].tolist() == [0]
+    assert near.wall_node_edges(torch.tensor([[0.2, 0.5]], dtype=torch.float64))[0].numel() == 0
+    with pytest.raises(ValueError, match="choose one"):
+        small_gns(wall_edges=True, boundary_particles=True)
+
+
+def test_a_flat_wall_acts_the_same_all_along_it() -> None:
+    """With wall nodes (and no wall-distance features) sliding water along the floor changes
+    nothing, as for a real flat floor; wall particles make the floor bumpy."""
+    window = 0.1 * random_window(30)  # 0.1 wide, touching the floor
+    window[..., 0] += 0.3
+    slid = window + torch.tensor([0.25, 0.0], dtype=torch.float64)
+    assert float(window[..., 0].min()) > 0.15 + 1e-3 and float(slid[..., 0].max()) < 0.85 - 1e-3
+    for kw, flat in (({"wall_edges": True}, True), ({"boundary_particles": True}, False)):
+        model = _pairwise(wall_features=False, **kw)
+        with torch.no_grad():
+            a, b = model(graph(window)), model(graph(slid))
+        assert float((a - model.acc_mean).abs().max()) > 1e-6  # the floor acts
+        if flat:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+        else:
+            assert float((a - b).abs().max()) > 1e-9
+
+
 def _pairwise(**kw) -> GNS:
     return small_gns(pairwise_decoder=True, body_acceleration=[0.0, -1.5e-4], **kw)
 
@@ -1015,7 +1059,7 @@ def test_pairwise_decoder_is_the_antisymmetric_sum_of_its_mlp() -> None:
     torch.testing.assert_close(model(g), expected, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("walls", ["none", "features", "particles"])
+@pytest.mark.parametrize("walls", ["none", "features", "particles", "wall_edges"])
 def test_pairwise_decoder_conserves_momentum_away_from_walls(walls: str) -> None:
     """Pair terms cancel (Newton's third law): the accelerations of particles that touch no wall
     sum to n times the body acceleration, and a lone particle falls freely. Wall particles
@@ -1024,6 +1068,7 @@ def test_pairwise_decoder_conserves_momentum_away_from_walls(walls: str) -> None
         "none": {"wall_features": False},
         "features": {},
         "particles": {"boundary_particles": True},
+        "wall_edges": {"wall_edges": True},
     }[walls]
     model = _pairwise(**kw)
     window = 0.5 + 0.5 * (random_window(40) - 0.5)  # about [0.35, 0.65]^2: no wall within R = 0.15
@@ -1036,7 +1081,7 @@ def test_pairwise_decoder_conserves_momentum_away_from_walls(walls: str) -> None
     assert float((acc - model.acc_mean).abs().max()) > 1e-5  # yet each particle is pushed around
     lone = torch.tensor([[0.5, 0.5]], dtype=torch.float64).expand(1, 6, 2) + torch.zeros(1, 6, 2)
     torch.testing.assert_close(model(graph(lone)), model.acc_mean[None], rtol=0, atol=1e-18)
-    if walls == "particles":  # near the floor the wall particles push: momentum is not conserved
+    if walls in ("particles", "wall_edges"):  # near the floor the walls push: momentum is not conserved
         floor = window.clone()
         floor[..., 1] -= float(window[:, -1, 1].min()) - 0.01
         with torch.no_grad():
