@@ -505,6 +505,19 @@ class GNS(Simulator):
         f = rest(ri + sj + odd + even) - rest(rj + si - odd + even)  # [n_edges, dim]
         return scatter_sum(f, i, node.shape[0])
 
+    def _static_node_input(self, points: torch.Tensor) -> torch.Tensor:
+        """Node input [m, n_node_in] of static wall nodes at ``points`` [m, dim]: zero velocity
+        (normalised), the walls' type embedding and, with ``wall_features``, their wall distances."""
+        m = points.shape[0]
+        vel = (-self.vel_mean / self.vel_std).to(points.dtype).repeat(self.window - 1)  # zero, normalised
+        wall_type = torch.full((m,), self.n_particle_types, dtype=torch.long, device=points.device)
+        parts = [vel.expand(m, -1), self.type_embedding(wall_type)]
+        if self.wall_features:
+            parts.append(self._wall_distances(points))
+            if self.wall_lookahead:
+                parts.append(self._wall_distances(points))
+        return torch.cat(parts, dim=-1)
+
     def _add_boundary(
         self, last: torch.Tensor, node_in: torch.Tensor, edge_in: torch.Tensor, edge_index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -517,20 +530,11 @@ class GNS(Simulator):
         receiver, wall = self.boundary_edges(last)
         n = node_in.shape[0]
         walls = self.boundary_class_pos.to(last.dtype)  # [n_class, dim] one wall particle per distinct input
-        vel = ((-self.vel_mean / self.vel_std).to(last.dtype)).repeat(
-            self.window - 1
-        )  # zero velocity, normalised
-        wall_type = torch.full((walls.shape[0],), self.n_particle_types, dtype=torch.long, device=last.device)
-        parts = [vel.expand(walls.shape[0], -1), self.type_embedding(wall_type)]
-        if self.wall_features:
-            parts.append(self._wall_distances(walls))
-            if self.wall_lookahead:
-                parts.append(self._wall_distances(walls))
         disp = (self.boundary_pos[wall].to(last.dtype) - last[receiver]) / self.radius  # [n_edges, dim]
         edge_b = torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
         index_b = torch.stack([receiver, self.boundary_class[wall] + n])
         return (
-            torch.cat([node_in, torch.cat(parts, dim=-1)]),
+            torch.cat([node_in, self._static_node_input(walls)]),
             torch.cat([edge_in, edge_b]),
             torch.cat([edge_index, index_b], dim=1),
         )
@@ -566,16 +570,9 @@ class GNS(Simulator):
         bounds = self.bounds.to(last.dtype)
         mid = bounds.mean(-1).expand(2 * dim, dim).clone()  # [2 dim, dim] each wall's midpoint
         mid[torch.arange(2 * dim), torch.arange(2 * dim) % dim] = bounds.t().reshape(-1)
-        vel = ((-self.vel_mean / self.vel_std).to(last.dtype)).repeat(self.window - 1)  # zero, normalised
-        wall_type = torch.full((2 * dim,), self.n_particle_types, dtype=torch.long, device=last.device)
-        parts = [vel.expand(2 * dim, -1), self.type_embedding(wall_type)]
-        if self.wall_features:
-            parts.append(self._wall_distances(mid))
-            if self.wall_lookahead:
-                parts.append(self._wall_distances(mid))
         edge_w = torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
         return (
-            torch.cat([node_in, torch.cat(parts, dim=-1)]),
+            torch.cat([node_in, self._static_node_input(mid)]),
             torch.cat([edge_in, edge_w]),
             torch.cat([edge_index, torch.stack([receiver, wall + n])], dim=1),
         )

@@ -157,11 +157,21 @@ def test_permutation_within_systems_of_a_batch() -> None:
     torch.testing.assert_close(both[20:], model(graph(w[20:])), rtol=0, atol=1e-14)
 
 
-def test_walls_break_translation_invariance() -> None:
+@pytest.mark.parametrize(
+    "walls",
+    [
+        {},
+        {"wall_edges": True},
+        {"wall_edges": True, "pairwise_decoder": True, "body_acceleration": [0, -1e-3]},
+    ],
+    ids=["features", "wall_nodes", "wall_nodes_pairwise"],
+)
+def test_walls_break_translation_invariance(walls: dict) -> None:
     """With wall features on, the distance to the walls is an input: a translation moves the
     particles relative to the fixed walls and changes the accelerations. Translation is then
-    not a symmetry of the model, by design (the walls are not translated with the fluid)."""
-    model = small_gns(wall_features=True)
+    not a symmetry of the model, by design (the walls are not translated with the fluid).
+    Wall nodes keep permutation equivariance (through the kit)."""
+    model = small_gns(wall_features=True, **walls)
     inputs, kinds = _inputs()
     fn = _as_3d(model)
     scale = float(fn(**inputs).abs().max())
