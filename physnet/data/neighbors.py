@@ -58,6 +58,44 @@ def check_cell(cell: torch.Tensor, pbc: torch.Tensor, graph_index: int = 0) -> N
         )
 
 
+MAX_SPAN_IN_CUTOFFS = 1.0e4
+
+
+def check_span(pos: torch.Tensor, periodic: torch.Tensor, cutoff: float, graph: int = 0) -> None:
+    """Refuse positions that are not finite or span more than ``MAX_SPAN_IN_CUTOFFS`` cutoffs
+    along a non-periodic axis, with a message that names the fix.
+
+    vesin-torch 0.6.2 kills the process (SIGFPE) on such input: points spread over 1e5 cutoffs
+    along two axes of a flat system crashed it here (a GNS rollout whose particles ran away).
+    No real system without periodicity is ten thousand cutoffs wide; positions that are have
+    blown up or are in the wrong unit.
+
+    Args:
+        pos: [n, 3] positions of one graph.
+        periodic: [3] bool.
+        cutoff: the neighbour cutoff, same length unit.
+        graph: the graph's index, for the message.
+    """
+    if pos.shape[0] == 0:
+        return
+    if not bool(torch.isfinite(pos).all()):
+        bad = int(torch.nonzero(~torch.isfinite(pos).all(-1))[0])
+        raise ValueError(
+            f"graph {graph}: atom {bad} has a non-finite position {pos[bad].tolist()}; a simulation "
+            "that produced it has blown up (check its time step and the model's forces)"
+        )
+    span = (pos.amax(0) - pos.amin(0)) / cutoff  # [3]
+    span = torch.where(periodic, torch.zeros_like(span), span)
+    if float(span.max()) > MAX_SPAN_IN_CUTOFFS:
+        axis = int(span.argmax())
+        raise ValueError(
+            f"graph {graph}: positions span {float(span[axis]):.3g} cutoffs along axis {axis} "
+            f"(more than {MAX_SPAN_IN_CUTOFFS:.0e}), which the neighbour list cannot handle. Atoms or "
+            "particles this far apart mean a simulation that blew up or positions in the wrong length "
+            "unit; check them."
+        )
+
+
 def radius_graph(
     pos: torch.Tensor,
     cutoff: float,
@@ -119,6 +157,7 @@ def radius_graph(
             continue
         periodic = pbc[g].to(torch.bool)
         check_cell(cell64[g], periodic, g)
+        check_span(pos64[start : start + count], periodic, cutoff, g)
         i, j, shift = calculator.compute(
             points=pos64[start : start + count],
             box=cell64[g],

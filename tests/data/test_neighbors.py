@@ -376,6 +376,30 @@ def test_non_positive_cutoff_raises(cutoff: float) -> None:
         radius_graph(torch.zeros(2, 3), cutoff)
 
 
+def test_non_finite_or_far_flung_positions_raise() -> None:
+    """Positions vesin would crash the process on (SIGFPE: 1e5 cutoffs along two axes of a flat
+    system) or that are not finite raise a ValueError naming the problem; periodic axes, whose
+    positions are wrapped, are exempt."""
+    pos = torch.rand(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pos[:, 2] = 0.0
+    wide = pos.clone()
+    wide[0, 0], wide[1, 1] = 1500.0, 1500.0
+    with pytest.raises(ValueError, match="span 1e\\+05 cutoffs along axis"):
+        radius_graph(wide, 0.015)
+    bad = pos.clone()
+    bad[7, 1] = float("nan")
+    with pytest.raises(ValueError, match="atom 7 has a non-finite position"):
+        radius_graph(bad, 0.015)
+    ok = pos.clone()
+    ok[0, 0] = 100.0  # 6.7e3 cutoffs: allowed
+    assert radius_graph(ok, 0.015)[0].shape[1] > 0
+    cell = torch.diag(torch.tensor([2000.0, 1.0, 1.0], dtype=torch.float64))
+    periodic = torch.tensor([True, False, False])
+    far = pos.clone()
+    far[0, 0] = 1999.0  # 1.3e5 cutoffs along a periodic axis: fine
+    assert radius_graph(far, 0.015, cell=cell, pbc=periodic)[0].shape[1] > 0
+
+
 def test_isolated_atom_has_no_edges() -> None:
     pos = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [20.0, 0.0, 0.0]], dtype=torch.float64)
     edge_index, edge_shift = radius_graph(pos, 2.0)
