@@ -171,9 +171,16 @@ class GNS(Simulator):
             particle and wall within reach whatever the reach, so the reach can exceed the
             farthest move per frame, and is one-sided: for a particle behind the wall the
             distance is clamped to 0, so it feels what it would feel on the wall instead
-            of an input no training frame had. The wall nodes' input is zero velocity, the
-            wall type's embedding and, with ``wall_features``, the wall distances of the
-            wall's midpoint; they receive no messages.
+            of an input no training frame had (see ``signed_wall_distance``). The wall nodes'
+            input is zero velocity, the wall type's embedding and, with ``wall_features``,
+            the wall distances of the wall's midpoint; they receive no messages.
+        signed_wall_distance: with ``wall_edges``, do not clamp a particle behind a wall onto
+            it: its wall edge's displacement points back to the wall (into the box) and the
+            distance column holds the signed distance, negative behind the wall. Both then
+            continue linearly through the wall, so a particle that crossed it gets an input
+            that says how far, from which the model can push it back; clamped, every depth
+            looks like standing on the wall. Off by default (the models trained before it
+            clamp).
         latent_size: node and edge latent width. Paper: 128.
         hidden_size: hidden width of every MLP. Paper: 128.
         n_hidden_layers: hidden layers per MLP. Paper: 2.
@@ -223,6 +230,7 @@ class GNS(Simulator):
         boundary_radius: float | None = None,
         boundary_layers: int | None = None,
         wall_edges: bool = False,
+        signed_wall_distance: bool = False,
         latent_size: int = 128,
         hidden_size: int = 128,
         n_hidden_layers: int = 2,
@@ -282,6 +290,9 @@ class GNS(Simulator):
                 "wall_edges and boundary_particles are two representations of the same walls: choose one"
             )
         self.wall_edges = wall_edges
+        if signed_wall_distance and not wall_edges:
+            raise ValueError("signed_wall_distance is a property of the wall edges: it needs wall_edges=True")
+        self.signed_wall_distance = signed_wall_distance
         spacing = radius / 2 if boundary_spacing is None else float(boundary_spacing)
         self.boundary_radius = float(radius if boundary_radius is None else boundary_radius)
         if self.boundary_radius <= 0:
@@ -546,31 +557,35 @@ class GNS(Simulator):
             pos: [n, dim] most recent particle positions.
 
         Returns:
-            ``(receiver, wall, disp)``: [n_edges] particle indices, [n_edges] wall indices
-            (``0 .. dim-1`` the lower walls along each axis, ``dim .. 2 dim - 1`` the upper
-            ones) and [n_edges, dim] displacements from the particle to its nearest point on
-            the wall in units of ``radius``, the distance clamped to >= 0 (a particle behind
-            a wall is put on it).
+            ``(receiver, wall, disp, distance)``: [n_edges] particle indices, [n_edges] wall
+            indices (``0 .. dim-1`` the lower walls along each axis, ``dim .. 2 dim - 1`` the
+            upper ones), [n_edges, dim] displacements from the particle to its nearest point
+            on the wall and [n_edges] distances to the wall, both in units of ``radius``.
+            Behind a wall the distance is clamped to 0 (the particle is put on the wall), or
+            with ``signed_wall_distance`` it is negative and the displacement points back
+            into the box.
         """
         dim = self.dim
         bounds = self.bounds.to(pos.dtype)
         inside = torch.cat([pos - bounds[:, 0], bounds[:, 1] - pos], dim=-1)  # [n, 2 dim], > 0 inside
         receiver, wall = torch.nonzero(inside < self.boundary_radius, as_tuple=True)
-        depth = inside[receiver, wall].clamp_min(0.0) / self.radius  # [n_edges]
+        distance = inside[receiver, wall] / self.radius  # [n_edges], signed
+        if not self.signed_wall_distance:
+            distance = distance.clamp_min(0.0)
         outward = torch.where(wall < dim, -1.0, 1.0).to(pos.dtype)  # the lower wall lies below
-        disp = torch.nn.functional.one_hot(wall % dim, dim).to(pos.dtype) * (outward * depth)[:, None]
-        return receiver, wall, disp
+        disp = torch.nn.functional.one_hot(wall % dim, dim).to(pos.dtype) * (outward * distance)[:, None]
+        return receiver, wall, disp, distance
 
     def _add_wall_nodes(
         self, last: torch.Tensor, node_in: torch.Tensor, edge_in: torch.Tensor, edge_index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Append one sender node per wall (nodes ``n .. n + 2 dim - 1``) and its edges."""
-        receiver, wall, disp = self.wall_node_edges(last)
+        receiver, wall, disp, distance = self.wall_node_edges(last)
         n, dim = node_in.shape[0], self.dim
         bounds = self.bounds.to(last.dtype)
         mid = bounds.mean(-1).expand(2 * dim, dim).clone()  # [2 dim, dim] each wall's midpoint
         mid[torch.arange(2 * dim), torch.arange(2 * dim) % dim] = bounds.t().reshape(-1)
-        edge_w = torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
+        edge_w = torch.cat([disp, distance[:, None]], dim=-1)  # distance = |disp| unless signed behind
         return (
             torch.cat([node_in, self._static_node_input(mid)]),
             torch.cat([edge_in, edge_w]),
@@ -597,27 +612,32 @@ def euler_step(pos_history: torch.Tensor, acceleration: torch.Tensor) -> torch.T
 
 
 class RolloutDiverged(RuntimeError):
-    """A rollout stopped because its particles clumped (see :func:`rollout`).
+    """A rollout stopped because its particles clumped or flew away (see :func:`rollout`).
 
     Attributes:
-        step: index of the frame (0-based, counted from the first predicted one) whose
-            graph exceeded the neighbour limit; frames ``0 .. step - 1`` were predicted.
+        step: index of the frame (0-based, counted from the first predicted one) that would
+            have been predicted next; frames ``0 .. step - 1`` were predicted.
         positions: [step, n, dim] the frames predicted before the stop; the last of them
-            is the one whose graph was over the limit.
-        mean_neighbours: neighbours per particle in the offending graph.
+            is the one that broke the limit.
+        mean_neighbours: neighbours per particle in the last frame's graph (``nan`` when the
+            rollout stopped because a particle flew away, before the graph was built).
+        excursion: how far the furthest particle of the last frame is outside the domain
+            (length unit; ``inf`` for a non-finite position).
     """
 
-    def __init__(self, step: int, positions: torch.Tensor, mean_neighbours: float, limit: float) -> None:
-        super().__init__(
-            f"rollout stopped before predicting frame {step}: {mean_neighbours:.1f} neighbours per particle "
-            f"within the connectivity radius, above the limit of {limit:.1f}. The predicted particles have "
-            "clumped (a model this far outside its training data has diverged, and the radius graph "
-            "grows towards all pairs, each step slower than the last). Train longer or with more "
-            "noise, or raise max_mean_neighbours to let the rollout go on."
-        )
+    def __init__(
+        self,
+        step: int,
+        positions: torch.Tensor,
+        reason: str,
+        mean_neighbours: float = math.nan,
+        excursion: float = 0.0,
+    ) -> None:
+        super().__init__(f"rollout stopped before predicting frame {step}: {reason}")
         self.step = step
         self.positions = positions
         self.mean_neighbours = mean_neighbours
+        self.excursion = excursion
 
 
 @torch.no_grad()
@@ -629,6 +649,7 @@ def rollout(
     batch: torch.Tensor | None = None,
     clamp_to_bounds: bool = False,
     max_mean_neighbours: float | None = None,
+    max_excursion: float | None = None,
 ) -> torch.Tensor:
     """Roll the simulator out for ``n_steps`` frames, rebuilding the graph every step.
 
@@ -649,12 +670,18 @@ def rollout(
             can pile particles together; the graph then approaches all ``n^2`` pairs and a
             300-step rollout of 500 particles was seen to take tens of minutes instead of
             seconds. :func:`physnet.train.gns.rollout_errors` sets it from the data.
+        max_excursion: stop with :class:`RolloutDiverged` once a particle is further than
+            this outside ``model.bounds`` (length unit), or not finite (``None``: only the
+            latter). A model that pushes particles further out the further out they are
+            runs them away exponentially; their coordinates soon span so many connectivity
+            radii that the neighbour list refuses them (:func:`physnet.data.neighbors.radius_graph`).
+            :func:`physnet.train.gns.rollout_errors` sets it to 10 box lengths.
 
     Returns:
         [n_steps, n, dim] predicted positions of frames ``C .. C + n_steps - 1``.
 
     Raises:
-        RolloutDiverged: the neighbour limit was exceeded; it carries the frames predicted so far.
+        RolloutDiverged: a limit was exceeded; it carries the frames predicted so far.
     """
     window = initial_window
     n = window.shape[0]
@@ -662,11 +689,35 @@ def rollout(
     if particle_type is None:
         particle_type = torch.zeros(n, dtype=torch.long, device=window.device)
     out: list[torch.Tensor] = []
+    limit = math.inf if max_excursion is None else float(max_excursion)
     for step in range(n_steps):
-        edge_index = model.build_edges(window[:, -1], batch)
+        last = window[:, -1]
+        outside = torch.maximum(lo - last, last - hi).amax().nan_to_num(nan=math.inf)  # length unit
+        if not math.isfinite(float(outside)) or float(outside) > limit:
+            done = torch.stack(out) if out else initial_window.new_zeros(0, n, initial_window.shape[-1])
+            raise RolloutDiverged(
+                step,
+                done,
+                f"a particle is {float(outside):.3g} outside the domain, beyond the limit of {limit:.3g} "
+                "(length unit). The model pushes particles that crossed a wall further out; train it "
+                "longer, with more noise or pushforward, or raise max_excursion to let it go on.",
+                excursion=float(outside),
+            )
+        edge_index = model.build_edges(last, batch)
         if max_mean_neighbours is not None and edge_index.shape[1] > max_mean_neighbours * n:
             done = torch.stack(out) if out else initial_window.new_zeros(0, n, initial_window.shape[-1])
-            raise RolloutDiverged(step, done, edge_index.shape[1] / n, max_mean_neighbours)
+            mean = edge_index.shape[1] / n
+            raise RolloutDiverged(
+                step,
+                done,
+                f"{mean:.1f} neighbours per particle within the connectivity radius, above the limit of "
+                f"{max_mean_neighbours:.1f}. The predicted particles have clumped (a model this far outside "
+                "its training data has diverged, and the radius graph grows towards all pairs, each step "
+                "slower than the last). Train longer or with more noise, or raise max_mean_neighbours to "
+                "let the rollout go on.",
+                mean_neighbours=mean,
+                excursion=float(outside),
+            )
         graph = {K.POS_HISTORY: window, K.Z: particle_type, K.EDGE_INDEX: edge_index}
         if batch is not None:
             graph[K.BATCH] = batch

@@ -672,6 +672,42 @@ def test_rollout_stops_when_the_particles_clump() -> None:
     torch.testing.assert_close(rollout(model, window, 12, max_mean_neighbours=n), free, rtol=0, atol=0)
 
 
+def test_rollout_stops_when_a_particle_runs_away() -> None:
+    """A model that pushes particles out of the box, faster the further out they are, stops with
+    ``RolloutDiverged`` once one is more than ``max_excursion`` outside (and at once on a
+    non-finite position), instead of running on until the neighbour list refuses the positions."""
+    from physnet.models.gns import RolloutDiverged
+
+    model = small_gns()  # bounds [0, 1]^2
+
+    def forward(g: dict[str, torch.Tensor]) -> torch.Tensor:  # x_{t+1} - 1 = 2 (x_t - 1) beyond x = 1
+        last, prev = g[K.POS_HISTORY][:, -1], g[K.POS_HISTORY][:, -2]
+        return torch.relu(last - 1.0) - (last - prev)
+
+    model.forward = forward  # type: ignore[method-assign]
+    window = 0.5 + 0.1 * random_window(20)
+    window[0] = torch.tensor([1.01, 0.5], dtype=torch.float64)  # at rest, 0.01 past the right wall
+    free = rollout(model, window, 12)
+    outside = free[:, 0, 0] - 1.0
+    torch.testing.assert_close(outside, 0.01 * 2.0 ** torch.arange(1, 13, dtype=torch.float64))
+    with pytest.raises(RolloutDiverged, match="outside the domain") as stop:
+        rollout(model, window, 12, max_excursion=1.0)
+    k = stop.value.step  # frame k - 1 is 0.01 * 2^k outside: first k with 2^k > 100 is 7
+    assert k == 7 and stop.value.excursion == pytest.approx(1.28)
+    torch.testing.assert_close(stop.value.positions, free[:k], rtol=0, atol=0)
+    broken = window.clone()
+    broken[3, -1, 1] = float("nan")
+    with pytest.raises(RolloutDiverged, match="inf outside") as stop:
+        rollout(model, broken, 12)  # no limit given: only a non-finite position stops it
+    assert stop.value.step == 0 and stop.value.positions.shape == (0, 20, 2)
+    from physnet.train.gns import rollout_errors, runaway_excursion
+
+    assert runaway_excursion(model) == 10.0  # 10 box lengths
+    truth = torch.cat([window.transpose(0, 1), free.clone()])  # [C + 12, n, 2]
+    scores = rollout_errors(model, truth, torch.zeros(20, dtype=torch.long))
+    assert scores["diverged_at_step"] == 10 and scores["rollout_mse"] == math.inf  # 0.01 * 2^10 > 10
+
+
 def test_a_clumping_rollout_scores_as_diverged(tmp_path: Path) -> None:
     """``rollout_errors``/``evaluate`` score a clumping rollout as diverged (MSE = inf, the step it
     stopped at) instead of running it to the end; the animation ends where the rollout stopped."""
@@ -1006,7 +1042,8 @@ def test_wall_nodes_reach_the_nearest_point_on_each_wall() -> None:
     the particle's nearest point on that wall (in units of R), clamped to the wall behind it."""
     model = small_gns(wall_edges=True, boundary_radius=0.3)  # R = 0.15, reach 2 R
     pos = torch.tensor([[0.5, 0.5], [0.1, 0.5], [0.05, 0.98], [0.5, -0.01], [1.02, 0.6]], dtype=torch.float64)
-    receiver, wall, disp = model.wall_node_edges(pos)
+    receiver, wall, disp, distance = model.wall_node_edges(pos)
+    torch.testing.assert_close(distance, torch.linalg.vector_norm(disp, dim=-1))  # clamped: |disp|
     got = {(int(r), int(w)): d.tolist() for r, w, d in zip(receiver, wall, disp, strict=True)}
     expected = {  # walls: 0 left, 1 floor, 2 right, 3 lid
         (1, 0): [-0.1 / 0.15, 0.0],
@@ -1025,6 +1062,34 @@ def test_wall_nodes_reach_the_nearest_point_on_each_wall() -> None:
     assert near.wall_node_edges(torch.tensor([[0.2, 0.5]], dtype=torch.float64))[0].numel() == 0
     with pytest.raises(ValueError, match="choose one"):
         small_gns(wall_edges=True, boundary_particles=True)
+
+
+def test_signed_wall_distance_continues_through_the_wall() -> None:
+    """``signed_wall_distance``: behind a wall the displacement points back into the box and the
+    distance column is negative; both are linear in the position across the wall."""
+    model = small_gns(wall_edges=True, signed_wall_distance=True, boundary_radius=0.3)  # R = 0.15
+    pos = torch.tensor([[0.5, 0.03], [0.5, -0.03], [1.06, 0.5]], dtype=torch.float64)
+    receiver, wall, disp, distance = model.wall_node_edges(pos)
+    assert receiver.tolist() == [0, 1, 2] and wall.tolist() == [1, 1, 2]  # floor, floor, right wall
+    torch.testing.assert_close(distance, torch.tensor([0.2, -0.2, -0.4], dtype=torch.float64))
+    expected = torch.tensor([[0.0, -0.2], [0.0, 0.2], [-0.4, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(disp, expected)  # inside: towards the wall; behind: back to it
+    # the wall edges' features fed to the network: [disp, signed distance]
+    window = pos[:, None, :].expand(-1, model.window, -1).contiguous()
+    g = graph(window)
+    edge_index = model.build_edges(window[:, -1])
+    node_in, edge_in = model.features(window, g[K.Z], edge_index)
+    _, edge_all, index_all = model._add_wall_nodes(window[:, -1], node_in, edge_in, edge_index)
+    from_walls = index_all[1] >= 3
+    torch.testing.assert_close(edge_all[from_walls], torch.cat([expected, distance[:, None]], -1))
+    clamped = small_gns(wall_edges=True, boundary_radius=0.3)
+    clamped.load_state_dict(model.state_dict())
+    inside = graph(window[:1])
+    with torch.no_grad():
+        torch.testing.assert_close(clamped(inside), model(inside), rtol=0, atol=0)  # same in the box
+        assert float((clamped(g) - model(g))[1:].abs().max()) > 1e-6  # they differ behind a wall
+    with pytest.raises(ValueError, match="needs wall_edges"):
+        small_gns(signed_wall_distance=True)
 
 
 def test_a_flat_wall_acts_the_same_all_along_it() -> None:
