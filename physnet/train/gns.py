@@ -252,7 +252,19 @@ class GNSTask(pl.LightningModule):
             accelerations (wall impacts) pull with a bounded gradient and do not drown the
             small, common ones such as gravity in free flight
             (``scripts/gns_loss_breakdown.py`` measures the split).
-        seed: seed of the generator that draws the unroll lengths.
+        wall_excursion_prob: in the batches that are not pushed forward, the probability
+            that a particle within ``wall_excursion_depth`` of a wall is moved behind it (0 =
+            off; a deviation from the paper). Its whole window moves along the wall's outward
+            normal (its velocities stay) until the last position is ``u ~ U(0,
+            wall_excursion_depth)`` behind the wall, and its target is the acceleration that
+            lands the Euler step on its true next position. The training frames have no
+            particle behind a wall (the MPM solver clamps them into the box) beyond what the
+            input noise puts there, yet rollouts carry particles centimetres through the
+            walls; this gives the model examples of bringing them back. Use it with inputs
+            that say how far behind the wall a particle is (``wall_features`` or the model's
+            ``signed_wall_distance``).
+        wall_excursion_depth: the largest depth behind a wall (length unit).
+        seed: seed of the generators that draw the unroll lengths and the wall excursions.
     """
 
     def __init__(
@@ -267,9 +279,18 @@ class GNSTask(pl.LightningModule):
         pushforward_start_step: int = 0,
         pushforward_target: str = "velocity",
         huber_delta: float = 0.0,
+        wall_excursion_prob: float = 0.0,
+        wall_excursion_depth: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= wall_excursion_prob <= 1.0:
+            raise ValueError(f"wall_excursion_prob must lie in [0, 1], got {wall_excursion_prob}")
+        if wall_excursion_prob > 0 and not wall_excursion_depth > 0:
+            raise ValueError(
+                "wall_excursion_prob > 0 needs wall_excursion_depth > 0 (length unit), "
+                f"got {wall_excursion_depth}"
+            )
         if not huber_delta >= 0.0:
             raise ValueError(f"huber_delta must be >= 0 (0 = squared error), got {huber_delta}")
         if pushforward_unroll < 0:
@@ -291,6 +312,9 @@ class GNSTask(pl.LightningModule):
         self.pushforward_target = pushforward_target
         self.huber_delta = float(huber_delta)
         self._unroll_generator = torch.Generator().manual_seed(seed)
+        self.wall_excursion_prob = float(wall_excursion_prob)
+        self.wall_excursion_depth = float(wall_excursion_depth)
+        self._excursion_generator = torch.Generator().manual_seed(seed + 1)
         self._rollouts: list[dict[str, float]] = []  # this validation's rollout scores
         self.validation_history: dict[int, dict[str, float]] = {}  # step -> rollout summary
 
@@ -357,13 +381,43 @@ class GNSTask(pl.LightningModule):
         history, next_pos = batch[K.POS_HISTORY], batch[K.NEXT_POS]
         noise = random_walk_noise(history, self.noise_std)
         if unroll == 0:
-            return history + noise, noisy_target_acceleration(history, next_pos, noise), noise
+            target = noisy_target_acceleration(history, next_pos, noise)
+            if self.wall_excursion_prob == 0.0:
+                return history + noise, target, noise
+            inputs, moved = self.wall_excursion(history + noise)
+            landing = next_pos - 2 * inputs[:, -1] + inputs[:, -2]  # Euler step onto the true next position
+            return inputs, torch.where(moved[:, None], landing, target), inputs - history
         inputs, history, next_pos = self.push_forward(batch, history + noise, unroll)
         if self.pushforward_target == "velocity":
             target = noisy_target_acceleration(history, next_pos, inputs - history)
         else:
             target = next_pos - 2 * inputs[:, -1] + inputs[:, -2]
         return inputs, target, inputs - history
+
+    @torch.no_grad()
+    def wall_excursion(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move some particles near a wall behind it (``wall_excursion_prob``).
+
+        Args:
+            window: [n, C, dim] input positions.
+
+        Returns:
+            the window [n, C, dim] with each chosen particle's positions moved along the
+            outward normal of its nearest wall until its last position is ``u ~ U(0,
+            wall_excursion_depth)`` behind that wall, and [n] bool, which particles moved.
+        """
+        n, _, dim = window.shape
+        bounds = self.model.bounds.to(window.dtype)
+        last = window[:, -1]
+        inside = torch.cat([last - bounds[:, 0], bounds[:, 1] - last], dim=-1)  # [n, 2 dim]
+        distance, wall = inside.min(dim=-1)  # [n] to the nearest wall (negative: already behind)
+        draw = torch.rand(n, 2, generator=self._excursion_generator, dtype=torch.float64)
+        draw = draw.to(device=window.device, dtype=window.dtype)
+        moved = (distance < self.wall_excursion_depth) & (draw[:, 0] < self.wall_excursion_prob)
+        shift = (distance + draw[:, 1] * self.wall_excursion_depth) * moved  # [n] length unit
+        outward = torch.where(wall < dim, -1.0, 1.0).to(window.dtype)
+        normal = torch.nn.functional.one_hot(wall % dim, dim).to(window.dtype) * outward[:, None]  # [n, dim]
+        return window + (shift[:, None] * normal)[:, None, :], moved
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         unroll = self.sample_unroll(self.global_step)
@@ -415,7 +469,7 @@ class GNSTask(pl.LightningModule):
         domain), ``val/escaped_beyond_tolerance`` (those more than ``0.1 * radius`` outside,
         see :func:`rollout_errors`), ``val/free_fall_ratio`` (:func:`free_fall_response`, over
         the trajectories with free-fall frames), ``val/diverged`` (fraction of rollouts
-        stopped because their particles clumped) and ``val/compression`` (peak neighbours per
+        stopped because their particles clumped or ran away) and ``val/compression`` (peak neighbours per
         particle of the prediction over the truth's, 1 for a fluid as dense as the data's).
         The saved model is chosen by ``val/selection_score`` (:func:`selection_score`).
         """
@@ -479,7 +533,8 @@ class GNSTask(pl.LightningModule):
             compression = m.get("val/compression", float("nan"))
             line += f"; peak neighbours per particle {compression:.1f}x the truth's"
             if m.get("val/diverged", 0.0) > 0:
-                line += f"; {100 * m['val/diverged']:.0f} % of the rollouts diverged (particles clumped)"
+                share = 100 * m["val/diverged"]
+                line += f"; {share:.0f} % of the rollouts diverged (particles clumped or ran away)"
         print(line, flush=True)
 
     def lr_at(self, step: int) -> float:
@@ -534,6 +589,9 @@ class GNSTaskConfig:
     pushforward_start_step: int = 0
     pushforward_target: str = "velocity"
     huber_delta: float = 0.0  # > 0: Huber loss beyond this normalised error (GNSTask); 0: squared error
+    # train some particles near a wall moved behind it, to be brought back (GNSTask; 0 = off)
+    wall_excursion_prob: float = 0.0
+    wall_excursion_depth: float = 0.0  # length unit
 
 
 @dataclass
@@ -710,6 +768,8 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         pushforward_start_step=cfg.task.pushforward_start_step,
         pushforward_target=cfg.task.pushforward_target,
         huber_delta=cfg.task.huber_delta,
+        wall_excursion_prob=cfg.task.wall_excursion_prob,
+        wall_excursion_depth=cfg.task.wall_excursion_depth,
         seed=t.seed,
     )
     callbacks: list[Any] = [
@@ -1085,7 +1145,7 @@ def evaluate(
                 f"in {values[9]} free-fall frames it predicts {values[10]:.2f}x the true acceleration "
                 f"(rms error {values[11]:.2f}x)"
                 + (
-                    f"; DIVERGED: particles clumped, rollout stopped before frame {diverged[-1]}"
+                    f"; DIVERGED: particles clumped or ran away, rollout stopped before frame {diverged[-1]}"
                     if diverged[-1] >= 0
                     else ""
                 ),

@@ -877,6 +877,46 @@ def test_pushforward_targets_undo_the_models_own_error(target: str) -> None:
     )
 
 
+def test_wall_excursions_move_particles_behind_the_wall_and_aim_back() -> None:
+    """``wall_excursion_prob``: particles within ``wall_excursion_depth`` of a wall are moved out
+    along its normal, their velocities kept, up to that depth behind it; their target lands the
+    Euler step on the true next position; the rest keep the plain noisy example."""
+    from physnet.train.gns import GNSTask
+
+    model = small_gns()  # bounds [0, 1]^2
+    last = torch.tensor([[0.5, 0.5], [0.03, 0.4], [0.6, 0.98], [0.2, 0.02]], dtype=torch.float64)
+    vel = torch.tensor([[0.0, -0.01], [-0.01, 0.0], [0.0, 0.01], [0.005, -0.01]], dtype=torch.float64)
+    steps = torch.arange(-model.window + 1, 1, dtype=torch.float64)[None, :, None]  # [1, C, 1]
+    history = last[:, None] + steps * vel[:, None]  # [4, C, 2] straight lines
+    next_pos = last + vel + torch.tensor([0.0, -1e-4], dtype=torch.float64)
+    batch = {K.POS_HISTORY: history, K.NEXT_POS: next_pos, K.Z: torch.zeros(4, dtype=torch.long)}
+    task = GNSTask(model, noise_std=0.0, wall_excursion_prob=1.0, wall_excursion_depth=0.05)
+    inputs, target, error = task.training_example(batch)
+    moved = torch.tensor([False, True, True, True])
+    torch.testing.assert_close(inputs[~moved], history[~moved], rtol=0, atol=0)
+    shift = (inputs - history)[:, -1]
+    torch.testing.assert_close(
+        inputs - history, shift[:, None].expand_as(history), rtol=0, atol=0
+    )  # same velocities
+    assert shift[1, 0] < -0.03 and shift[2, 1] > 0.02 and shift[3, 1] < -0.02  # out through the nearest wall
+    assert shift[1, 1] == shift[2, 0] == shift[3, 0] == 0.0
+    behind = torch.stack([-inputs[1, -1, 0], inputs[2, -1, 1] - 1.0, -inputs[3, -1, 1]])
+    assert bool(((behind > 0) & (behind < 0.05)).all())
+    torch.testing.assert_close(euler_step(inputs, target)[moved], next_pos[moved], rtol=0, atol=1e-15)
+    torch.testing.assert_close(
+        target[0], next_pos[0] - 2 * history[0, -1] + history[0, -2], rtol=0, atol=1e-15
+    )  # untouched: the plain target
+    torch.testing.assert_close(error, inputs - history, rtol=0, atol=0)
+    draws = GNSTask(model, wall_excursion_prob=0.25, wall_excursion_depth=2.0).wall_excursion(
+        torch.rand(4000, model.window, 2, dtype=torch.float64)
+    )[1]
+    assert 0.2 < float(draws.double().mean()) < 0.3  # every particle is within 2 of a wall here
+    with pytest.raises(ValueError, match="wall_excursion_depth"):
+        GNSTask(model, wall_excursion_prob=0.5)
+    with pytest.raises(ValueError, match="wall_excursion_prob"):
+        GNSTask(model, wall_excursion_prob=1.5, wall_excursion_depth=0.1)
+
+
 def test_unroll_sampling_schedule() -> None:
     from physnet.train.gns import GNSTask
 
