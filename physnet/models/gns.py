@@ -38,7 +38,8 @@ position, negative for a particle about to cross a wall. Optionally (``boundary_
 wall particles on and outside the walls join the graph as sender-only nodes, the way the
 paper's WATERRAMPS obstacles and LagrangeBench's walls are particles (see :class:`GNS`), or
 (``wall_edges``) each wall is one sender node joined to every particle within reach at the
-particle's nearest point on it, as FIGNet joins particles to mesh faces. Optionally
+particle's nearest point on it, as FIGNet joins particles to mesh faces, with the distance
+clamped onto the wall or (``signed_wall_distance``) negative behind it. Optionally
 (``pairwise_decoder``) the acceleration is a sum of antisymmetric pair terms, which conserves
 momentum (Prantl et al., NeurIPS 2022): a block out of reach of the walls falls with exactly
 the known body acceleration (see :class:`GNS`). ``forward``
