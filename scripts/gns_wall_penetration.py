@@ -6,10 +6,17 @@ wall (lower walls along each axis, then upper ones; in 2D: left, floor, right, l
 number of particles more than ``--tolerance`` behind it, their median depth and the
 deepest, in mm for positions in m. The truth of the MPM data never leaves the box.
 
+With ``--all`` it rolls out every trajectory of the file instead and prints, per
+trajectory and wall, how long the particles stay out: the particles ever more than
+``--tolerance`` behind the wall, the particle-frames they spend there, the number of
+separate stays, the longest stay in frames and the deepest point (mm).
+
 Example::
 
     python scripts/gns_wall_penetration.py runs/gns_water/run/gns.pt \
         runs/gns_water/data_4ms/test.npz --trajectory 4
+    python scripts/gns_wall_penetration.py runs/gns_water/run/gns.pt \
+        runs/gns_water/data_4ms/test.npz --all
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 
 from physnet.models.gns import rollout
 from physnet.models.simulator import load_simulator
-from physnet.train.gns import load_trajectories
+from physnet.train.gns import Trajectories, load_trajectories
 
 
 def penetration(positions: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
@@ -29,11 +36,66 @@ def penetration(positions: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
     return torch.cat([bounds[:, 0] - positions, positions - bounds[:, 1]], dim=-1).clamp_min(0.0)
 
 
+def stays(outside: torch.Tensor) -> dict[str, int]:
+    """How long particles stay outside: ``outside`` [T, n] bool, frame by frame.
+
+    Returns ``particles`` (outside in at least one frame), ``frames`` (particle-frames
+    outside), ``stays`` (separate runs of consecutive frames outside, over all particles)
+    and ``longest`` (frames, the longest such run).
+    """
+    run = torch.zeros(outside.shape[1], dtype=torch.long)
+    longest = torch.zeros_like(run)
+    for frame in outside:
+        run = (run + 1) * frame
+        longest = torch.maximum(longest, run)
+    starts = outside[:1].sum() + (outside[1:] & ~outside[:-1]).sum()
+    return {
+        "particles": int(outside.any(dim=0).sum()),
+        "frames": int(outside.sum()),
+        "stays": int(starts),
+        "longest": int(longest.max()) if longest.numel() else 0,
+    }
+
+
+def _row(cells: list[dict[str, float]]) -> str:
+    return " | ".join(
+        f"{s['particles']}, {s['frames']}, {s['stays']}, {s['longest']}, {s['deepest']:.1f}" for s in cells
+    )
+
+
+def summary(model: torch.nn.Module, data: Trajectories, tolerance: float) -> None:
+    """Per trajectory and wall: particles ever out, particle-frames, stays, longest stay, deepest."""
+    c = model.window
+    bounds = torch.as_tensor(data.bounds)
+    print(f"per trajectory and wall (lower walls, then upper), more than {tolerance:g} outside:")
+    print("trajectory | particles, particle-frames, stays, longest stay (frames), deepest (mm)")
+    totals = None
+    for k, (pos, ptype) in enumerate(zip(data.positions, data.particle_type, strict=True)):
+        with torch.no_grad():
+            pred = rollout(model, pos[:c].transpose(0, 1), pos.shape[0] - c, particle_type=ptype)
+        depth = penetration(pred, bounds)  # [T, n, 2 dim]
+        cells = []
+        for w in range(depth.shape[-1]):
+            s = stays(depth[:, :, w] > tolerance)
+            s["deepest"] = float(depth[:, :, w].max()) * 1e3
+            cells.append(s)
+        print(f"{k:10d} | " + _row(cells))
+        if totals is None:
+            totals = [dict.fromkeys(s, 0) for s in cells]
+        for t, s in zip(totals, cells, strict=True):
+            for key in ("particles", "frames", "stays"):
+                t[key] += s[key]
+            t["longest"] = max(t["longest"], s["longest"])
+            t["deepest"] = max(t["deepest"], s["deepest"])
+    print("       all | " + _row(totals))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="gns.pt written by physnet gns-train")
     parser.add_argument("data", help=".npz of trajectories (scripts/generate_mpm_water.py)")
     parser.add_argument("--trajectory", type=int, default=0, help="index of the trajectory")
+    parser.add_argument("--all", action="store_true", help="every trajectory: how long particles stay out")
     parser.add_argument("--every", type=int, default=50, help="print every n-th rollout frame")
     parser.add_argument("--tolerance", type=float, default=1.5e-3, help="length unit: count deeper ones")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
@@ -42,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     model = load_simulator(args.model).eval()
     data = load_trajectories(args.data, next(model.parameters()).dtype)
+    if args.all:
+        summary(model, data, args.tolerance)
+        return 0
     if not 0 <= args.trajectory < len(data.positions):
         raise SystemExit(f"--trajectory must be in 0..{len(data.positions) - 1}, got {args.trajectory}")
     pos, ptype = data.positions[args.trajectory], data.particle_type[args.trajectory]

@@ -31,6 +31,28 @@ def test_penetration_depth_per_wall() -> None:
     torch.testing.assert_close(depth, expected, atol=1e-6, rtol=0)
 
 
+def test_stays_counts_runs_of_frames_outside() -> None:
+    # 3 particles, 6 frames: the first is out twice (2 frames, then 1), the second once for 3 frames
+    outside = torch.tensor(
+        [
+            [1, 0, 0],
+            [1, 1, 0],
+            [0, 1, 0],
+            [0, 1, 0],
+            [1, 0, 0],
+            [0, 0, 0],
+        ],
+        dtype=torch.bool,
+    )
+    assert _module().stays(outside) == {"particles": 2, "frames": 6, "stays": 3, "longest": 3}
+    assert _module().stays(torch.zeros(4, 2, dtype=torch.bool)) == {
+        "particles": 0,
+        "frames": 0,
+        "stays": 0,
+        "longest": 0,
+    }
+
+
 def test_script_runs_on_the_fixture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = load_trajectories(FIXTURE)
     model = physnet.models.build_simulator(
@@ -46,5 +68,11 @@ def test_script_runs_on_the_fixture(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert len(rows) == len(range(0, n_frames, 20)) + (1 if (n_frames - 1) % 20 else 0)
     assert all(len(row.split("|")) == 5 for row in rows)  # frame + 4 walls in 2D
     assert "particles ever more than" in out
+    assert _module().main([*argv, "--all"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "|" in line and line.split("|")[0].strip().isdigit()]
+    assert len(rows) == len(data.positions)
+    assert all(len(row.split("|")) == 5 and len(row.split("|")[1].split(",")) == 5 for row in rows)
+    assert out.splitlines()[-1].split("|")[0].strip() == "all"
     with pytest.raises(SystemExit, match="--trajectory"):
         _module().main([str(tmp_path / "gns.pt"), str(FIXTURE), "--trajectory", "99"])
