@@ -917,6 +917,34 @@ def test_wall_excursions_move_particles_behind_the_wall_and_aim_back() -> None:
         GNSTask(model, wall_excursion_prob=1.5, wall_excursion_depth=0.1)
 
 
+def test_wall_penalty_charges_only_landing_further_out_than_the_target() -> None:
+    """``wall_penalty``: the hinge is zero inside the box and wherever the prediction lands no
+    further out than the target; beyond that it is the squared normalised overshoot, and its
+    gradient pushes the prediction back into the box."""
+    from physnet.train.gns import GNSTask
+
+    model = small_gns()  # bounds [0, 1]^2
+    with torch.no_grad():
+        model.acc_std.copy_(torch.tensor([0.01, 0.02]))
+    last = torch.tensor([[0.5, 0.5], [0.3, 0.01], [0.99, 0.6], [0.99, 0.4]], dtype=torch.float64)
+    history = last[:, None].expand(-1, model.window, -1).clone()  # at rest: lands at last + a
+    target = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.015, 0.0], [0.015, 0.0]], dtype=torch.float64)
+    pred = torch.tensor([[0.3, -0.4], [0.0, -0.03], [0.013, 0.0], [0.02, 0.0]], dtype=torch.float64)
+    pred.requires_grad_(True)
+    task = GNSTask(model, wall_penalty=10.0)
+    penalty = task.outside_penalty(history, pred, target)
+    # particle 0: far off but inside; 1: 0.02 through the floor (target inside); 2: 0.003 out, less
+    # than the target's 0.005; 3: 0.01 out, 0.005 further than the target
+    expected = ((0.02 / 0.02) ** 2 + (0.005 / 0.01) ** 2) / 4
+    assert float(penalty) == pytest.approx(expected, rel=1e-6)
+    penalty.backward()
+    assert pred.grad[1, 1] < 0 and pred.grad[3, 0] > 0  # descent: back up through the floor, back left
+    assert float(pred.grad[0].abs().sum()) == float(pred.grad[2].abs().sum()) == 0.0
+    assert float(task.outside_penalty(history, target, target)) == 0.0
+    with pytest.raises(ValueError, match="wall_penalty"):
+        GNSTask(model, wall_penalty=-1.0)
+
+
 def test_unroll_sampling_schedule() -> None:
     from physnet.train.gns import GNSTask
 
@@ -939,8 +967,9 @@ def test_unroll_sampling_schedule() -> None:
 
 
 def test_pushforward_training_runs_from_the_config(tmp_path: Path) -> None:
-    """``task.pushforward_*`` reach the task: 4 steps with pushforward from step 2 log the unroll
-    lengths (0, 0 then 1..2) and the input's error against the truth."""
+    """``task.pushforward_*`` and ``task.wall_penalty`` reach the task: 4 steps with pushforward
+    from step 2 log the unroll lengths (0, 0 then 1..2), the input's error against the truth and
+    the wall hinge."""
     import csv
 
     from physnet.train.gns import load_gns_config, train_gns
@@ -962,11 +991,13 @@ def test_pushforward_training_runs_from_the_config(tmp_path: Path) -> None:
             "task.pushforward_unroll=2",
             "task.pushforward_prob=1",
             "task.pushforward_start_step=2",
+            "task.wall_penalty=10",
         ],
     )
     run = train_gns(cfg)
     with open(run / "logs" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("train/unroll")]
+    assert all(float(r["train/wall_penalty"]) >= 0 for r in rows)
     unrolls = [float(r["train/unroll"]) for r in rows]
     assert len(unrolls) == 4 and unrolls[:2] == [0.0, 0.0] and all(u in (1.0, 2.0) for u in unrolls[2:])
     errors = [float(r["train/input_error"]) for r in rows]
