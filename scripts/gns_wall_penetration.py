@@ -11,6 +11,11 @@ trajectory and wall, how long the particles stay out: the particles ever more th
 ``--tolerance`` behind the wall, the particle-frames they spend there, the number of
 separate stays, the longest stay in frames and the deepest point (mm).
 
+With ``--one-step`` it predicts every frame of every trajectory from the true previous
+``C`` frames (no rollout) and prints, per trajectory and wall, the particle-frames that
+land more than ``--tolerance`` behind the wall and the deepest: what the model gets wrong
+at the walls before any drift of its own, next to the truth's count.
+
 Example::
 
     python scripts/gns_wall_penetration.py runs/gns_water/run/gns.pt \
@@ -25,6 +30,7 @@ import argparse
 
 import torch
 
+from physnet.data import keys as K
 from physnet.models.gns import rollout
 from physnet.models.simulator import load_simulator
 from physnet.train.gns import Trajectories, load_trajectories
@@ -90,12 +96,51 @@ def summary(model: torch.nn.Module, data: Trajectories, tolerance: float) -> Non
     print("       all | " + _row(totals))
 
 
+def one_step(model: torch.nn.Module, data: Trajectories, tolerance: float) -> torch.Tensor:
+    """Predictions from the true window that land behind a wall, per trajectory and wall.
+
+    Prints, per trajectory, for each wall the particle-frames whose one-step prediction
+    lies more than ``tolerance`` behind it, the deepest (mm), and the truth's count of
+    frames more than ``tolerance`` behind any wall. Returns the counts [n_trajectories, 2 dim].
+    """
+    c = model.window
+    bounds = torch.as_tensor(data.bounds)
+    print(f"one-step predictions from the true window, more than {tolerance:g} behind each wall")
+    print("trajectory | per wall (lower walls, then upper): particle-frames, deepest (mm) | truth")
+    counts = []
+    for k, (pos, ptype) in enumerate(zip(data.positions, data.particle_type, strict=True)):
+        with torch.no_grad():
+            pred = torch.stack(
+                [
+                    model.step({K.POS_HISTORY: pos[t - c : t].transpose(0, 1), K.Z: ptype})
+                    for t in range(c, len(pos))
+                ]
+            )
+        depth = penetration(pred, bounds)  # [T - C, n, 2 dim]
+        count = (depth > tolerance).sum(dim=(0, 1))
+        deepest = depth.amax(dim=(0, 1)) * 1e3
+        truth = int((penetration(pos[c:], bounds).amax(-1) > tolerance).sum())
+        cells = " | ".join(f"{int(n)}, {float(d):.1f}" for n, d in zip(count, deepest, strict=True))
+        print(f"{k:10d} | {cells} | {truth}")
+        counts.append(count)
+    counts_t = torch.stack(counts)
+    print(
+        "       all | "
+        + " | ".join(str(int(n)) for n in counts_t.sum(0))
+        + f" | total {int(counts_t.sum())}"
+    )
+    return counts_t
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="gns.pt written by physnet gns-train")
     parser.add_argument("data", help=".npz of trajectories (scripts/generate_mpm_water.py)")
     parser.add_argument("--trajectory", type=int, default=0, help="index of the trajectory")
     parser.add_argument("--all", action="store_true", help="every trajectory: how long particles stay out")
+    parser.add_argument(
+        "--one-step", action="store_true", help="every frame from the true window: one-step landings outside"
+    )
     parser.add_argument("--every", type=int, default=50, help="print every n-th rollout frame")
     parser.add_argument("--tolerance", type=float, default=1.5e-3, help="length unit: count deeper ones")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: leave as is)")
@@ -104,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     model = load_simulator(args.model).eval()
     data = load_trajectories(args.data, next(model.parameters()).dtype)
+    if args.one_step:
+        one_step(model, data, args.tolerance)
+        return 0
     if args.all:
         summary(model, data, args.tolerance)
         return 0
