@@ -163,8 +163,9 @@ def test_permutation_within_systems_of_a_batch() -> None:
         {},
         {"wall_edges": True},
         {"wall_edges": True, "pairwise_decoder": True, "body_acceleration": [0, -1e-3]},
+        {"wall_edges": True, "signed_wall_distance": True, "wall_damping": "step"},
     ],
-    ids=["features", "wall_nodes", "wall_nodes_pairwise"],
+    ids=["features", "wall_nodes", "wall_nodes_pairwise", "wall_damping"],
 )
 def test_walls_break_translation_invariance(walls: dict) -> None:
     """With wall features on, the distance to the walls is an input: a translation moves the
@@ -1161,6 +1162,73 @@ def test_signed_wall_distance_continues_through_the_wall() -> None:
         assert float((clamped(g) - model(g))[1:].abs().max()) > 1e-6  # they differ behind a wall
     with pytest.raises(ValueError, match="needs wall_edges"):
         small_gns(signed_wall_distance=True)
+
+
+def test_wall_damping_removes_a_learned_fraction_of_the_outward_speed() -> None:
+    """``wall_damping`` adds ``-g max(0, v . n_w) n_w`` per wall within ``boundary_radius``,
+    ``g`` in (0, 1): nothing for a particle moving into the box or far from every wall, at
+    most its whole outward speed, per wall in a corner; the rest of the model is unchanged."""
+    kw = dict(wall_edges=True, signed_wall_distance=True, boundary_radius=0.3)  # R = 0.15
+    damped = small_gns(wall_damping="velocity", **kw)
+    plain = small_gns(**kw)
+    missing, unexpected = plain.load_state_dict(damped.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("wall_gate.") for k in unexpected)
+    last = torch.tensor([[0.5, 0.1], [0.35, 0.12], [0.5, 0.5], [0.1, 0.1], [0.5, -0.02]], dtype=torch.float64)
+    velocity = torch.tensor(
+        [[0.002, -0.01], [0.0, 0.01], [0.0, -0.02], [-0.01, -0.02], [0.0, -0.005]], dtype=torch.float64
+    )  # down to the floor; up, away from it; down but far from every wall; into the corner; behind
+    t = torch.arange(6, dtype=torch.float64).view(1, 6, 1) - 5
+    window = last[:, None, :] + velocity[:, None, :] * t  # [n, 6, 2], constant velocity
+    g = graph(window)
+    with torch.no_grad():
+        extra = damped(g) - plain(g)  # [n, 2]
+    outward = torch.tensor(  # what the walls may remove, along +x / +y (back into the box)
+        [[0.0, 0.01], [0.0, 0.0], [0.0, 0.0], [0.01, 0.02], [0.0, 0.005]], dtype=torch.float64
+    )
+    assert extra[1].abs().max() == 0 and extra[2].abs().max() == 0  # inward; no wall within reach
+    assert bool(((extra >= 0) & (extra <= outward)).all()) and bool((extra[outward > 0] > 0).all())
+    with torch.no_grad():
+        damped.wall_gate[-1].bias.fill_(50.0)  # g = 1: the whole outward speed goes
+        torch.testing.assert_close(damped(g) - plain(g), outward, rtol=0, atol=1e-15)
+    # the gate learns: gradients reach its parameters through the predicted accelerations
+    damped.wall_gate[-1].bias.data.fill_(0.0)
+    damped(g).sum().backward()
+    assert float(damped.wall_gate[-1].bias.grad.abs()) > 0
+    with pytest.raises(ValueError, match="wall_damping.*needs wall_edges"):
+        small_gns(wall_damping="step")
+    with pytest.raises(ValueError, match="wall_damping must be"):
+        small_gns(wall_damping="grid", **kw)
+    assert small_gns(wall_damping=True, **kw).wall_damping == "velocity"  # checkpoints of the first form
+
+
+def test_step_wall_damping_acts_on_the_velocity_after_the_forces() -> None:
+    """``wall_damping="step"`` removes the outward part of ``v + a'`` (``a'`` the decoder's
+    acceleration): with the gate at 1 no particle within reach of a wall keeps any velocity
+    towards it after the step, even one at rest that the decoder pushes into the wall; the
+    others are untouched."""
+    kw = dict(wall_edges=True, signed_wall_distance=True, boundary_radius=0.2)  # R = 0.15
+    damped = small_gns(wall_damping="step", **kw)
+    plain = small_gns(**kw)
+    plain.load_state_dict(damped.state_dict(), strict=False)
+    window = random_window(40, seed=3)
+    window[:5] = window[:5, -1:].clone() * torch.tensor([1.0, 0.0], dtype=torch.float64) + torch.tensor(
+        [0.0, 0.01], dtype=torch.float64
+    )  # five particles at rest 0.01 above the floor
+    g = graph(window)
+    with torch.no_grad():
+        damped.wall_gate[-1].bias.fill_(50.0)
+        a_plain, a_damped = plain(g), damped(g)
+    after = window[:, -1] - window[:, -2] + a_damped  # [n, 2] velocity after the step
+    last = window[:, -1]
+    near = torch.cat([last < 0.2, last > 0.8], dim=-1)  # [n, 4]: left, floor, right, lid within reach
+    outward = torch.cat([-after, after], dim=-1)  # [n, 4] velocity towards each wall
+    assert float(outward[near].max()) <= 1e-15  # nothing moves towards a wall within reach
+    v_plain = window[:, -1] - window[:, -2] + a_plain
+    was_out = (torch.cat([-v_plain, v_plain], dim=-1) > 0) & near
+    assert bool(was_out[:5, 1].all())  # the decoder alone would push the resting particles down
+    untouched = ~was_out.any(dim=-1)
+    assert bool(untouched.any())
+    torch.testing.assert_close(a_damped[untouched], a_plain[untouched], rtol=0, atol=0)
 
 
 def test_a_flat_wall_acts_the_same_all_along_it() -> None:
