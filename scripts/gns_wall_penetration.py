@@ -125,9 +125,7 @@ def one_step(model: torch.nn.Module, data: Trajectories, tolerance: float) -> to
         counts.append(count)
     counts_t = torch.stack(counts)
     print(
-        "       all | "
-        + " | ".join(str(int(n)) for n in counts_t.sum(0))
-        + f" | total {int(counts_t.sum())}"
+        "       all | " + " | ".join(str(int(n)) for n in counts_t.sum(0)) + f" | total {int(counts_t.sum())}"
     )
     return counts_t
 
