@@ -44,7 +44,8 @@ clamped onto the wall or (``signed_wall_distance``) negative behind it. Optional
 momentum (Prantl et al., NeurIPS 2022): a block out of reach of the walls falls with exactly
 the known body acceleration (see :class:`GNS`). Optionally (``wall_damping``) each wall
 edge also removes a learned fraction of the particle's outward speed, the form of the MPM
-solver's own wall condition (see :class:`GNS`). ``forward``
+solver's own wall condition, optionally (``wall_damping_range``) only for particles that
+arrive within the solver's reach of a wall (see :class:`GNS`). ``forward``
 returns the acceleration in physical units (length / frame^2), i.e. the decoder output
 times the std plus the mean; the training loss divides the error by the std again,
 which is the paper's loss on normalised accelerations.
@@ -232,6 +233,16 @@ class GNS(Simulator):
             which the decoder must otherwise produce in normalised units from a handful of
             examples; here it only has to learn a fraction between 0 and 1. The gate cannot
             push a particle back in or reverse its velocity; that is left to the decoder.
+        wall_damping_range: with ``wall_damping``, confine it to particles that arrive near a
+            wall (length; ``None`` = anywhere within ``boundary_radius``). The removed
+            fraction is ``g_iw e_iw`` with ``e_iw = clip(1 - d'_iw / range, 0, 1)``, ``d'_iw``
+            the distance of the arrival point ``x_t + u_i`` inside wall ``w`` (negative
+            behind it): full weight for a particle that would land on or behind the wall,
+            none for one that stays ``range`` or more inside. The MPM wall condition acts
+            only on the grid nodes of the wall layer, which a particle's quadratic B-spline
+            reaches from 1.5 grid cells away, so ``range = 1.5 dx`` is the solver's own
+            reach; without the envelope a gate that is not exactly 0 brakes every particle
+            moving towards a wall up to ``boundary_radius`` away, every step.
     """
 
     def __init__(
@@ -259,6 +270,7 @@ class GNS(Simulator):
         body_acceleration: Sequence[float] | None = None,
         pairwise_decoder: bool = False,
         wall_damping: str | None = None,
+        wall_damping_range: float | None = None,
     ) -> None:
         super().__init__()
         if dim not in (2, 3):
@@ -361,6 +373,12 @@ class GNS(Simulator):
         if wall_damping and not wall_edges:
             raise ValueError("wall_damping acts through the wall edges: it needs wall_edges=True")
         self.wall_damping = wall_damping or None
+        if wall_damping_range is not None:
+            if not self.wall_damping:
+                raise ValueError("wall_damping_range confines wall_damping: set wall_damping as well")
+            if not (math.isfinite(wall_damping_range) and wall_damping_range > 0):
+                raise ValueError(f"wall_damping_range must be a length > 0, got {wall_damping_range}")
+        self.wall_damping_range = None if wall_damping_range is None else float(wall_damping_range)
         if self.wall_damping:
             self.wall_gate = _mlp(2 * latent_size, hidden_size, n_hidden_layers, 1, layer_norm=False)
             with torch.no_grad():  # start near g = 0.12: the walls damp little until trained
@@ -562,6 +580,12 @@ class GNS(Simulator):
             velocity = velocity + acceleration  # after the forces, as in the MPM grid update
         speed_out = (outward * velocity[receiver, axis]).clamp_min(0.0)  # [n_wall_edges]
         gate = torch.sigmoid(self.wall_gate(torch.cat([node[receiver], wall_edge], dim=-1))).squeeze(-1)
+        if self.wall_damping_range is not None:
+            bounds = self.bounds.to(velocity.dtype)
+            arrival = pos_history[receiver, -1, axis] + velocity[receiver, axis]  # [n_wall_edges]
+            wall_at = bounds[axis, (wall >= dim).long()]  # the wall's coordinate on its axis
+            depth_inside = -outward * (arrival - wall_at)  # d' > 0 inside the box, < 0 behind the wall
+            gate = gate * (1.0 - depth_inside / self.wall_damping_range).clamp(0.0, 1.0)
         removed = torch.zeros_like(velocity)
         removed.index_put_((receiver, axis), -(gate * speed_out * outward), accumulate=True)
         return removed

@@ -1231,6 +1231,42 @@ def test_step_wall_damping_acts_on_the_velocity_after_the_forces() -> None:
     torch.testing.assert_close(a_damped[untouched], a_plain[untouched], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["velocity", "step"])
+def test_wall_damping_range_confines_the_damping_to_particles_arriving_at_a_wall(mode: str) -> None:
+    """With ``wall_damping_range`` r and the gate at 1, a particle loses ``e = clip(1 - d'/r, 0, 1)``
+    of its outward velocity, ``d'`` the distance of its arrival point ``x_t + u`` inside the wall
+    (``u`` the velocity, plus the decoder's acceleration for ``"step"``): all of it on or
+    behind the wall, half at r / 2, none from r on."""
+    kw = dict(wall_edges=True, signed_wall_distance=True, boundary_radius=0.2, wall_damping=mode)
+    r = 0.04
+    confined = small_gns(wall_damping_range=r, **kw)
+    plain = small_gns(wall_edges=True, signed_wall_distance=True, boundary_radius=0.2)
+    plain.load_state_dict(confined.state_dict(), strict=False)
+    # particles 0.08 apart in x (no side wall in reach), falling at 0.05 per frame towards the floor
+    # from heights that put their constant-velocity arrival behind, on, and inside the floor
+    height = torch.tensor([0.03, 0.05, 0.07, 0.09, 0.11, 0.15], dtype=torch.float64)
+    n = height.shape[0]
+    t = torch.arange(6, dtype=torch.float64) - 5.0  # the last frame at t = 0
+    window = torch.zeros(n, 6, 2, dtype=torch.float64)
+    window[..., 0] = 0.3 + 0.08 * torch.arange(n, dtype=torch.float64).unsqueeze(1)
+    window[..., 1] = height.unsqueeze(1) - 0.05 * t
+    with torch.no_grad():
+        confined.wall_gate[-1].bias.fill_(50.0)
+        a_plain, a_confined = plain(graph(window)), confined(graph(window))
+    u = window[:, -1] - window[:, -2] + (a_plain if mode == "step" else 0.0)  # [n, 2]
+    arrival = window[:, -1, 1] + u[:, 1] - BOUNDS[1][0]  # d' of the floor
+    weight = (1.0 - arrival / r).clamp(0.0, 1.0)
+    assert float(weight.min()) == 0.0 and float(weight.max()) == 1.0
+    assert bool(((weight > 0) & (weight < 1)).any())
+    removed = a_confined - a_plain
+    torch.testing.assert_close(removed[:, 0], torch.zeros(n, dtype=torch.float64), rtol=0, atol=0)
+    torch.testing.assert_close(removed[:, 1], weight * (-u[:, 1]).clamp_min(0.0), rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="set wall_damping as well"):
+        small_gns(wall_edges=True, wall_damping_range=r)
+    with pytest.raises(ValueError, match="length > 0"):
+        small_gns(wall_damping_range=0.0, **kw)
+
+
 def test_a_flat_wall_acts_the_same_all_along_it() -> None:
     """With wall nodes (and no wall-distance features) sliding water along the floor changes
     nothing, as for a real flat floor; wall particles make the floor bumpy."""
