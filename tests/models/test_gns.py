@@ -164,8 +164,9 @@ def test_permutation_within_systems_of_a_batch() -> None:
         {"wall_edges": True},
         {"wall_edges": True, "pairwise_decoder": True, "body_acceleration": [0, -1e-3]},
         {"wall_edges": True, "signed_wall_distance": True, "wall_damping": "step"},
+        {"wall_edges": True, "signed_wall_distance": True, "wall_damping": "step", "wall_damping_range": 0.1},
     ],
-    ids=["features", "wall_nodes", "wall_nodes_pairwise", "wall_damping"],
+    ids=["features", "wall_nodes", "wall_nodes_pairwise", "wall_damping", "wall_damping_range"],
 )
 def test_walls_break_translation_invariance(walls: dict) -> None:
     """With wall features on, the distance to the walls is an input: a translation moves the
