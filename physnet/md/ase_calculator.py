@@ -39,13 +39,17 @@ class Calculator(_ASECalculator):
     frozen, and weight-only quantities precomputed (a float32 SchNet evaluates its filters from
     a table, within float32 round-off of the networks; float64 keeps the networks).
 
+    An exported file (``.pt2`` from :func:`physnet.export.export_potential`, or an
+    :class:`physnet.export.ExportedPotential`) runs the same way, with the same Verlet list.
+
     Args:
         potential: a :class:`physnet.Potential`, a bare model from
-            :func:`physnet.models.build` (wrapped with eV / Å units), or the path of a
-            file written by :meth:`Potential.save`.
+            :func:`physnet.models.build` (wrapped with eV / Å units), the path of a
+            file written by :meth:`Potential.save` or a ``physnet train`` checkpoint, or
+            an exported ``.pt2`` file.
         device: torch device for the model and graphs.
-        dtype: float dtype for the model and graphs (float32 by default; float64 for
-            tight energy conservation or finite-difference checks).
+        dtype: float dtype for the model and graphs (default float32, or an exported file's
+            own dtype; float64 for tight energy conservation or finite-difference checks).
         skin: Verlet skin in Å; 0 rebuilds the neighbour list at every call.
 
     Example:
@@ -63,15 +67,21 @@ class Calculator(_ASECalculator):
         self,
         potential: Potential | torch.nn.Module | str | os.PathLike,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         skin: float = 0.5,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(potential, (str, os.PathLike)):
+        from physnet.export import ExportedPotential
+
+        if isinstance(potential, (str, os.PathLike)) and str(potential).endswith(".pt2"):
+            potential = ExportedPotential(potential, device=device)
+        elif isinstance(potential, (str, os.PathLike)):
             potential = Potential.load(potential, map_location=device)
-        elif not isinstance(potential, Potential):
+        elif not isinstance(potential, (Potential, ExportedPotential)):
             potential = Potential(potential)
+        if dtype is None:
+            dtype = potential.dtype if isinstance(potential, ExportedPotential) else torch.float32
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
         # A private frozen copy (casting or switching the caller's module would change it under
@@ -130,7 +140,7 @@ class Calculator(_ASECalculator):
         cell64 = torch.tensor(cell if periodic else np.zeros((3, 3)), dtype=torch.float64, device=device)
         pbc_t = torch.tensor(pbc, dtype=torch.bool, device=device)
         z = torch.tensor(numbers, dtype=torch.long, device=device)
-        self.potential.model.species.check(z)
+        self.potential.check_species(z)  # once per structure, not at every call
         edge_index, edge_shift = radius_graph(pos, self.potential.cutoff + skin, None, cell64, pbc_t)
         offset = edge_shift.to(torch.float64) @ cell64  # [n_candidates, 3]
         # Between rebuilds a pair distance changes by at most skin (each atom moves <= skin / 2):
@@ -200,7 +210,7 @@ class Calculator(_ASECalculator):
         atoms = self.atoms
         graph = self.graph(atoms)
         periodic = bool(atoms.pbc.any()) and atoms.cell.rank == 3
-        out = self.potential(graph, compute_forces=True, compute_stress=periodic)
+        out = self.potential(graph, compute_forces=True, compute_stress=periodic, check=False)
         e, l = self._e, self._l
         energy = float(out[K.ENERGY][0]) * e
         self.results["energy"] = energy

@@ -50,6 +50,7 @@ from physnet.nn.symmetry_functions import (
     behler_angular,
     evenly_spaced,
 )
+from physnet.nn.tracing import is_exporting
 
 __all__ = ["BehlerParrinello"]
 
@@ -210,7 +211,7 @@ class BehlerParrinello(EnergyModel):
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """graph -> per-atom energies [n_atoms]."""
         n_atoms = graph[K.Z].shape[0]
-        if self._chunked_inference and not self.training and n_atoms > CHUNK_ATOMS:
+        if self._chunked_inference and not self.training and not is_exporting() and n_atoms > CHUNK_ATOMS:
             return self._forward_chunked(graph)
         x, species = self.descriptors(graph)
         return self._atomic_energies(x, species)
@@ -218,20 +219,31 @@ class BehlerParrinello(EnergyModel):
     def _atomic_energies(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Networks of each element on descriptors x [n, n_features] -> energies [n]."""
         n_atoms = x.shape[0]
-        counts = torch.bincount(species, minlength=len(self.species)).tolist()  # one sync
-        present = [s for s, c in enumerate(counts) if c > 0]
+        exporting = is_exporting()  # traced: data-dependent sizes, no branch on the counts
+        n_species = len(self.species)
+        # a fixed-length count (bincount's length depends on the data); one sync
+        counts = torch.zeros(n_species, dtype=torch.long, device=x.device).index_add_(
+            0, species, torch.ones_like(species)
+        )
+        counts = counts.tolist()
         # Atoms grouped by element with one sort: one batched network call per element present.
-        order = torch.argsort(species, stable=True) if len(present) > 1 else None
+        if len(self.species) == 1:
+            order = None
+        elif exporting:
+            order = torch.argsort(species, stable=True)
+        else:
+            present = [s for s, c in enumerate(counts) if c > 0]
+            order = torch.argsort(species, stable=True) if len(present) > 1 else None
         parts = []
         start = 0
         for s, network in enumerate(self.networks.values()):
-            if counts[s] == 0:
+            if not exporting and counts[s] == 0:
                 continue
             if order is None:
                 xs = x
             else:
                 xs = x.index_select(0, order[start : start + counts[s]])  # [n_s, n_features]
-            start += counts[s]
+            start = start + counts[s]
             if not self._identity_normalization:
                 xs = (xs - self.feature_mean[s]) / self.feature_std[s]
             parts.append(network(xs).squeeze(-1))  # [n_s]

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 
 import torch
 
+from physnet.data import keys as K
 from physnet.data.graph import collate
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import mlp
@@ -55,6 +56,7 @@ from physnet.nn.cg_geometry import (
     dihedral_cos_sin,
     distances,
 )
+from physnet.nn.tracing import is_exporting
 
 __all__ = ["CGnet", "cg_features", "n_cg_features", "lipschitz_projection"]
 
@@ -121,9 +123,17 @@ class CGnet(EnergyModel):
         self.register_buffer("feature_std", torch.ones(n_in))  # [n_features]
         self.net = mlp([n_in] + [width] * n_layers + [1], act=activation)
 
+    @property
+    def interaction_range(self) -> float:
+        """Unbounded: the features couple every pair of beads of the molecule."""
+        return float("inf")
+
     def features(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw (unnormalised) features of a batched graph, [n_graphs, n_features]."""
-        pos = beads_per_graph(graph, self.n_beads)  # [n_graphs, n_beads, 3]
+        if is_exporting():  # no host sync; the caller of the exported file checks the bead count
+            pos = graph[K.POS].reshape(-1, self.n_beads, 3)
+        else:
+            pos = beads_per_graph(graph, self.n_beads)  # [n_graphs, n_beads, 3]
         return cg_features(pos, self.reflection_invariant)
 
     @torch.no_grad()

@@ -57,6 +57,7 @@ from physnet.data import keys as K
 from physnet.data.neighbors import edge_vectors
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import GaussianRBF, activation, mlp, scatter_sum
+from physnet.nn.tracing import is_exporting
 
 __all__ = ["EGNNLayer", "EGNN", "EGNNDynamics", "fully_connected_edges", "polynomial_envelope"]
 
@@ -191,7 +192,7 @@ class EGNNLayer(torch.nn.Module):
             the layer does not update coordinates).
         """
         n_edges = edge_index.shape[1]
-        if not self.training and n_edges > CHUNK_EDGES:
+        if not self.training and not is_exporting() and n_edges > CHUNK_EDGES:
             # inference on a large graph: the same sums over edges, CHUNK_EDGES at a time, so that
             # every [edges, F] buffer is chunk-sized (13,500 Cu atoms: no multi-GB temporaries)
             dx = None
@@ -332,6 +333,11 @@ class EGNN(EnergyModel):
         self.readout = mlp([n_features, n_features, 1], act=activation)
         self.envelope_exponent = int(envelope_exponent)
         self.eps = 1e-6
+
+    @property
+    def interaction_range(self) -> float:
+        """n_layers x cutoff: each layer reaches one cutoff further."""
+        return len(self.layers) * self.cutoff
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """graph -> per-atom energies [n_atoms]."""

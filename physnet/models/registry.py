@@ -48,6 +48,14 @@ class EnergyModel(torch.nn.Module):
         self.cutoff = float(cutoff)
         self.hparams: dict[str, Any] = {}
 
+    @property
+    def interaction_range(self) -> float:
+        """How far an atom's energy reaches (length unit): atoms farther than this from atom i
+        do not change its energy. ``cutoff`` for a strictly local model; T x ``cutoff`` after T
+        message-passing layers. An engine that splits space (LAMMPS over MPI ranks) keeps ghost
+        atoms out to this distance."""
+        return self.cutoff
+
     def fit_statistics(self, graphs: Sequence[dict[str, torch.Tensor]]) -> None:
         """Set data-dependent buffers (e.g. feature means and widths) from training graphs.
 

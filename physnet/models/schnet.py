@@ -30,6 +30,7 @@ from physnet.data.neighbors import edge_pairs, edge_vectors
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import CosineCutoff, GaussianRBF, ShiftedSoftplus, mlp, scatter_sum
 from physnet.nn.tabulate import HermiteTable, tabulated_convolution
+from physnet.nn.tracing import is_exporting
 
 # Below this many edges the sort that pairs edges with their reverse costs more than the
 # filter evaluations it saves (2-core CPU, 128 filters); results agree to round-off either way.
@@ -153,6 +154,11 @@ class SchNet(EnergyModel):
         self._table_inputs: tuple[torch.Tensor, ...] = ()
         self._table_versions: tuple[int, ...] = ()
 
+    @property
+    def interaction_range(self) -> float:
+        """T x cutoff: each interaction reaches one cutoff further."""
+        return len(self.interactions) * self.cutoff
+
     def prepare_inference(self) -> None:
         """Tabulate the filters W_t(r) of every interaction (cubic Hermite, :mod:`physnet.nn.tabulate`).
 
@@ -201,7 +207,8 @@ class SchNet(EnergyModel):
         edge_index = graph[K.EDGE_INDEX]
         vectors = edge_vectors(graph)  # [n_edges, 3]
         pairs = None
-        if edge_index.shape[1] >= PAIR_MIN_EDGES:
+        exporting = is_exporting()  # static shapes: no pairing sort, no fused chunks
+        if not exporting and edge_index.shape[1] >= PAIR_MIN_EDGES:
             pairs = edge_pairs(edge_index, graph.get(K.EDGE_SHIFT), graph[K.Z].shape[0])
         pair = None
         if pairs is not None:  # distance-only features once per pair, gathered to both edges
@@ -210,7 +217,7 @@ class SchNet(EnergyModel):
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [n_edges or n_pairs]
         x = self.embedding(self.species(graph[K.Z]))  # [n_atoms, F]
         table = self._table()
-        if table is not None and edge_index.shape[1] >= FUSED_MIN_EDGES:  # large inference
+        if table is not None and not exporting and edge_index.shape[1] >= FUSED_MIN_EDGES:  # large inference
             n_blocks = len(self.interactions)
             for t, block in enumerate(self.interactions):
                 cached = self._table_blocks[t] if self._table_blocks else None

@@ -438,6 +438,11 @@ class SE3Transformer(EnergyModel):
         self.envelope_exponent = int(envelope_exponent)
         self.eps = 1e-6
 
+    @property
+    def interaction_range(self) -> float:
+        """n_layers x cutoff: each attention layer reaches one cutoff further."""
+        return len(self.backbone.layers) * self.cutoff
+
     def node_features(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """graph -> equivariant node features [n_atoms, irreps_hidden.dim] (e3nn layout)."""
         edge_index = graph[K.EDGE_INDEX]

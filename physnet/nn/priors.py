@@ -28,6 +28,7 @@ from physnet.nn.cg_geometry import (
     distances,
 )
 from physnet.nn.scatter import scatter_sum
+from physnet.nn.tracing import is_exporting
 from physnet.units import energy_factor, length_factor
 
 __all__ = [
@@ -192,6 +193,8 @@ class _BeadPrior(Prior):
         }
 
     def _beads(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
+        if is_exporting():  # checked when the file was written; the shape is the bead order
+            return graph[K.POS].reshape(-1, self.n_beads, 3)
         if not bool(self.fitted):
             raise RuntimeError(
                 f"prior {self._name!r} has not been fitted; call .fit(training_positions) first "

@@ -199,11 +199,14 @@ def angle_triplets(centre: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, to
     n_edges = centre.shape[0]
     order = torch.argsort(centre, stable=True)  # [n_edges], edge ids sorted by centre
     sorted_centre = centre[order]
-    counts = torch.bincount(centre, minlength=n_atoms)  # [n_atoms]
+    counts = torch.zeros(n_atoms, dtype=torch.long, device=device).index_add_(
+        0, centre, torch.ones_like(centre)
+    )  # [n_atoms]; not bincount, whose length depends on the data
     starts = torch.cumsum(counts, 0) - counts  # [n_atoms], first sorted position of each block
     position = torch.arange(n_edges, device=device)  # sorted positions
     n_partners = counts[sorted_centre] - (position - starts[sorted_centre]) - 1  # [n_edges]
-    n_triplets = int(n_partners.sum())
+    n_triplets = n_partners.sum().item()  # the one data-dependent size (unbacked when exported)
+    torch._check(n_triplets >= 0)
     first = torch.repeat_interleave(position, n_partners, output_size=n_triplets)  # [n_triplets]
     offset_of_first = torch.cumsum(n_partners, 0) - n_partners  # [n_edges]
     second = first + 1 + torch.arange(n_triplets, device=device) - offset_of_first[first]  # [n_triplets]
