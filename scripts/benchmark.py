@@ -14,6 +14,10 @@ Sections (``--only``, comma separated; all by default):
 - ``scaling``: time and peak memory per energy+forces call of every physnet energy model on
   Cu fcc boxes of ~10^2 to 10^5 atoms (each size in a fresh process), log-log slope over
   >= 10^3 atoms and a PNG with the linear reference line.
+- ``export``: ASE velocity-Verlet MD steps/s of a potential exported with
+  :func:`physnet.export.export_potential` (AOTInductor ``.pt2``) against the eager inference
+  copy (:meth:`physnet.Potential.frozen`) it came from, both through ``physnet.Calculator`` with
+  the same Verlet list, for SchNet and Behler-Parrinello on the ``md`` systems (no peers).
 - ``accuracy``: each physnet energy model (``physnet train``) and schnetpack's SchNet (its own
   Lightning task) trained for the same wall-clock budget on the shared MD17 ethanol split
   (1000/100/900, seed 0); test energy and force MAE.
@@ -28,6 +32,7 @@ gives medians and ratios, so a busy machine slows both alike. Both sides run wit
     .venv/bin/python scripts/benchmark.py --quick                    # a few minutes
     .venv/bin/python scripts/benchmark.py --only md,calls --repeats 7
     .venv/bin/python scripts/benchmark.py --only accuracy --budget-minutes 3
+    .venv/bin/python scripts/benchmark.py --only export --repeats 5
     .venv/bin/python scripts/benchmark.py --only scaling --device cuda --markdown docs/benchmarks_gpu.md
 """
 
@@ -54,7 +59,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "md17_ethanol_2000.xyz"
 DEFAULT_VENV = Path(os.environ.get("PHYSNET_PEERS_VENV", Path.home() / ".cache" / "physnet-peers"))
 WORKER = Path(__file__).resolve().parent / "benchmark_peers_worker.py"
 PEER_PACKAGES = ["torch==2.4.1", "schnetpack==2.1.1", "torchani==2.9"]
-SECTIONS = ("md", "calls", "training", "scaling", "accuracy")
+SECTIONS = ("md", "calls", "training", "scaling", "export", "accuracy")
 
 SPECIES = ["H", "C", "O", "Cu"]
 # SchNet of the issue: 128 features and filters, 3 interactions, 20 Gaussians, 5 Å.
@@ -441,6 +446,59 @@ def section_md_calls(args, peer: PeerWorker, which: str) -> tuple[list[list[Any]
                 raw[pkey] = {"physnet": ta, "peer": tb}
                 peer_best = unit_better if peer_best is None else min(peer_best, unit_better)
                 print(markdown_table(_md_header(which), [rows[-1]]).splitlines()[-1], flush=True)
+    return rows, raw
+
+
+EXPORT_HEADER = ["model", "system", "eager steps/s", "exported steps/s", "exported / eager", "export s"]
+
+
+def section_export(args) -> tuple[list[list[Any]], dict[str, Any]]:
+    """ASE MD steps/s, exported .pt2 vs the eager inference copy, alternating (float32)."""
+    import tempfile
+
+    import torch
+
+    import physnet
+    from physnet.export import export_potential
+
+    systems = structures(args.quick)
+    md_steps = {"ethanol (9)": 200, "aspirin (21)": 100, "Cu box (500)": 10, "Cu box (5,000)": 2}
+    if args.quick:
+        md_steps = {k: max(2, v // 2) for k, v in md_steps.items()}
+    wanted = set(args.models.split(",")) if args.models else {"schnet", "behler_parrinello"}
+    rows, raw = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("schnet", "behler_parrinello"):
+            if kind not in wanted:
+                continue
+            potential = physnet.Potential(physnet_model(kind)).to(torch.float32)
+            start = time.perf_counter()
+            path = export_potential(potential, Path(tmp) / f"{kind}.pt2", device=args.device)
+            export_seconds = time.perf_counter() - start
+            for system, atoms in systems.items():
+                calcs = {
+                    "eager": physnet.Calculator(potential, device=args.device, dtype=torch.float32),
+                    "exported": physnet.Calculator(path, device=args.device),
+                }
+                steps = md_steps[system]
+
+                def run(which: str, atoms=atoms, steps=steps, calcs=calcs) -> float:
+                    from ase import units
+                    from ase.md.verlet import VelocityVerlet
+
+                    a = atoms.copy()
+                    a.set_momenta(atoms.get_momenta())
+                    a.calc = calcs[which]
+                    dyn = VelocityVerlet(a, 0.5 * units.fs)
+                    t0 = time.perf_counter()
+                    dyn.run(steps)
+                    return time.perf_counter() - t0
+
+                ta, tb = interleave(lambda: run("eager"), lambda: run("exported"), args.repeats)
+                eager, exported = steps / median(ta), steps / median(tb)
+                rows.append([kind, system, eager, exported, exported / eager, export_seconds])
+                raw[f"{kind}|{system}"] = {"eager": ta, "exported": tb, "steps": steps}
+                print(markdown_table(EXPORT_HEADER, [rows[-1]]).splitlines()[-1], flush=True)
     return rows, raw
 
 
@@ -866,6 +924,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif name == "scaling":
                 rows, raw = section_scaling(args)
                 table = markdown_table(SCALING_HEADER, rows)
+            elif name == "export":
+                rows, raw = section_export(args)
+                table = markdown_table(EXPORT_HEADER, rows)
             else:
                 rows, raw = section_accuracy(args, peer)
                 table = markdown_table(ACC_HEADER, rows)
