@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import torch
 
+from physnet.nn.tracing import is_exporting
+
 __all__ = ["HermiteTable", "tabulated_convolution"]
 
 
@@ -73,16 +75,16 @@ def _constants(
     table: torch.Tensor, inv_dx: float, n_out: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exponents [4], basis matrix [4, 4 n_out] (slope columns times 1/dx) and row offsets
-    [4 n_out] for :func:`_hermite`, cached per dtype, device, spacing and output count."""
+    [4 n_out] for :func:`_hermite`, cached per dtype, device, spacing and output count (not while
+    traced for export: the tensors made then are the tracer's, not real ones)."""
     key = (table.dtype, table.device, inv_dx, n_out)
-    if key not in _CONSTANTS:
+    if key not in _CONSTANTS or is_exporting():
         to_basis = _POWERS_TO_BASIS[:, : 4 * n_out].double()  # scaled in float64, then cast
         to_basis[:, 4:] *= inv_dx  # d/dx = d/ds / dx
-        _CONSTANTS[key] = (
-            _EXPONENTS.to(table),
-            to_basis.to(table),
-            _ROW_OFFSETS.repeat(n_out).to(table.device),
-        )
+        constants = (_EXPONENTS.to(table), to_basis.to(table), _ROW_OFFSETS.repeat(n_out).to(table.device))
+        if is_exporting():
+            return constants
+        _CONSTANTS[key] = constants
     return _CONSTANTS[key]
 
 
