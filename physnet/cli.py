@@ -288,7 +288,7 @@ def _export(args: argparse.Namespace) -> int:
 def _lammps_plugin(args: argparse.Namespace) -> int:
     from physnet.export.lammps import main as lammps_main
 
-    return lammps_main(args.lammps_args)
+    return lammps_main(args.lammps_args)  # its own options: physnet lammps-plugin --help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,7 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import os
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "lammps-plugin":  # options of its own, parsed by physnet.export.lammps.main
+        args.lammps_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:

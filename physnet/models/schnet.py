@@ -29,7 +29,7 @@ from physnet.data import keys as K
 from physnet.data.neighbors import edge_pairs, edge_vectors
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import CosineCutoff, GaussianRBF, ShiftedSoftplus, mlp, scatter_sum
-from physnet.nn.tabulate import HermiteTable, tabulated_convolution
+from physnet.nn.tabulate import HermiteTable, hermite_polynomial, tabulated_convolution
 from physnet.nn.tracing import is_exporting
 
 # Below this many edges the sort that pairs edges with their reverse costs more than the
@@ -227,6 +227,12 @@ class SchNet(EnergyModel):
                 y = block.conv.in2f(x)
                 v = tabulated_convolution(y, r, coefficients, table.inv_dx, edge_index, pair)
                 x = x + block.f2out(v)
+            return self.readout(x).squeeze(-1)
+        if table is not None and exporting:  # traced: filter lookups the compiler fuses, per block
+            n_blocks = len(self.interactions)
+            for t, block in enumerate(self.interactions):
+                w = hermite_polynomial(r, self._table_blocks[t], table.inv_dx)  # [n_edges, n_filters]
+                x = block.from_filter(x, w, edge_index)
             return self.readout(x).squeeze(-1)
         if table is not None:  # inference: every interaction's filters from one table lookup
             filters = table(r).chunk(len(self.interactions), dim=-1)  # T x [n, n_filters]

@@ -28,7 +28,7 @@ import torch
 
 from physnet.nn.tracing import is_exporting
 
-__all__ = ["HermiteTable", "tabulated_convolution"]
+__all__ = ["HermiteTable", "hermite_polynomial", "tabulated_convolution"]
 
 
 # [1, s, s^2, s^3] @ _POWERS_TO_BASIS = [1, s, s^2, s^3, 0, 1, 2 s, 3 s^2]: value and d/ds rows
@@ -86,6 +86,23 @@ def _constants(
             return constants
         _CONSTANTS[key] = constants
     return _CONSTANTS[key]
+
+
+def hermite_polynomial(x: torch.Tensor, table: torch.Tensor, inv_dx: float) -> torch.Tensor:
+    """f(x) [n, D] from a coefficient table [n_rows + 1, 4 D] in plain differentiable tensor ops.
+
+    The same interpolant as :class:`HermiteTable` (Horner's rule on the per-interval coefficients
+    of 1, s, s^2, s^3), with the derivative left to autograd instead of a custom backward: the form
+    a compiler can trace and fuse with the convolution that consumes it (:mod:`physnet.export`),
+    without materialising the [n, D] filters in memory.
+    """
+    n_rows = table.shape[0] - 1
+    coefficients = table.view(n_rows + 1, 4, -1)  # [rows, 4, D]
+    u = x * inv_dx
+    k = u.detach().floor().clamp(0, n_rows)  # interval; the last row (zeros) for x >= x_max
+    s = (u - k).unsqueeze(-1)  # [n, 1], differentiable in x
+    c = coefficients.index_select(0, k.long())  # [n, 4, D]
+    return c[:, 0] + s * (c[:, 1] + s * (c[:, 2] + s * c[:, 3]))
 
 
 class _HermiteEval(torch.autograd.Function):

@@ -106,6 +106,14 @@ def test_metadata_records_what_an_engine_needs(exported: dict) -> None:
     assert cg["per_atom"] == "0" and cg["n_beads"] == "5" and cg["energy_unit"] == "kcal/mol"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+def test_loading_a_file_keeps_freed_memory_for_the_next_call(exported: dict) -> None:
+    import physnet.export as export
+
+    ExportedPotential(exported["egnn"][1])
+    assert export._MALLOC_TUNED  # set by loading; without it large calls fault their buffers in again
+
+
 def test_ghost_weights_count_only_local_energies_but_give_forces_on_all_atoms(exported: dict) -> None:
     """An engine that splits space gives ghosts weight 0: the energy is the local atoms' sum and
     the forces are its gradient, ghosts included (what LAMMPS sums back to their owners)."""
