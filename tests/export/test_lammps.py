@@ -107,6 +107,20 @@ def cuau_triclinic() -> Atoms:
     return atoms
 
 
+def cuau_emt() -> Atoms:
+    """Frame 0 of the embedded ``cuau_emt`` set (108-atom strained fcc CuAu box, a triclinic cell),
+    rotated so that its cell is LAMMPS's lower-triangular form (a along x, b in the xy plane)."""
+    from ase.geometry import cellpar_to_cell
+
+    from physnet.data import embedded
+
+    atoms = embedded.load("cuau_emt", 0)[0]
+    atoms.calc = None
+    atoms.set_cell(cellpar_to_cell(atoms.cell.cellpar()), scale_atoms=True)
+    atoms.wrap()
+    return atoms
+
+
 def cuau_box(repeat: tuple[int, int, int], seed: int = 3) -> Atoms:
     """Rattled orthorhombic CuAu fcc box (4 atoms per 3.6 Å cube), for the MPI checks."""
     rng = np.random.default_rng(seed)
@@ -222,13 +236,15 @@ def unit_factor(units: str) -> float:
         ("schnet", "cuau_triclinic", "real", "explicit"),
         ("behler_parrinello", "ethanol", "real", "shift"),
         ("behler_parrinello", "cuau_triclinic", "metal", "shift"),
+        ("schnet", "cuau_emt", "metal", "shift"),
+        ("behler_parrinello", "cuau_emt", "real", "explicit"),
     ],
 )
 def test_single_point_matches_python(plugin, models, tmp_path, name, structure, units, images):
     """One rank: energy, per-atom energies, forces and virial equal the exported file's in Python (1e-8),
     and the eager physnet.Calculator's energy, forces and stress (1e-5)."""
     potential, model = models(name)
-    atoms = {"ethanol": ethanol, "cuau_triclinic": cuau_triclinic}[structure]()
+    atoms = {"ethanol": ethanol, "cuau_triclinic": cuau_triclinic, "cuau_emt": cuau_emt}[structure]()
     elements = sorted(set(atoms.get_chemical_symbols()))
     write_data(tmp_path / "data.lmp", atoms, elements)
     script = single_point_script(plugin, model, elements, atoms.pbc.any(), units, f"images {images}")
