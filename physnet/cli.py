@@ -40,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     n = 1
-    while (run_dir / "checkpoints").exists():  # never overwrite an earlier demo
+    while (run_dir / "checkpoints").exists() or (run_dir / "potential.pt").exists():  # keep earlier demos
         n += 1
         run_dir = Path(f"{args.run_dir}-{n}")
     print(f"physnet demo: train SchNet on the embedded ethanol_gfn2 set for {args.minutes} min, then MD")
@@ -105,18 +105,35 @@ def _demo(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from physnet.train.config import load_config
+    from physnet.train.config import check_resume_changes, load_config
     from physnet.train.fit import train
 
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).is_file():
+        # `physnet train --resume RUN a.b=1`: argparse hands the first override to CONFIG
+        config, overrides = None, [config, *overrides]
     if args.resume:
         run_dir = Path(args.resume)
-        cfg = load_config(run_dir / "config.yaml", args.overrides)
-        cfg.run_dir = str(run_dir)
+        if args.overwrite:
+            raise ValueError(
+                f"--resume {run_dir} continues that run; --overwrite would start a new one there"
+            )
+        if config is not None:
+            raise ValueError(
+                f"--resume {run_dir} uses the run's own config.yaml, not {config}; "
+                "give only section.key=value overrides after --resume"
+            )
+        saved = load_config(run_dir / "config.yaml")
+        cfg = load_config(run_dir / "config.yaml", overrides)
+        cfg.run_dir = saved.run_dir = str(run_dir)
+        changed = check_resume_changes(saved, cfg)
+        if changed:
+            print(f"physnet train: resuming {run_dir} with {', '.join(overrides)}")
         train(cfg, resume=True)
     else:
-        if args.config is None:
+        if config is None and not overrides:
             raise SystemExit("physnet train: give a CONFIG.yaml or --resume RUN_DIR")
-        train(load_config(args.config, args.overrides))
+        train(load_config(config, overrides), overwrite=args.overwrite)
     return 0
 
 
@@ -323,7 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("config", nargs="?", help="YAML config (see examples/configs/)")
     tr.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.max_epochs=10")
-    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.ckpt")
+    tr.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from RUN_DIR/checkpoints/last.ckpt (overrides may change trainer.max_steps...)",
+    )
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a run_dir that holds an earlier run, replacing its results and checkpoints",
+    )
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser(

@@ -190,6 +190,56 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     return _from_dict(raw)
 
 
+# keys an override may change on ``physnet train --resume``: how long and where the run goes on,
+# and what it logs. Everything else (model, priors, data and split, loss, optimiser, dtype, seed)
+# is fixed by the checkpoint and the saved split; changing it would be ignored or mix two runs.
+RESUMABLE = frozenset(
+    {
+        "trainer.max_epochs",
+        "trainer.max_steps",
+        "trainer.max_time_minutes",
+        "trainer.accelerator",
+        "trainer.devices",
+        "trainer.strategy",
+        "trainer.num_nodes",
+        "trainer.gradient_clip_val",
+        "trainer.checkpoint_every_n_steps",
+        "trainer.log_every_n_steps",
+        "trainer.check_val_every_n_epoch",
+        "trainer.progress_bar",
+        "trainer.threads",
+        "data.eval_batch_size",
+        "data.num_workers",
+    }
+)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key in ("data", "task", "trainer", "model", "priors"):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> list[str]:
+    """The ``section.key`` names whose value differs between a run's saved config and the
+    config it is resumed with; raises ``ValueError`` naming any that cannot change on resume
+    (see :data:`RESUMABLE`)."""
+    old, new = _flatten(saved.to_dict()), _flatten(resumed.to_dict())
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    fixed = [k for k in changed if k not in RESUMABLE]
+    if fixed:
+        was = ", ".join(f"{k}={old.get(k)!r} (asked {new.get(k)!r})" for k in fixed)
+        raise ValueError(
+            f"cannot change {was} when resuming: the checkpoint and split fix it; "
+            f"on --resume only {', '.join(sorted(RESUMABLE))} may change (start a new run_dir otherwise)"
+        )
+    return changed
+
+
 def describe() -> str:
     """Every config field with its default, for ``--help``."""
     lines = [

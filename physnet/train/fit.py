@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -289,8 +290,20 @@ def error_table(pred: dict[str, np.ndarray]) -> dict[str, float]:
     return table
 
 
-def train(cfg: RunConfig, resume: bool = False, callbacks: Sequence[Any] = ()) -> Path:
-    """Run (or resume) a training run; returns the run directory."""
+# what a run leaves in its directory: a directory holding one of these but no checkpoints is a
+# finished (or someone else's) run that a new run would overwrite
+RUN_RESULTS = ("potential.pt", "config.yaml", "test_metrics.json")
+
+
+def train(
+    cfg: RunConfig, resume: bool = False, callbacks: Sequence[Any] = (), overwrite: bool = False
+) -> Path:
+    """Run (or resume) a training run; returns the run directory.
+
+    A new run refuses a run directory that already holds checkpoints or results
+    (:data:`RUN_RESULTS`) unless ``overwrite``; then the old checkpoints are deleted first, so
+    that a later ``--resume`` cannot mix the two runs.
+    """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
@@ -303,10 +316,21 @@ def train(cfg: RunConfig, resume: bool = False, callbacks: Sequence[Any] = ()) -
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"cannot resume: {last} does not exist")
-    if not resume and _rank() == 0 and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
-        raise FileExistsError(
-            f"run directory {run_dir} already has checkpoints; resume with --resume {run_dir} or set run_dir"
-        )
+    if not resume and _rank() == 0:
+        has_checkpoints = ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
+        results = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+        if has_checkpoints and not overwrite:
+            raise FileExistsError(
+                f"run directory {run_dir} already has checkpoints; resume with --resume {run_dir}, "
+                "set run_dir or pass --overwrite"
+            )
+        if results and not has_checkpoints and not overwrite:
+            raise FileExistsError(
+                f"{run_dir} already holds a finished or foreign run ({', '.join(results)}); "
+                "choose another run_dir or pass --overwrite"
+            )
+        if overwrite and ckpt_dir.is_dir():
+            shutil.rmtree(ckpt_dir)
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)

@@ -159,6 +159,77 @@ def test_existing_run_is_not_overwritten(emt_molecule_file: Path, tmp_path: Path
         train(cfg)
 
 
+def test_finished_run_without_checkpoints_is_kept_unless_overwrite(
+    emt_molecule_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run directory with results but no checkpoints/ (a finished run copied, or a foreign
+    one) is left byte for byte; --overwrite replaces it."""
+    import shutil
+
+    from physnet.cli import main
+
+    run_dir = tmp_path / "run"
+    args = _overrides(emt_molecule_file, run_dir, "trainer.max_steps=2")
+    train(load_config(None, args))
+    shutil.rmtree(run_dir / "checkpoints")
+    names = ("potential.pt", "config.yaml", "test_metrics.json")
+    before = {name: (run_dir / name).read_bytes() for name in names}
+    config = tmp_path / "c.yaml"
+    config.write_text("{}\n")
+    capsys.readouterr()
+    assert main(["train", str(config), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"physnet train: error: {run_dir} already holds a finished or foreign run "
+        "(potential.pt, config.yaml, test_metrics.json); choose another run_dir or pass --overwrite"
+    ]
+    assert {name: (run_dir / name).read_bytes() for name in names} == before
+    assert not (run_dir / "checkpoints").exists()
+
+    assert main(["train", str(config), *args, "--overwrite"]) == 0
+    assert (run_dir / "test_metrics.json").read_bytes() != before["test_metrics.json"]  # wall time differs
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_overwrite_replaces_a_run_with_checkpoints(emt_molecule_file: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, _overrides(emt_molecule_file, tmp_path / "run", "trainer.max_steps=2"))
+    train(cfg)
+    (tmp_path / "run" / "checkpoints" / "stale.ckpt").write_bytes(b"old")
+    train(cfg, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_resume_applies_overrides_given_after_the_run_dir(
+    emt_molecule_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`physnet train --resume RUN trainer.max_steps=N`: the override is applied (argparse
+    used to take it for the CONFIG positional and drop it); keys the checkpoint fixes are refused."""
+    from physnet.cli import main
+
+    run_dir = tmp_path / "run"
+    train(load_config(None, _overrides(emt_molecule_file, run_dir, "trainer.max_steps=3")))
+    assert json.loads((run_dir / "test_metrics.json").read_text())["optimizer_steps"] == 3
+
+    assert (
+        main(["train", "--resume", str(run_dir), "trainer.max_steps=7", "trainer.log_every_n_steps=2"]) == 0
+    )
+    assert json.loads((run_dir / "test_metrics.json").read_text())["optimizer_steps"] == 7
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["trainer"]["max_steps"] == 7 and saved["trainer"]["log_every_n_steps"] == 2
+    assert "resuming" in capsys.readouterr().out
+
+    last = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    assert main(["train", "--resume", str(run_dir), "trainer.max_steps=9", "model.n_features=32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "physnet train: error: cannot change model.n_features=16 (asked 32) when resuming"
+    ), err
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == last
+
+    assert main(["train", "--resume", str(run_dir), str(tmp_path / "other.yaml")]) == 2
+    assert "give only section.key=value overrides after --resume" in capsys.readouterr().err
+
+
 def _physnet(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from physnet.cli import main; sys.exit(main())", *args]
 
