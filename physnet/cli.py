@@ -18,6 +18,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,8 +26,6 @@ import torch
 
 def _demo(args: argparse.Namespace) -> int:
     """Train a small SchNet on the embedded GFN2-xTB ethanol set, then run MD with it."""
-    from pathlib import Path
-
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
@@ -103,8 +102,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from physnet.train.config import check_resume_changes, load_config
     from physnet.train.fit import train
 
@@ -139,13 +136,19 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     import physnet
     from physnet.data.datasets import GraphDataset, read_frames
     from physnet.train.fit import error_table, predict
     from physnet.train.plots import plot_parity
 
+    out = Path(args.output) if args.output else _next_to(args.checkpoint) / "eval"
+    existing = [name for name in ("eval_metrics.json", "parity.png") if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"{out} already holds {', '.join(existing)}; name another folder with --output "
+            "or pass --overwrite"
+        )
     potential = physnet.Potential.load(args.checkpoint, map_location=args.device)
     e_unit = args.energy_unit or potential.energy_unit
     l_unit = args.length_unit or potential.length_unit
@@ -173,13 +176,12 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"{len(dataset)} frames, errors in {unit} and {unit}/{potential.length_unit}:")
     for key, value in table.items():
         print(f"  {key:24s} {value:.5g}")
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_metrics.json").write_text(json.dumps(table, indent=2))
     png = plot_parity(
         pred, out / "parity.png", potential.energy_unit, potential.length_unit, title=Path(args.data).name
     )
-    print(f"parity plot: {png}")
+    print(f"metrics: {out / 'eval_metrics.json'}; parity plot: {png}")
     return 0
 
 
@@ -203,9 +205,14 @@ def _convert(atoms, e_fac: float, l_fac: float):
     return new
 
 
-def _md(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _next_to(checkpoint: str) -> Path:
+    """The folder where outputs about ``checkpoint`` go: the run directory for a
+    ``RUN/checkpoints/*.ckpt``, else the checkpoint's own folder."""
+    folder = Path(checkpoint).parent
+    return folder.parent if folder.name == "checkpoints" else folder
 
+
+def _md(args: argparse.Namespace) -> int:
     from ase import units
     from ase.constraints import FixCom
     from ase.io import read
@@ -215,17 +222,42 @@ def _md(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import physnet
+    from physnet.md.guard import BlowUpGuard, MDBlowUp
     from physnet.md.velocities import thermalize
 
+    if not args.dt > 0 or not np.isfinite(args.dt):
+        raise ValueError(f"--dt must be a time step > 0 fs, got {args.dt}; 0.5 fs suits most molecules")
+    if not args.temperature >= 0 or not np.isfinite(args.temperature):
+        raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.log_every < 1:
+        raise ValueError(f"--log-every must be >= 1, got {args.log_every}")
+    if not args.friction >= 0:
+        raise ValueError(f"--friction must be >= 0 1/fs, got {args.friction}")
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
-    if Path(args.structure).exists():
+    is_file = Path(args.structure).exists()
+    if args.trajectory:
+        traj_path = Path(args.trajectory)
+    else:
+        traj_path = (
+            _next_to(args.checkpoint) / f"md_{Path(args.structure).stem if is_file else 'smiles'}.traj"
+        )
+    if traj_path.exists() and not args.overwrite:
+        raise FileExistsError(
+            f"trajectory {traj_path} already exists; name another file with --trajectory or pass --overwrite"
+        )
+    if is_file:
         atoms = read(args.structure)
         source = args.structure
     else:
         atoms = physnet.data.from_smiles(args.structure, seed=args.seed)[0]
         source = f"SMILES {args.structure} (RDKit ETKDG + MMFF)"
-    atoms.calc = physnet.Calculator(args.checkpoint, device=args.device, dtype=dtype)
+    calc = physnet.Calculator(args.checkpoint, device=args.device, dtype=dtype)
+    atoms.calc = calc
     thermalize(atoms, args.temperature, args.seed)
+    cutoff = float(calc.potential.cutoff) * calc._l  # in Å
+    guard = None if args.no_guard else BlowUpGuard(atoms, cutoff, args.temperature)
     dt = args.dt * units.fs
     if args.thermostat == "langevin":
         atoms.set_constraint(FixCom())
@@ -239,20 +271,23 @@ def _md(args: argparse.Namespace) -> int:
         )
     else:
         dyn = VelocityVerlet(atoms, dt)
-    traj = Trajectory(args.trajectory, "w", atoms)
-    dyn.attach(traj.write, interval=args.log_every)
+    traj_path.parent.mkdir(parents=True, exist_ok=True)
+    traj = Trajectory(traj_path, "w", atoms)
     n = len(atoms)
     print(
         f"MD of {n} atoms from {source}: {args.thermostat}, {args.steps} steps of {args.dt} fs, "
-        f"T = {args.temperature} K, trajectory -> {args.trajectory}"
+        f"T = {args.temperature} K, trajectory -> {traj_path}"
     )
     times, totals, temps = [], [], []
     bar = tqdm(total=args.steps, unit="step", disable=not args.progress)
+    last_good = [-1]  # the last step written to the trajectory
 
     def log() -> None:
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-        if not np.isfinite(epot):
-            raise RuntimeError(f"non-finite energy at step {dyn.nsteps}")
+        if guard is not None:
+            guard.check(atoms, dyn.nsteps, epot)  # before writing: the file keeps good frames only
+        traj.write()
+        last_good[0] = dyn.nsteps
         times.append(dyn.nsteps * args.dt * 1e-3)
         totals.append(epot + ekin)
         temps.append(atoms.get_temperature())
@@ -260,18 +295,35 @@ def _md(args: argparse.Namespace) -> int:
 
     dyn.attach(log, interval=args.log_every)
     start = time.perf_counter()
-    for _ in range(args.steps // args.log_every):
-        dyn.run(args.log_every)
-        bar.update(args.log_every)
-    if args.steps % args.log_every:
-        dyn.run(args.steps % args.log_every)
-        bar.update(args.steps % args.log_every)
+    chunks = [args.log_every] * (args.steps // args.log_every) + [args.steps % args.log_every]
+    try:
+        for chunk in filter(None, chunks):
+            try:
+                dyn.run(chunk)
+            except (ValueError, FloatingPointError, RuntimeError) as err:
+                if guard is None or isinstance(err, MDBlowUp) or np.isfinite(atoms.positions).all():
+                    raise
+                # the neighbour list or the model refused non-finite coordinates between two checks
+                raise MDBlowUp(dyn.nsteps, "non-finite positions") from err
+            bar.update(chunk)
+    except MDBlowUp as err:
+        bar.close()
+        traj.close()
+        kept = f"up to step {last_good[0]}" if last_good[0] >= 0 else "none"
+        print(
+            f"physnet md: error: MD blew up at step {err.step} (t = {err.step * args.dt:g} fs): {err.what}; "
+            f"{traj_path} keeps the frames {kept}. Usual fixes: a smaller --dt (e.g. "
+            f"{min(args.dt / 2, 0.5):g} fs), or check the potential's training (its errors, and data "
+            "covering these geometries); --no-guard runs on",
+            file=sys.stderr,
+        )
+        return 1
     bar.close()
     traj.close()
     elapsed = time.perf_counter() - start
     print(
         f"{args.steps} steps in {elapsed:.1f} s ({args.steps / elapsed:.1f} steps/s); "
-        f"mean T {np.mean(temps):.1f} ± {np.std(temps):.1f} K"
+        f"mean T {np.mean(temps):.1f} ± {np.std(temps):.1f} K; trajectory {traj_path}"
     )
     if args.thermostat == "nve" and len(times) > 2:
         slope = np.polyfit(np.array(times), np.array(totals) / n * 1e3, 1)[0]
@@ -363,7 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--length-unit", default="", help="length unit of DATA (default: the potential's)")
     ev.add_argument("--batch-size", type=int, default=50)
     ev.add_argument("--device", default="cpu")
-    ev.add_argument("--output", default="eval", help="folder for eval_metrics.json and parity.png")
+    ev.add_argument(
+        "--output",
+        default=None,
+        help="folder for eval_metrics.json and parity.png (default: eval/ next to CHECKPOINT, in the "
+        "run directory for a checkpoints/*.ckpt)",
+    )
+    ev.add_argument("--overwrite", action="store_true", help="replace earlier results in the --output folder")
     ev.set_defaults(func=_eval)
 
     md = sub.add_parser(
@@ -382,7 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     md.add_argument("--thermostat", choices=["langevin", "nve"], default="langevin")
     md.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs")
-    md.add_argument("--trajectory", default="md.traj", help="ASE trajectory file to write")
+    md.add_argument(
+        "--trajectory",
+        default=None,
+        help="ASE trajectory file to write (default: md_<structure>.traj, or md_smiles.traj, next to "
+        "the potential, in the run directory for a checkpoints/*.ckpt)",
+    )
+    md.add_argument("--overwrite", action="store_true", help="replace an existing trajectory file")
+    md.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="run on when the MD blows up (non-finite, atoms flying apart, bonds torn, T > 5x target)",
+    )
     md.add_argument("--log-every", type=int, default=10, help="log and write a frame every N steps")
     md.add_argument(
         "--dtype",

@@ -1,0 +1,116 @@
+"""A blow-up guard for molecular dynamics: stop a run that has clearly gone wrong.
+
+An unstable time step or a potential that was never trained on the geometries the run
+reaches does not crash: atoms fly apart, bonds tear and the temperature runs away, and the
+averages printed at the end look like numbers. :class:`BlowUpGuard` is called at every log
+interval and raises :class:`MDBlowUp` with one line that names what happened when
+
+- an energy or a position is not finite;
+- an atom that started within the potential's cutoff of another one has no neighbour
+  within ``apart_factor`` times the cutoff (it left the system);
+- for a molecule (no periodic boundaries): a covalent bond of the starting structure
+  (distance below 1.2 times the sum of the covalent radii) is stretched beyond
+  ``bond_factor`` times the sum of the radii;
+- the temperature exceeds ``temperature_factor`` times the larger of the target, the
+  starting temperature and ``min_temperature`` (Langevin and NVE alike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.data import covalent_radii
+from ase.neighborlist import neighbor_list
+
+__all__ = ["BlowUpGuard", "MDBlowUp"]
+
+
+class MDBlowUp(RuntimeError):
+    """The MD run blew up; ``step`` is the MD step where the guard saw it."""
+
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(f"step {step}: {what}")
+        self.step = step
+        self.what = what
+
+
+class BlowUpGuard:
+    """Checks of an MD run against its starting structure (see the module docstring).
+
+    Args:
+        atoms: the starting structure (positions in Å).
+        cutoff: the potential's cutoff in Å.
+        temperature: the target (Langevin) or initial (NVE) temperature in K.
+        apart_factor: an atom with no neighbour within ``apart_factor * cutoff`` has left.
+        bond_factor: a bond longer than ``bond_factor`` times the sum of covalent radii is torn.
+        temperature_factor: the run stops above this multiple of the reference temperature.
+        min_temperature: lower bound in K of the reference temperature (runs near 0 K).
+    """
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        cutoff: float,
+        temperature: float,
+        apart_factor: float = 2.0,
+        bond_factor: float = 2.0,
+        temperature_factor: float = 5.0,
+        min_temperature: float = 100.0,
+    ) -> None:
+        self.cutoff = float(cutoff)
+        self.apart_factor = float(apart_factor)
+        self.apart = apart_factor * self.cutoff
+        i, j = neighbor_list("ij", atoms, self.cutoff)
+        self.watched = np.unique(i[i != j])  # atoms with another atom within the cutoff at the start
+        self.bonds = np.zeros((0, 2), dtype=int)
+        self.bond_limits = np.zeros(0)
+        if not atoms.pbc.any() and len(atoms) > 1:
+            radii = covalent_radii[atoms.numbers]
+            d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
+            r_sum = radii[:, None] + radii[None]
+            a, b = np.nonzero(np.triu(d < 1.2 * r_sum, k=1))
+            self.bonds = np.stack([a, b], axis=1)
+            self.start_lengths = d[a, b]
+            self.bond_limits = bond_factor * r_sum[a, b]
+        self.temperature_limit = temperature_factor * max(
+            temperature, atoms.get_temperature(), min_temperature
+        )
+
+    def check(self, atoms: Atoms, step: int, energy: float) -> None:
+        """Raise :class:`MDBlowUp` if ``atoms`` (at MD step ``step``, potential energy
+        ``energy`` in eV) shows one of the signs of a blown-up run."""
+        if not np.isfinite(energy):
+            raise MDBlowUp(step, f"the potential energy is {energy}")
+        pos = atoms.positions
+        if not np.isfinite(pos).all():
+            bad = np.nonzero(~np.isfinite(pos).all(axis=1))[0]
+            raise MDBlowUp(step, f"{len(bad)} atom(s) have non-finite positions (atom {bad[0]} first)")
+        symbols = atoms.get_chemical_symbols()
+        if len(self.bonds):
+            lengths = np.linalg.norm(pos[self.bonds[:, 0]] - pos[self.bonds[:, 1]], axis=1)
+            torn = np.nonzero(lengths > self.bond_limits)[0]
+            if len(torn):
+                k = torn[np.argmax(lengths[torn] / self.bond_limits[torn])]
+                a, b = self.bonds[k]
+                raise MDBlowUp(
+                    step,
+                    f"bond {symbols[a]}{a}-{symbols[b]}{b} torn apart ({lengths[k]:.2f} Å, "
+                    f"{self.start_lengths[k]:.2f} Å at the start; {len(torn)} bond(s) torn)",
+                )
+        if len(self.watched):
+            i, j, d = neighbor_list("ijd", atoms, self.apart)
+            other = i != j  # an atom's own periodic image is no neighbour
+            nearest = np.full(len(atoms), np.inf)
+            np.minimum.at(nearest, i[other], d[other])
+            gone = self.watched[~np.isfinite(nearest[self.watched])]
+            if len(gone):
+                a = gone[0]
+                raise MDBlowUp(
+                    step,
+                    f"{len(gone)} atom(s) flew apart: {symbols[a]}{a} has no neighbour within "
+                    f"{self.apart:.3g} Å ({self.apart_factor:g}x the cutoff) although it started "
+                    "within the cutoff of one",
+                )
+        temp = atoms.get_temperature()
+        if not temp <= self.temperature_limit:
+            raise MDBlowUp(step, f"temperature {temp:.0f} K, above {self.temperature_limit:.0f} K")
