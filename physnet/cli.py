@@ -500,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Problems with the user's input (missing files, bad config, unknown units or
     elements, ...) end with one line ``physnet <command>: error: ...`` and exit code 2;
-    set ``PHYSNET_DEBUG=1`` for the traceback. Training stopped by SIGTERM exits with 143.
+    set ``PHYSNET_DEBUG=1`` for the traceback. Training stopped by SIGTERM exits with 143; an
+    MD run that blows up (see :mod:`physnet.md.guard`) with 1.
     """
     import os
 

@@ -22,7 +22,27 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
-__all__ = ["BlowUpGuard", "MDBlowUp"]
+__all__ = ["BlowUpGuard", "MDBlowUp", "nearest_distances"]
+
+
+def nearest_distances(atoms: Atoms) -> np.ndarray | None:
+    """Each atom's distance in Å to the nearest other atom (nearest periodic image) with a k-d
+    tree, for a structure without periodic boundaries or with an orthorhombic cell periodic in
+    all three directions; ``None`` for other cells (the caller falls back to ASE's neighbour list)."""
+    from scipy.spatial import cKDTree
+
+    if len(atoms) < 2:
+        return np.full(len(atoms), np.inf)
+    pos = atoms.positions
+    if not atoms.pbc.any():
+        return cKDTree(pos).query(pos, k=2)[0][:, 1]
+    cell = atoms.cell.array
+    if not atoms.pbc.all() or not np.allclose(cell, np.diag(np.diag(cell))):
+        return None
+    box = np.diag(cell).copy()
+    wrapped = np.mod(pos, box)
+    wrapped[wrapped >= box] = 0.0  # np.mod can round up to the box length
+    return cKDTree(wrapped, boxsize=box).query(wrapped, k=2)[0][:, 1]
 
 
 class MDBlowUp(RuntimeError):
@@ -60,8 +80,15 @@ class BlowUpGuard:
         self.cutoff = float(cutoff)
         self.apart_factor = float(apart_factor)
         self.apart = apart_factor * self.cutoff
-        i, j = neighbor_list("ij", atoms, self.cutoff)
-        self.watched = np.unique(i[i != j])  # atoms with another atom within the cutoff at the start
+        i, j, d = neighbor_list("ijd", atoms, self.cutoff)
+        other = i != j  # an atom's own periodic image is no neighbour
+        self.watched = np.unique(i[other])  # atoms with another atom within the cutoff at the start
+        # a cheap first pass: atoms with a neighbour within 1.5x the largest starting nearest-neighbour
+        # distance are fine; only the others are measured exactly
+        nearest = np.full(len(atoms), np.inf)
+        np.minimum.at(nearest, i[other], d[other])
+        start = nearest[self.watched]
+        self.first_radius = min(self.cutoff, 1.5 * float(start.max())) if len(start) else self.cutoff
         self.bonds = np.zeros((0, 2), dtype=int)
         self.bond_limits = np.zeros(0)
         if not atoms.pbc.any() and len(atoms) > 1:
@@ -75,6 +102,14 @@ class BlowUpGuard:
         self.temperature_limit = temperature_factor * max(
             temperature, atoms.get_temperature(), min_temperature
         )
+
+    @staticmethod
+    def _nearest(atoms: Atoms, a: int) -> float:
+        """Distance in Å from atom ``a`` to the nearest other atom (nearest periodic image)."""
+        others = np.delete(np.arange(len(atoms)), a)
+        if len(others) == 0:
+            return np.inf
+        return float(atoms.get_distances(a, others, mic=bool(atoms.pbc.any())).min())
 
     def check(self, atoms: Atoms, step: int, energy: float) -> None:
         """Raise :class:`MDBlowUp` if ``atoms`` (at MD step ``step``, potential energy
@@ -98,12 +133,16 @@ class BlowUpGuard:
                     f"{self.start_lengths[k]:.2f} Å at the start; {len(torn)} bond(s) torn)",
                 )
         if len(self.watched):
-            i, j, d = neighbor_list("ijd", atoms, self.apart)
-            other = i != j  # an atom's own periodic image is no neighbour
-            nearest = np.full(len(atoms), np.inf)
-            np.minimum.at(nearest, i[other], d[other])
-            gone = self.watched[~np.isfinite(nearest[self.watched])]
-            if len(gone):
+            nearest = nearest_distances(atoms)
+            if nearest is not None:
+                gone = [int(a) for a in self.watched if not nearest[a] <= self.apart]
+            else:
+                i, j = neighbor_list("ij", atoms, self.first_radius)
+                close = np.zeros(len(atoms), dtype=bool)
+                close[i[i != j]] = True
+                suspects = self.watched[~close[self.watched]]
+                gone = [int(a) for a in suspects if self._nearest(atoms, int(a)) > self.apart]
+            if gone:
                 a = gone[0]
                 raise MDBlowUp(
                     step,

@@ -5,7 +5,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from physnet.md.guard import BlowUpGuard, MDBlowUp
+from physnet.md.guard import BlowUpGuard, MDBlowUp, nearest_distances
 
 CUTOFF = 4.0  # Å
 
@@ -88,3 +88,40 @@ def test_temperature_far_above_the_target() -> None:
         guard.check(atoms, 9, 0.0)
     atoms.set_momenta(atoms.get_momenta() * np.sqrt(1400.0 / atoms.get_temperature()))
     guard.check(atoms, 9, 0.0)
+
+
+def _brute_nearest(atoms: Atoms) -> np.ndarray:
+    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+    np.fill_diagonal(d, np.inf)
+    return d.min(axis=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nearest_distances_match_minimum_image_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    box = rng.uniform(3.0, 9.0, size=3)
+    # positions outside the cell too (MD does not wrap them)
+    atoms = Atoms("Cu20", positions=rng.uniform(-8.0, 16.0, size=(20, 3)), cell=box, pbc=True)
+    np.testing.assert_allclose(nearest_distances(atoms), _brute_nearest(atoms), rtol=1e-10)
+    atoms.pbc = False
+    np.testing.assert_allclose(nearest_distances(atoms), _brute_nearest(atoms), rtol=1e-10)
+
+
+def test_nearest_distances_leave_triclinic_and_slab_cells_to_the_neighbour_list() -> None:
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)  # primitive fcc cells: triclinic
+    assert nearest_distances(atoms) is None
+    slab = bulk("Cu", "fcc", a=3.6, cubic=True)
+    slab.pbc = (True, True, False)
+    assert nearest_distances(slab) is None
+
+
+def test_atom_flying_out_of_an_orthorhombic_box() -> None:
+    """The k-d tree path: a fully periodic orthorhombic box (the slab test uses the neighbour list)."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    atoms.set_cell(np.diag([7.2, 7.2, 30.0]))  # periodic in z too, with 22.8 Å of vacuum
+    guard = BlowUpGuard(atoms, CUTOFF, temperature=300.0)
+    guard.check(atoms, 0, 0.0)
+    top = int(np.argmax(atoms.positions[:, 2]))
+    atoms.positions[top, 2] += 9.0
+    with pytest.raises(MDBlowUp, match=rf"1 atom\(s\) flew apart: Cu{top} has no neighbour within 8 Å"):
+        guard.check(atoms, 3, 0.0)
