@@ -130,7 +130,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if config is None and not overrides:
             raise SystemExit("physnet train: give a CONFIG.yaml or --resume RUN_DIR")
-        train(load_config(config, overrides), overwrite=args.overwrite)
+        train(load_config(config, overrides), overwrite=args.overwrite, config_file=config)
     return 0
 
 

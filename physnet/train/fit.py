@@ -296,13 +296,19 @@ RUN_RESULTS = ("potential.pt", "config.yaml", "test_metrics.json")
 
 
 def train(
-    cfg: RunConfig, resume: bool = False, callbacks: Sequence[Any] = (), overwrite: bool = False
+    cfg: RunConfig,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    overwrite: bool = False,
+    config_file: str | os.PathLike | None = None,
 ) -> Path:
     """Run (or resume) a training run; returns the run directory.
 
     A new run refuses a run directory that already holds checkpoints or results
     (:data:`RUN_RESULTS`) unless ``overwrite``; then the old checkpoints are deleted first, so
-    that a later ``--resume`` cannot mix the two runs.
+    that a later ``--resume`` cannot mix the two runs. ``config_file`` is the YAML file ``cfg``
+    was read from: when it is the run directory's own ``config.yaml`` (a config written into the
+    run directory before the first run) that file is no sign of an earlier run.
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
@@ -319,6 +325,9 @@ def train(
     if not resume and _rank() == 0:
         has_checkpoints = ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
         results = [name for name in RUN_RESULTS if (run_dir / name).exists()]
+        own = run_dir / "config.yaml"
+        if config_file is not None and own.exists() and own.samefile(config_file):
+            results.remove("config.yaml")
         if has_checkpoints and not overwrite:
             raise FileExistsError(
                 f"run directory {run_dir} already has checkpoints; resume with --resume {run_dir}, "

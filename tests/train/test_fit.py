@@ -191,6 +191,23 @@ def test_finished_run_without_checkpoints_is_kept_unless_overwrite(
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_config_written_into_the_run_dir_is_no_earlier_run(emt_molecule_file: Path, tmp_path: Path) -> None:
+    """`physnet train RUN/config.yaml` with run_dir RUN: the config itself does not block the run,
+    but a copy of it elsewhere would find RUN/config.yaml foreign."""
+    from physnet.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = run_dir / "config.yaml"
+    config.write_text(yaml.safe_dump({}))
+    args = _overrides(emt_molecule_file, run_dir, "trainer.max_steps=2")
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump({}))
+    assert main(["train", str(copy), *args]) == 2
+    assert main(["train", str(config), *args]) == 0
+    assert (run_dir / "potential.pt").is_file()
+
+
 def test_overwrite_replaces_a_run_with_checkpoints(emt_molecule_file: Path, tmp_path: Path) -> None:
     cfg = load_config(None, _overrides(emt_molecule_file, tmp_path / "run", "trainer.max_steps=2"))
     train(cfg)
