@@ -215,8 +215,10 @@ class Potential(torch.nn.Module):
             compute_forces: return ``forces`` [n_atoms, 3].
             compute_stress: return ``stress`` [n_graphs, 3, 3]; ``None`` means "if every
                 graph is periodic with a non-singular cell".
-            check: run :meth:`check` on the graph first (one host sync); an engine that
-                checked the structure once passes False.
+            check: run :meth:`check` on the graph first (and, with ``compute_stress``, check
+                that every cell is non-singular): host syncs; an engine that checked the
+                structure once passes False, and then a forward pass with explicit
+                ``compute_stress`` reads nothing back from the device.
 
         Returns:
             dict with ``energy`` [n_graphs], ``atomic_energy`` [n_atoms] (per-atom terms),
@@ -228,11 +230,11 @@ class Potential(torch.nn.Module):
         pos = graph[K.POS]
         n_graphs = graph[K.N_ATOMS].shape[0]
         batch = graph[K.BATCH]
-        if compute_stress is None:
+        if compute_stress is None:  # decided from the data: one host sync
             compute_stress = bool(graph[K.PBC].any(dim=1).all()) and bool(
                 (torch.linalg.det(graph[K.CELL]).abs() > 0).all()
             )
-        elif compute_stress and not bool((torch.linalg.det(graph[K.CELL]).abs() > 0).all()):
+        elif compute_stress and check and not bool((torch.linalg.det(graph[K.CELL]).abs() > 0).all()):
             raise ValueError("stress needs a non-singular cell in every graph of the batch")
         need_grad = compute_forces or compute_stress
         # Outputs stay differentiable while training, or when the caller's positions

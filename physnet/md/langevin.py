@@ -91,8 +91,8 @@ def langevin(
         raise ValueError("dt, friction and temperature must be > 0")
     device, dtype = positions.device, positions.dtype
     n_rep, n_beads, _ = positions.shape
-    if masses is None:
-        masses = torch.tensor(atomic_masses[z.cpu().numpy()], dtype=dtype)
+    if masses is None:  # once, before the loop
+        masses = torch.tensor(atomic_masses[z.cpu().numpy()], dtype=dtype, device=device)
     m = masses.to(device=device, dtype=dtype).view(1, n_beads, 1)  # [1, n_beads, 1] amu
     kT = boltzmann_constant(potential.energy_unit) * temperature  # energy unit
     # acceleration per (force / mass) in length / ps^2
@@ -104,9 +104,10 @@ def langevin(
     gen = torch.Generator(device=device).manual_seed(seed)
     potential = potential.eval()
     z = z.to(device)
+    potential.check(bead_graph(positions[:1].detach(), z))  # species and dtype, once
 
-    def forces(x: torch.Tensor) -> torch.Tensor:
-        out = potential(bead_graph(x, z), compute_forces=True, compute_stress=False)
+    def forces(x: torch.Tensor) -> torch.Tensor:  # no host sync: checked above
+        out = potential(bead_graph(x, z), compute_forces=True, compute_stress=False, check=False)
         return out[K.FORCES].detach().view(n_rep, n_beads, 3)
 
     def noise() -> torch.Tensor:

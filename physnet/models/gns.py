@@ -842,7 +842,9 @@ def random_walk_noise(
     (``learning_to_simulate/noise_utils.py``).
     """
     n, c, dim = pos_history.shape
-    vel_noise = torch.randn(n, c - 1, dim, generator=generator, dtype=pos_history.dtype)
+    # drawn where the generator lives (without one: on the data's device, no host round trip)
+    device = pos_history.device if generator is None else generator.device
+    vel_noise = torch.randn(n, c - 1, dim, generator=generator, dtype=pos_history.dtype, device=device)
     vel_noise = (vel_noise * (noise_std / math.sqrt(c - 1))).to(pos_history.device)
     return torch.cat([torch.zeros_like(vel_noise[:, :1]), vel_noise.cumsum(dim=1)], dim=1)
 

@@ -44,12 +44,15 @@ def beads_per_graph(graph: dict[str, torch.Tensor], n_beads: int | None = None) 
     is given, a count other than ``n_beads``.
     """
     counts = graph[K.N_ATOMS]  # [n_graphs]
-    first = int(counts[0])
-    if bool((counts != first).any()):
-        raise ValueError(
-            "coarse-grained graphs of one batch must all have the same number of beads, "
-            f"got {counts.tolist()}"
-        )
+    n_graphs, n_atoms = counts.shape[0], graph[K.POS].shape[0]
+    first = n_atoms // max(n_graphs, 1)  # from shapes: no host sync
+    uneven = "coarse-grained graphs of one batch must all have the same number of beads"
+    if first * n_graphs != n_atoms:
+        raise ValueError(f"{uneven}, got {counts.tolist()}")
+    try:  # on the CPU this raises at once; on a GPU it is a device-side assert (no host sync)
+        torch._assert_async((counts == first).all(), uneven)
+    except RuntimeError:
+        raise ValueError(f"{uneven}, got {counts.tolist()}") from None
     if n_beads is not None and first != n_beads:
         raise ValueError(
             f"the graph has {first} beads but this term was built / fitted for {n_beads} beads; "

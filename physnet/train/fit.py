@@ -28,7 +28,7 @@ from physnet.data.datasets import GraphDataset, load_split, make_loader, make_sp
 from physnet.data.graph import atomic_number
 from physnet.models.registry import build
 from physnet.potential import Potential
-from physnet.train.config import RunConfig
+from physnet.train.config import RunConfig, apply_tf32
 from physnet.units import energy_factor, length_factor
 
 __all__ = ["train", "fit_reference_energies", "fit_energy_scale", "predict", "prepare", "build_priors"]
@@ -134,6 +134,13 @@ def prepare(
         raise ValueError(
             "task.energy_weight, task.forces_weight and task.stress_weight are all 0: nothing to fit"
         )
+    if "stress" in require:  # checked here once, so that training steps need not (no host sync)
+        flat = [k for k, a in enumerate(frames) if not abs(np.linalg.det(np.asarray(a.cell))) > 0]
+        if flat:
+            raise ValueError(
+                f"frame {flat[0]} of {d.path} has a singular cell; stress needs a periodic cell with "
+                "three non-zero, independent lattice vectors (or set data.stress=false)"
+            )
     dataset = GraphDataset(
         frames, model.cutoff, dtype=dtype, require=require, source=d.path, progress=_rank() == 0
     )
@@ -343,6 +350,7 @@ def train(
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
+    apply_tf32(cfg.trainer.tf32)
     started = time.perf_counter()
     potential, dataset, split = prepare(cfg, run_dir, resume)
     if _rank() == 0:
@@ -365,7 +373,8 @@ def train(
     val_loader = make_loader(
         dataset, split["val"], d.eval_batch_size, shuffle=False, num_workers=d.num_workers
     )
-    task = PotentialTask(potential, cfg.task, run_config=cfg.to_dict())
+    # prepare() checked species, dtype and cells of every frame: steps skip the per-batch check
+    task = PotentialTask(potential, cfg.task, run_config=cfg.to_dict(), checked_data=True)
 
     checkpoints = [
         ModelCheckpoint(

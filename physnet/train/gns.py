@@ -49,7 +49,7 @@ from physnet.models.gns import (
     rollout,
 )
 from physnet.models.simulator import build_simulator
-from physnet.train.config import TrainerConfig, _coerce, read_raw
+from physnet.train.config import TrainerConfig, _coerce, apply_tf32, read_raw
 
 __all__ = [
     "Trajectories",
@@ -207,10 +207,12 @@ class RolloutDataset(torch.utils.data.Dataset):
 
 
 def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate particles of several windows and add ``K.BATCH`` [n_total]."""
+    """Concatenate particles of several windows and add ``K.BATCH`` [n_total] and
+    ``K.N_ATOMS`` [n_windows] (particles per window)."""
     out = {key: torch.cat([it[key] for it in items]) for key in items[0]}
     counts = torch.tensor([it[K.Z].shape[0] for it in items])
     out[K.BATCH] = torch.repeat_interleave(torch.arange(len(items)), counts)
+    out[K.N_ATOMS] = counts
     return out
 
 
@@ -458,7 +460,8 @@ class GNSTask(pl.LightningModule):
         inputs, target, error = self.training_example(batch, unroll)
         pred = self.model({**batch, K.POS_HISTORY: inputs})
         loss = self.loss(pred, target)
-        n_systems = int(batch[K.BATCH][-1]) + 1
+        # from a shape, not the data: no host sync in the step
+        n_systems = batch[K.N_ATOMS].shape[0] if K.N_ATOMS in batch else int(batch[K.BATCH][-1]) + 1
         if self.wall_penalty:
             penalty = self.outside_penalty(inputs, pred, target)
             self.log("train/wall_penalty", penalty, on_step=True, on_epoch=False, batch_size=n_systems)
@@ -744,6 +747,7 @@ def train_gns(cfg: GNSRunConfig) -> Path:
     pl.seed_everything(t.seed, workers=True, verbose=False)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    apply_tf32(t.tf32)
     started = time.perf_counter()
     train_data = load_trajectories(cfg.data.train, dtype)
     model = build_from_data(cfg, train_data).to(dtype)
@@ -841,6 +845,8 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
         accelerator=t.accelerator,
         devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
         precision="64-true" if dtype == torch.float64 else "32-true",
         gradient_clip_val=t.gradient_clip_val or None,
         log_every_n_steps=t.log_every_n_steps,

@@ -49,18 +49,31 @@ class PotentialTask(pl.LightningModule):
         potential: the potential to train (its references and scale already fitted).
         config: loss weights, optimiser and schedule.
         run_config: the whole run's configuration, stored in checkpoints.
+        checked_data: the caller has checked every graph it will feed (species in the model,
+            the model's dtype, non-singular cells where stress is trained), as
+            :func:`physnet.train.fit.prepare` does; then a step skips :meth:`Potential.check`
+            and reads nothing back from the device (no host sync). False checks every batch.
     """
 
-    def __init__(self, potential: Potential, config: TaskConfig, run_config: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        potential: Potential,
+        config: TaskConfig,
+        run_config: dict[str, Any] | None = None,
+        checked_data: bool = False,
+    ):
         super().__init__()
         self.potential = potential
         self.config = config
         self.save_hyperparameters({"run": run_config or {}}, ignore=["potential"])
         self.use_stress = config.stress_weight > 0
+        self.checked_data = checked_data
 
     # ------------------------------------------------------------------ steps
     def forward(self, graph: Graph) -> Graph:
-        return self.potential(graph, compute_forces=True, compute_stress=self.use_stress)
+        return self.potential(
+            graph, compute_forces=True, compute_stress=self.use_stress, check=not self.checked_data
+        )
 
     def _errors(self, batch: Graph, out: Graph) -> dict[str, torch.Tensor]:
         n_atoms = batch[K.N_ATOMS].to(out[K.ENERGY].dtype)
