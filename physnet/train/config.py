@@ -17,7 +17,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DataConfig", "TaskConfig", "TrainerConfig", "RunConfig", "load_config", "describe"]
+__all__ = [
+    "DataConfig",
+    "TaskConfig",
+    "TrainerConfig",
+    "RunConfig",
+    "load_config",
+    "describe",
+    "apply_tf32",
+]
 
 
 @dataclass
@@ -72,6 +80,7 @@ class TrainerConfig:
     strategy: str = "auto"  # e.g. ddp
     num_nodes: int = 1
     dtype: str = "float32"  # float32 or float64
+    tf32: bool = False  # float32 matmuls/convolutions on NVIDIA tensor cores in TF32 (10-bit mantissa)
     gradient_clip_val: float = 10.0  # clip the gradient norm; 0 disables
     checkpoint_every_n_steps: int = 500  # write last.ckpt this often (and at each epoch end)
     log_every_n_steps: int = 20
@@ -190,6 +199,23 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     return _from_dict(raw)
 
 
+def apply_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TF32 for float32 matrix products and cuDNN convolutions on CUDA.
+
+    TF32 (NVIDIA Ampere and later) rounds the inputs of float32 products to a 10-bit mantissa
+    (relative error of order 1e-4 to 1e-3 instead of 1e-7) in exchange for tensor-core speed.
+    physnet forbids it by default (``trainer.tf32: false``), including for cuDNN, where torch allows it
+    by default; forces are derivatives of a learned energy and a training run should not change
+    precision with the card it lands on. Sets the process-wide flags that
+    :func:`physnet.testing.precise` also uses (torch's legacy API: mixing it with the newer
+    ``fp32_precision`` settings is an error in torch >= 2.9). No effect on CPU.
+    """
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+
+
 # keys an override may change on ``physnet train --resume``: how long and where the run goes on,
 # and what it logs. Everything else (model, priors, data and split, loss, optimiser, dtype, seed)
 # is fixed by the checkpoint and the saved split; changing it would be ignored or mix two runs.
@@ -208,6 +234,7 @@ RESUMABLE = frozenset(
         "trainer.check_val_every_n_epoch",
         "trainer.progress_bar",
         "trainer.threads",
+        "trainer.tf32",
         "data.eval_batch_size",
         "data.num_workers",
     }
