@@ -22,8 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -53,6 +55,8 @@ __all__ = [
     "reference_structures",
     "check_particle_symmetries",
     "PARTICLE_KINDS",
+    "count_host_syncs",
+    "HOST_SYNC_CALLS",
 ]
 
 # Acceptance thresholds (relative errors) by dtype.
@@ -541,8 +545,8 @@ PARTICLE_KINDS = ("position", "vector", "invariant")
 def _transform(value: torch.Tensor, kind: str, rot: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     if kind == "invariant":
         return value
-    out = value @ rot.T.to(value.dtype)
-    return out + shift.to(value.dtype) if kind == "position" else out
+    out = value @ rot.T.to(device=value.device, dtype=value.dtype)
+    return out + shift.to(device=value.device, dtype=value.dtype) if kind == "position" else out
 
 
 def _permutation_within(groups: torch.Tensor | None, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -622,3 +626,78 @@ def check_particle_symmetries(
             err = max(err, float((out - expected).detach().abs().max()))
         report[check] = err
     return report
+
+
+# ----------------------------------------------------------------------------------------
+# Host-device synchronisation
+# ----------------------------------------------------------------------------------------
+
+#: torch calls that read a tensor's values on the host (``.item()``, ``bool(t)``, ``.tolist()``,
+#: copies to the CPU) or need them to size their output (``nonzero``, ``unique``, boolean-mask
+#: indexing, ``repeat_interleave`` with tensor repeats and no ``output_size``): on CUDA each one
+#: waits for every queued kernel, a host sync.
+HOST_SYNC_CALLS = frozenset(
+    {
+        "item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy",
+        "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount",
+    }
+)  # fmt: skip
+
+
+def _reads_mask(args: tuple, kwargs: dict) -> bool:
+    """``x[mask]`` / ``x[mask] = v``: a bool tensor among the indices."""
+    index = args[1] if len(args) > 1 else None
+    items = index if isinstance(index, (tuple, list)) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+class _SyncCounter(torch.overrides.TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        syncs = name in HOST_SYNC_CALLS
+        if name in ("__getitem__", "__setitem__", "index_put_", "index_put"):
+            syncs = _reads_mask(args, kwargs)
+        elif name == "repeat_interleave":
+            repeats = args[1] if len(args) > 1 else kwargs.get("repeats")
+            syncs = isinstance(repeats, torch.Tensor) and kwargs.get("output_size") is None
+        elif name == "to" and args and isinstance(args[0], torch.Tensor) and args[0].device.type != "cpu":
+            target = [a for a in (*args[1:], kwargs.get("device")) if isinstance(a, (str, torch.device))]
+            syncs = any(torch.device(t).type == "cpu" for t in target)  # a copy to the host
+        if syncs:
+            self.counts[(name, _caller())] += 1
+        return func(*args, **kwargs)
+
+
+def _caller() -> str:
+    """``path:line`` of the innermost physnet frame (outside this module) on the stack."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        path = frame.filename.replace("\\", "/")
+        if "/physnet/" in path and not path.endswith("physnet/testing.py"):
+            return f"physnet/{path.rsplit('/physnet/', 1)[1]}:{frame.lineno}"
+    return "?"
+
+
+@contextlib.contextmanager
+def count_host_syncs() -> Iterator[collections.Counter[tuple[str, str]]]:
+    """Count the calls in :data:`HOST_SYNC_CALLS` made inside the block, on any device.
+
+    Yields a ``Counter`` keyed by ``(call, "physnet/<file>:<line>")`` (the innermost physnet
+    frame that made it), filled as the block runs. A stand-in for
+    ``torch.cuda.set_sync_debug_mode`` that works on the CPU, so a test there can hold a hot
+    path to a budget of syncs; it counts calls on CPU tensors too (they would be syncs on a
+    device) and cannot see syncs inside C++ kernels or other libraries (vesin's neighbour list
+    returns data-sized outputs, so it syncs once per call).
+
+    >>> with count_host_syncs() as syncs:
+    ...     _ = torch.arange(4).sum().item()
+    >>> sum(syncs.values())
+    1
+    """
+    counter = _SyncCounter()
+    with counter:
+        yield counter.counts
