@@ -7,12 +7,12 @@ import pytest
 import torch
 from ase import units
 from ase.build import bulk
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 import physnet
 from physnet.data.neighbors import radius_graph
 from physnet.md.langevin import langevin
+from physnet.md.velocities import thermalize
 
 from .conftest import potential
 
@@ -69,7 +69,7 @@ def test_calculator_md_on_the_device(name: str, device: torch.device) -> None:
         np.abs(atoms.get_stress() - reference.get_stress()).max()
         <= 1e-10 * np.abs(reference.get_stress()).max()
     )
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize(atoms, 300.0, seed=0)
     e0 = atoms.get_total_energy()
     VelocityVerlet(atoms, 1.0 * units.fs).run(20)
     drift = abs(atoms.get_total_energy() - e0) / len(atoms)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The device check of issue 31, for the lent GPU machine (python3 with torch, Lightning, e3nn;
+# no ase, vesin-torch or registry): installs the carried wheels, runs `pytest -m gpu`, then
+# scripts/gpu_benchmark.py, writing everything under $OUT, in at most GPU_CHECK_SECONDS (480).
+#
+#   bash scripts/gpu_check.sh            # tests, then the benchmark with the time left
+#   bash scripts/gpu_check.sh tests      # only the GPU suite
+#   bash scripts/gpu_check.sh bench      # only the benchmark
+#
+# Needs .gpu_carry/ from scripts/gpu_prepare.sh (carried: carry=[".gpu_carry"]). Files written
+# (at most 8, as the device tool returns): env.txt, pytest.log, pytest.xml, benchmark.log,
+# benchmark.json, benchmark.md. Dry run on a CPU machine: PHYSNET_TEST_DEVICE=cpu
+# GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 OUT=/tmp/gpu_check bash scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+parts=${1:-all}
+OUT=${OUT:-$PWD/gpu_check_out}
+PY=${PYTHON:-python3}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+TOTAL=${GPU_CHECK_SECONDS:-480}
+TEST_SECONDS=${GPU_CHECK_TEST_SECONDS:-200}
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+mkdir -p "$OUT"
+
+if ls .gpu_carry/wheels/*.whl > /dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/physnet_site .gpu_carry/wheels/*.whl || { echo "wheel install failed" >&2; exit 3; }
+  export PYTHONPATH=/tmp/physnet_site:$PWD
+else
+  echo "no .gpu_carry/wheels: using the packages installed here (run scripts/gpu_prepare.sh for the GPU)"
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+{
+  date -u
+  nvidia-smi 2>&1 || echo "no nvidia-smi"
+  "$PY" - <<'PY'
+import importlib, platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      "available", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("gpu", torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).total_memory // 2**20, "MiB")
+for name in ("ase", "vesin_torch", "e3nn", "pytorch_lightning", "numpy", "scipy", "yaml", "pytest"):
+    try:
+        module = importlib.import_module(name)
+        print(name, getattr(module, "__version__", "?"), module.__file__)
+    except Exception as err:
+        print(name, "MISSING", err)
+import physnet  # noqa: F401  (fails here if a dependency is missing)
+print("physnet imports")
+PY
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+status=0
+if [ "$parts" = all ] || [ "$parts" = tests ]; then
+  timeout "$TEST_SECONDS" "$PY" -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider \
+    --junitxml="$OUT/pytest.xml" 2>&1 | tee "$OUT/pytest.log"
+  status=${PIPESTATUS[0]}
+  echo "pytest -m gpu: exit $status after $(elapsed) s"
+fi
+if [ "$parts" = all ] || [ "$parts" = bench ]; then
+  left=$(( TOTAL - $(elapsed) - 15 ))
+  quick=(); [ -n "${GPU_CHECK_QUICK:-}" ] && quick=(--quick)
+  timeout "$left" "$PY" scripts/gpu_benchmark.py --device "$DEVICE" --out "$OUT" "${quick[@]}" \
+    --budget-s $(( left - 30 )) --cpu-reference docs/experiments/gpu_benchmark_cpu.json \
+    2>&1 | tee "$OUT/benchmark.log"
+  echo "benchmark: exit ${PIPESTATUS[0]} after $(elapsed) s"
+fi
+exit "$status"
