@@ -32,6 +32,13 @@ else
   export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1
+# vesin-torch's CUDA code dlopens libnvrtc / libcudart by soname: point the loader at the CUDA
+# libraries of torch's pip packages (nvidia/*/lib) and of the system toolkit, if any
+nvlibs=$("$PY" -c "import glob, os, torch; base = os.path.dirname(os.path.dirname(torch.__file__)); \
+print(':'.join(sorted({os.path.dirname(p) for p in glob.glob(os.path.join(base, 'nvidia', '**', 'lib*.so*'), \
+recursive=True)})))" 2>/dev/null || true)
+[ -d /usr/local/cuda/lib64 ] && nvlibs=${nvlibs:+$nvlibs:}/usr/local/cuda/lib64
+export LD_LIBRARY_PATH=${nvlibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 {
   date -u
   nvidia-smi 2>&1 || echo "no nvidia-smi"
@@ -49,6 +56,18 @@ for name in ("ase", "vesin_torch", "e3nn", "pytorch_lightning", "numpy", "scipy"
         print(name, "MISSING", err)
 import physnet  # noqa: F401  (fails here if a dependency is missing)
 print("physnet imports")
+if torch.cuda.is_available():  # the neighbour list on CUDA tensors, against the CPU's
+    from physnet.data.neighbors import radius_graph
+    pos = torch.rand(200, 3, dtype=torch.float64) * 10
+    cell, pbc = torch.eye(3, dtype=torch.float64) * 10, torch.tensor([True, True, True])
+    try:
+        ei, sh = radius_graph(pos.cuda(), 3.0, None, cell.cuda(), pbc.cuda())
+        ref = radius_graph(pos, 3.0, None, cell, pbc)
+        same = sorted(map(tuple, torch.cat([ei.t(), sh], 1).tolist())) == sorted(
+            map(tuple, torch.cat([ref[0].t(), ref[1]], 1).tolist()))
+        print("vesin-torch on CUDA:", ei.device, ei.shape[1], "pairs, same as CPU:", same)
+    except Exception as err:
+        print("vesin-torch on CUDA FAILED:", type(err).__name__, err)
 PY
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
