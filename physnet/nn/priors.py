@@ -184,6 +184,7 @@ class _BeadPrior(Prior):
         self.n_beads = int(n_beads)
         self.kT = boltzmann_constant(energy_unit) * float(temperature)  # energy_unit
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self._fitted_seen = False  # the buffer read True once: no host sync per call after that
         self.hparams = {
             "name": self._name,
             "n_beads": int(n_beads),
@@ -195,12 +196,18 @@ class _BeadPrior(Prior):
     def _beads(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         if is_exporting():  # checked when the file was written; the shape is the bead order
             return graph[K.POS].reshape(-1, self.n_beads, 3)
-        if not bool(self.fitted):
-            raise RuntimeError(
-                f"prior {self._name!r} has not been fitted; call .fit(training_positions) first "
-                "(or load it from a saved potential)"
-            )
+        if not self._fitted_seen:
+            if not bool(self.fitted):
+                raise RuntimeError(
+                    f"prior {self._name!r} has not been fitted; call .fit(training_positions) first "
+                    "(or load it from a saved potential)"
+                )
+            self._fitted_seen = True
         return beads_per_graph(graph, self.n_beads)  # [n_graphs, n_beads, 3]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        self._fitted_seen = False  # the loaded buffer may say otherwise: read it again
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _check_beads(self, pos: torch.Tensor) -> None:
         if pos.shape[1] != self.n_beads:

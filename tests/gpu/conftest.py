@@ -9,7 +9,10 @@ molecule is ASE's ethanol rather than :func:`physnet.testing.reference_structure
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -60,7 +63,28 @@ def potential(name: str, seed: int = 0) -> physnet.Potential:
     return physnet.Potential(physnet.models.build(name, species=SPECIES, **SMALL[name]))
 
 
-def sync_budget_exceeded(counts: dict, budget: int) -> str:
-    """A readable message listing where the syncs came from."""
-    where = ", ".join(f"{call} at {place} x{n}" for (call, place), n in sorted(counts.items()))
-    return f"{sum(counts.values())} host syncs > budget {budget}: {where}"
+@contextlib.contextmanager
+def host_syncs(device: torch.device) -> Iterator[list[str]]:
+    """Collect the host syncs made inside the block as a list of descriptions.
+
+    CUDA: every synchronising call that ``torch.cuda.set_sync_debug_mode("warn")`` reports.
+    CPU: the calls :func:`physnet.testing.count_host_syncs` counts (those that would sync on a
+    device), with the physnet line that made them.
+    """
+    from physnet.testing import count_host_syncs
+
+    found: list[str] = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield found
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        found.extend(str(w.message) for w in seen if "synchroniz" in str(w.message).lower())
+    else:
+        with count_host_syncs() as counts:
+            yield found
+        found.extend(f"{call} at {place}" for (call, place), n in counts.items() for _ in range(n))

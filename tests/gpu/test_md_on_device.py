@@ -14,7 +14,7 @@ from physnet.data.neighbors import radius_graph
 from physnet.md.langevin import langevin
 from physnet.md.velocities import thermalize
 
-from .conftest import potential
+from .conftest import host_syncs, potential
 
 pytestmark = pytest.mark.gpu
 
@@ -95,6 +95,12 @@ def test_batched_cg_langevin_on_the_device(device: torch.device) -> None:
     assert traj.shape == (6, 64, 5, 3) and torch.isfinite(traj).all()
     bonds = torch.linalg.vector_norm(traj[-1, :, 1:] - traj[-1, :, :-1], dim=-1)
     assert float(bonds.min()) > 0.5 and float(bonds.max()) < 3.0  # the molecules held together
+    counts = []
+    for n_steps in (2, 20):  # the steps themselves make no host sync (saving a frame does)
+        with host_syncs(device) as syncs:
+            langevin(pot, x0, z, n_steps=n_steps, dt=0.001, save_every=100, progress=False)
+        counts.append(syncs)
+    assert len(counts[1]) == len(counts[0]), counts[1]
 
 
 def test_gns_rollout_on_the_device_equals_the_cpu(device: torch.device) -> None:

@@ -4,7 +4,6 @@ and the host syncs of a training step held to each model's budget."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,10 @@ import torch
 
 import physnet
 from physnet.data import keys as K
-from physnet.testing import count_host_syncs
 from physnet.train.config import load_config
 from physnet.train.fit import train
 
-from .conftest import SMALL, ethanol, potential, sync_budget_exceeded
+from .conftest import SMALL, ethanol, host_syncs, potential
 
 pytestmark = pytest.mark.gpu
 
@@ -173,18 +171,6 @@ def test_training_step_host_syncs_within_budget(name: str, device: torch.device)
 
     step()  # warm up: lazy set-up (library handles, caches) is not a per-step cost
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                step()
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        syncs = [str(w.message) for w in seen if "synchroniz" in str(w.message).lower()]
-        assert len(syncs) <= SYNC_BUDGET[name], f"{len(syncs)} syncs: {syncs}"
-    else:
-        with count_host_syncs() as counts:
-            step()
-        assert sum(counts.values()) <= SYNC_BUDGET[name], sync_budget_exceeded(counts, SYNC_BUDGET[name])
+    with host_syncs(device) as syncs:
+        step()
+    assert len(syncs) <= SYNC_BUDGET[name], f"{len(syncs)} host syncs > {SYNC_BUDGET[name]}: {syncs}"
