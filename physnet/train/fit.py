@@ -437,7 +437,8 @@ def train(
         "optimizer_steps": trainer.global_step,
         "wall_time_s": time.perf_counter() - started,
     }
-    pot = task.potential.eval()
+    # Lightning's teardown moved the model to the CPU: evaluate where training ran
+    pot = task.potential.to(trainer.strategy.root_device).eval()
     for stage in ("val", "test"):
         if len(split.get(stage, [])) > 0:
             pred = predict(pot, dataset, split[stage], d.eval_batch_size)
