@@ -388,11 +388,91 @@ def section_gns(args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- schnetpack
 def section_schnetpack(args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
+    """schnetpack's SchNet of the same size as physnet's (examples/configs/schnet_md17_ethanol.yaml)
+    in the same training step on the same MD17 frames; its batches (ASE neighbour list) are
+    built on the CPU and moved to the device before timing, as physnet's are."""
+    import typing
+
+    import torch
+    import torch.utils.data.dataloader as dataloader
+
+    # schnetpack 2.1.1 imports a type variable that torch's dataloader no longer defines
+    if not hasattr(dataloader, "T_co"):
+        dataloader.T_co = typing.TypeVar("T_co", covariant=True)
     try:
-        import schnetpack  # noqa: F401
+        import schnetpack as spk
+        import schnetpack.transform as trn
     except Exception as err:  # not carried, or does not load with this torch
         return {"skipped": f"schnetpack does not import here: {type(err).__name__}: {err}"[:300]}
-    return {"skipped": "schnetpack imports, but the side-by-side step is not written yet (see docs/gpu.md)"}
+    from physnet.data.datasets import read_frames
+
+    candidates = [Path(args.md17)] if args.md17 else list(MD17_CANDIDATES)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return {"skipped": "no MD17 ethanol file"}
+    frames = read_frames(path)
+    perm = np.random.default_rng(0).permutation(len(frames))[:1000]
+    hp = model_config("schnet")
+    cutoff = float(hp["cutoff"])
+    rows = []
+    for bs in (10, 100):
+        if clock.left() < 0:
+            rows.append({"batch": bs, "skipped": "time budget"})
+            continue
+        torch.manual_seed(0)
+        model = spk.model.NeuralNetworkPotential(
+            representation=spk.representation.SchNet(
+                n_atom_basis=hp["n_features"],
+                n_interactions=hp["n_interactions"],
+                radial_basis=spk.nn.GaussianRBF(n_rbf=hp["n_rbf"], cutoff=cutoff),
+                cutoff_fn=spk.nn.CosineCutoff(cutoff),
+                n_filters=hp["n_filters"],
+            ),
+            input_modules=[spk.atomistic.PairwiseDistances()],
+            output_modules=[
+                spk.atomistic.Atomwise(n_in=hp["n_features"], output_key="energy"),
+                spk.atomistic.Forces(energy_key="energy", force_key="forces"),
+            ],
+        ).to(args.device)
+        converter = spk.interfaces.AtomsConverter(
+            neighbor_list=trn.ASENeighborList(cutoff=cutoff), dtype=torch.float32
+        )
+        n_batches = 2 if args.quick else 6
+        chosen = [frames[int(perm[k % len(perm)])] for k in range(bs * n_batches)]
+        batches = []
+        for k in range(0, len(chosen), bs):
+            chunk = chosen[k : k + bs]
+            inputs = converter(chunk)
+            inputs["energy_t"] = torch.tensor([a.get_potential_energy() for a in chunk], dtype=torch.float32)
+            inputs["forces_t"] = torch.tensor(
+                np.concatenate([a.get_forces() for a in chunk]), dtype=torch.float32
+            )
+            batches.append({k: v.to(args.device) for k, v in inputs.items()})
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        n_atoms = batches[0]["_n_atoms"].to(torch.float32)
+
+        def epoch(
+            model: Any = model, batches: list = batches, optimizer: Any = optimizer, n_atoms: Any = n_atoms
+        ) -> None:
+            for inputs in batches:
+                out = model(dict(inputs))
+                loss = ((out["energy"] - inputs["energy_t"]) / n_atoms).pow(2).mean() + 10.0 * (
+                    out["forces"] - inputs["forces_t"]
+                ).pow(2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+        seconds = timed(epoch, args.device, args.repeats)
+        rows.append(
+            {
+                "batch": bs,
+                "frames_per_s": bs * len(batches) / seconds,
+                "params": sum(p.numel() for p in model.parameters()),
+            }
+        )
+        print(f"schnetpack SchNet batch {bs:4d}: {rows[-1]['frames_per_s']:9.1f} frames/s", flush=True)
+    return {"version": spk.__version__ if hasattr(spk, "__version__") else "?", "rows": rows}
 
 
 # ----------------------------------------------------------------------------- report
@@ -460,6 +540,26 @@ def tables(results: dict[str, Any]) -> str:
                  g["rollout_steps_per_s"]]]  # fmt: skip
         header = ["particles", "latent", "M", "train steps/s", "rollout steps/s"]
         parts.append("### GNS on the water fixture\n\n" + markdown_table(header, rows))
+    p = results.get("schnetpack", {})
+    if "rows" in p:
+        ours = {r["batch"]: r.get("frames_per_s") for r in t.get("rows", []) if r.get("model") == "schnet"}
+        rows = []
+        for r in p["rows"]:
+            mine, theirs = ours.get(r["batch"]), r.get("frames_per_s")
+            ratio = mine / theirs if mine and theirs else None
+            rows.append([r["batch"], mine, theirs, ratio, r.get("params"), r.get("skipped", "")])
+        header = [
+            "batch",
+            "physnet frames/s",
+            "schnetpack frames/s",
+            "physnet / schnetpack",
+            "spk params",
+            "note",
+        ]
+        parts.append(
+            f"### SchNet training step, physnet vs schnetpack {p.get('version')}\n\n"
+            + markdown_table(header, rows)
+        )
     for name in SECTIONS:
         sec = results.get(name, {})
         if isinstance(sec, dict) and ("skipped" in sec or "error" in sec):

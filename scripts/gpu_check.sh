@@ -27,6 +27,11 @@ if ls .gpu_carry/wheels/*.whl > /dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/physnet_site .gpu_carry/wheels/*.whl || { echo "wheel install failed" >&2; exit 3; }
   export PYTHONPATH=/tmp/physnet_site:$PWD
+  if ls .gpu_carry/peers/*.whl > /dev/null 2>&1; then  # optional (schnetpack): failure is not fatal
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/physnet_peers \
+      .gpu_carry/peers/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/physnet_peers \
+      || echo "schnetpack wheels did not install; that section will be skipped"
+  fi
 else
   echo "no .gpu_carry/wheels: using the packages installed here (run scripts/gpu_prepare.sh for the GPU)"
   export PYTHONPATH=$PWD
@@ -48,7 +53,7 @@ print("python", platform.python_version(), "torch", torch.__version__, "cuda", t
       "available", torch.cuda.is_available())
 if torch.cuda.is_available():
     print("gpu", torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).total_memory // 2**20, "MiB")
-for name in ("ase", "vesin_torch", "e3nn", "pytorch_lightning", "numpy", "scipy", "yaml", "pytest"):
+for name in ("ase", "vesin_torch", "e3nn", "pytorch_lightning", "numpy", "scipy", "yaml", "pytest", "h5py"):
     try:
         module = importlib.import_module(name)
         print(name, getattr(module, "__version__", "?"), module.__file__)
