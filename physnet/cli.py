@@ -362,6 +362,9 @@ def _lammps_plugin(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physnet", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error (any position)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
@@ -498,13 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``physnet`` command.
 
-    Problems with the user's input (missing files, bad config, unknown units or
-    elements, ...) end with one line ``physnet <command>: error: ...`` and exit code 2;
-    set ``PHYSNET_DEBUG=1`` for the traceback. Training stopped by SIGTERM exits with 143; an
-    MD run that blows up (see :mod:`physnet.md.guard`) with 1.
+    Problems with the user's input (missing or corrupt files, bad config, unknown units or
+    elements, bad arguments ...) end with one line ``physnet <command>: error: ...`` and exit
+    code 2; any other exception with one line and exit code 1. ``--debug`` (anywhere on the
+    command line) or ``PHYSNET_DEBUG=1`` shows the traceback instead. Training stopped by
+    SIGTERM exits with 143, Ctrl-C with 130; an MD run that blows up (see :mod:`physnet.md.guard`)
+    with 1.
     """
     import os
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("lammps-plugin") if "lammps-plugin" in argv else len(argv)
+    debug = "--debug" in argv[:cut] or bool(os.environ.get("PHYSNET_DEBUG"))
+    argv = [a for a in argv[:cut] if a != "--debug"] + argv[cut:]
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "lammps-plugin":  # options of its own, parsed by physnet.export.lammps.main
@@ -513,12 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        if os.environ.get("PHYSNET_DEBUG"):
+    except KeyboardInterrupt:
+        if debug:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"physnet {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        print(f"physnet {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except SystemExit as err:
         # Lightning turns SIGTERM (a batch system's time limit, `kill`) into a SystemExit with no
         # code, i.e. exit status 0 with no final model written; a script that goes on to use the
@@ -533,6 +541,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + 15  # the shell's status for a process ended by SIGTERM
+    except Exception as err:
+        if debug:
+            raise
+        return _report_error(args.command, err)
+
+
+def _report_error(command: str, err: Exception) -> int:
+    """Print ``err`` as one line ``physnet <command>: error: ...``; 2 for a problem with the
+    user's input, 1 for anything else (a bug or an environment problem)."""
+    from physnet.errors import UserError
+
+    user = isinstance(err, (UserError, ValueError, FileNotFoundError, FileExistsError, KeyError))
+    user = user or isinstance(err, (IsADirectoryError, NotADirectoryError, PermissionError))
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    elif isinstance(err, OSError) and err.filename is not None and err.strerror:
+        message = f"{err.filename}: {err.strerror}"
+    else:
+        message = str(err)
+    message = " ".join(message.split()) or type(err).__name__
+    if not user:
+        message = f"{type(err).__name__}: {message} (unexpected; rerun with --debug for the traceback)"
+    print(f"physnet {command}: error: {message}", file=sys.stderr)
+    return 2 if user else 1
 
 
 if __name__ == "__main__":

@@ -172,9 +172,11 @@ class Potential(torch.nn.Module):
         self.model.species.check(z)
 
     def check(self, graph: Graph) -> None:
-        """Raise ``ValueError`` for an element the model was not built for or a dtype that is
-        not the model's. :meth:`forward` calls it unless told not to; engines that feed many
-        graphs of one structure (the ASE calculator, an exported file's caller) call it once."""
+        """Raise ``ValueError`` for an element the model was not built for, a dtype that is
+        not the model's or a graph built with another cutoff (the ``cutoff`` that
+        :func:`physnet.data.from_ase` records). :meth:`forward` calls it unless told not to;
+        engines that feed many graphs of one structure (the ASE calculator, an exported file's
+        caller) call it once."""
         self.model.species.check(graph[K.Z])
         pos = graph[K.POS]
         param = next(iter(self.model.parameters()), None)
@@ -183,6 +185,16 @@ class Potential(torch.nn.Module):
                 f"positions are {pos.dtype} but the model is {param.dtype}; "
                 f"call potential.to({pos.dtype}) or build the graph with dtype={param.dtype}"
             )
+        if K.CUTOFF in graph and graph[K.CUTOFF].numel():
+            built = graph[K.CUTOFF]
+            cutoff = float(self.cutoff)
+            if bool(((built - cutoff).abs() > 1e-6 * max(cutoff, 1.0)).any()):
+                other = float(built[(built - cutoff).abs() > 1e-6 * max(cutoff, 1.0)][0])
+                raise ValueError(
+                    f"the graph was built with cutoff {other:g} but the potential's cutoff is {cutoff:g} "
+                    f"{self.length_unit}: its neighbour list is wrong for this model; build it with "
+                    "physnet.data.from_ase(atoms, potential.cutoff)"
+                )
 
     def energy_terms(self, graph: Graph) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The energy terms of a (batched) graph, without checks or derivatives.
@@ -301,10 +313,10 @@ class Potential(torch.nn.Module):
             raise ValueError(
                 "the model was not made by physnet.models.build, so it cannot be rebuilt on load"
             )
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({**self.config(), "state_dict": self.state_dict()}, tmp)
-        os.replace(tmp, path)
+        from physnet.errors import atomic_write
+
+        payload = {**self.config(), "state_dict": self.state_dict()}
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Potential:
@@ -321,21 +333,35 @@ class Potential(torch.nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Potential:
         """Load a file written by :meth:`save` or a ``physnet train`` Lightning checkpoint."""
+        from physnet.errors import UserError, load_torch_file
+
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no potential file at {path}")
-        data = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} is not a physnet potential or checkpoint")
+        data = load_torch_file(path, "physnet potential or checkpoint", map_location=map_location)
+        if not isinstance(data, dict) or not ("physnet" in data or "format" in data):
+            raise UserError(
+                f"{path} is not a physnet potential or checkpoint (no physnet config in it); give a "
+                "potential.pt or checkpoints/*.ckpt from physnet train"
+            )
         if "physnet" in data:  # Lightning checkpoint of a PotentialTask
             config = data["physnet"]
             prefix = "potential."
             state = {k[len(prefix) :]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
         else:
             config, state = data, data.get("state_dict", {})
-        potential = cls.from_config(config)
+        try:
+            potential = cls.from_config(config)
+        except (TypeError, ValueError, KeyError) as err:
+            raise UserError(f"{path}: its config cannot rebuild the potential: {err}") from err
         dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
         if len(dtypes) == 1:
             potential.to(dtypes.pop())
-        potential.load_state_dict(state)
+        try:
+            potential.load_state_dict(state)
+        except RuntimeError as err:
+            lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+            raise UserError(
+                f"{path}: the weights do not match the model its hyper-parameters describe "
+                f"({config.get('model', {}).get('name')}): {lines[0] if lines else err}; the file was "
+                "edited or mixes two runs: use the run's own potential.pt or checkpoint"
+            ) from err
         return potential

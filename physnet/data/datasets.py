@@ -28,6 +28,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from physnet.data import keys as K
+from physnet.data.checks import check_finite
+from physnet.errors import UserError
 from physnet.data.graph import collate, from_ase
 
 __all__ = [
@@ -72,15 +74,62 @@ def _select(n: int, index: int | slice, path: Path) -> list[int]:
     return list(range(n))[index]
 
 
-def _read_db(path: Path, index: int | slice) -> list[ase.Atoms]:
+_DB_PROPERTIES = ("energy", "forces", "stress")
+
+
+def _read_db(path: Path, index: int | slice, key_map: dict[str, str] | None = None) -> list[ase.Atoms]:
+    """Frames of an ASE database with their labels from the row's calculator results or, as
+    schnetpack writes them, from ``row.data`` (or a key-value pair, for an energy), under the
+    names ``key_map`` gives (``{"energy": "E", "forces": "F"}``; default: the property's own).
+    Prints which keys were used when they are not the calculator's."""
     from ase.db import connect
 
-    rows = list(connect(str(path), type="db").select())
+    key_map = dict(key_map or {})
+    unknown = sorted(set(key_map) - set(_DB_PROPERTIES))
+    if unknown:
+        raise UserError(f"data.keys has {unknown}; it maps {list(_DB_PROPERTIES)} to the database's names")
+    try:
+        rows = list(connect(str(path), type="db").select())
+    except Exception as err:
+        raise UserError(f"could not read {path} as an ASE database: {_first_line(err)}") from err
     frames = []
+    used: dict[str, str] = {}
     for k in _select(len(rows), index, path):
-        atoms = rows[k].toatoms()  # a SinglePointCalculator with the row's energy/forces/stress
-        atoms.info.update(rows[k].key_value_pairs)
+        row = rows[k]
+        atoms = row.toatoms()  # a SinglePointCalculator with the row's energy/forces/stress
+        atoms.info.update(row.key_value_pairs)
+        results = dict(getattr(atoms.calc, "results", None) or {})
+        data = row.get("data") or {}
+        for prop in _DB_PROPERTIES:
+            name = key_map.get(prop, prop)
+            if prop in results and name == prop:
+                used.setdefault(prop, f"the calculator's {prop}")
+                continue
+            if name in data:
+                value, where = data[name], f"row.data[{name!r}]"
+            elif name in row.key_value_pairs:
+                value, where = row.key_value_pairs[name], f"key-value pair {name!r}"
+            elif name != prop and name in results:
+                value, where = results[name], f"the calculator's {name}"
+            else:
+                if prop in key_map:
+                    raise UserError(
+                        f"{path}: row {row.id} (frame {k}) has no {name!r} (data.keys maps {prop} to it); "
+                        f"row.data has {sorted(data)}, key-value pairs {sorted(row.key_value_pairs)}"
+                    )
+                continue
+            value = np.asarray(value, dtype=np.float64)
+            if prop == "energy":
+                value = float(value.reshape(-1)[0]) if value.size == 1 else value
+            elif prop == "forces":
+                value = value.reshape(-1, 3)
+            results[prop] = value
+            used.setdefault(prop, where)
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
         frames.append(atoms)
+    if any(not v.startswith("the calculator's") or key_map for v in used.values()):
+        print(f"{path}: " + ", ".join(f"{p} from {w}" for p, w in used.items()), flush=True)
     return frames
 
 
@@ -155,8 +204,21 @@ def _read_ase(path: Path, format: str | None, index: int | slice) -> list[ase.At
         import importlib
 
         opener = importlib.import_module(compressed).open
-        with opener(path, "rt") as fh:
-            source = io.StringIO(fh.read())
+        try:
+            with opener(path, "rt") as fh:
+                source = io.StringIO(fh.read())
+        except (EOFError, OSError, UnicodeDecodeError, ValueError) as err:  # zlib.error, lzma.LZMAError
+            raise UserError(
+                f"{path} is not a readable {compressed} file: {_first_line(err)}; the file is "
+                "truncated or corrupt (download or copy it again)"
+            ) from err
+        except Exception as err:  # zlib.error is no OSError
+            if type(err).__module__ not in ("zlib", "_lzma", "_bz2"):
+                raise
+            raise UserError(
+                f"{path} is not a readable {compressed} file: {_first_line(err)}; the file is "
+                "truncated or corrupt (download or copy it again)"
+            ) from err
         if format is None:
             from ase.io.formats import filetype
 
@@ -167,9 +229,16 @@ def _read_ase(path: Path, format: str | None, index: int | slice) -> list[ase.At
     except (StopIteration, IndexError) as err:
         raise ValueError(f"index {index!r} selects no frame of {path}") from err
     except Exception as err:  # ase raises many types for unreadable files; give one clear line
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"could not read {path} with ase.io.read (format={format!r}): {msg}") from err
+        raise UserError(
+            f"could not read {path} with ase.io.read (format={format!r}): {_first_line(err)}; "
+            "check the file (truncated? another format? then pass it as data.format / the right suffix)"
+        ) from err
     return [result] if isinstance(result, ase.Atoms) else list(result)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def _check_frames(frames: list[ase.Atoms], path: Path) -> None:
@@ -233,6 +302,8 @@ def read_frames(
     index: Index = ":",
     numbers: Sequence[int | str] | None = None,
     forces_path: str | os.PathLike | None = None,
+    drop_nonfinite: bool = False,
+    key_map: dict[str, str] | None = None,
 ) -> list[ase.Atoms]:
     """Read structures and their reference energies, forces and stresses.
 
@@ -240,7 +311,9 @@ def read_frames(
 
     - anything :func:`ase.io.read` reads (extended XYZ, ASE trajectories, ...);
     - ASE databases (``.db`` or ``format="db"``), read with :func:`ase.db.connect`; each
-      row's key-value pairs are copied into ``atoms.info``;
+      row's key-value pairs are copied into ``atoms.info``. Labels come from the row's
+      calculator results or, as schnetpack writes them, from ``row.data`` (``key_map`` names
+      them when they are not ``energy``, ``forces``, ``stress``);
     - ``.npz`` (or ``format="npz"``) in the MD17 convention (``z`` [n_atoms], ``R``
       [n_frames, n_atoms, 3], ``E`` [n_frames] or [n_frames, 1], ``F`` like ``R``) or the
       rMD17 convention (``nuclear_charges``, ``coords``, ``energies``, ``forces``). Energies
@@ -262,16 +335,19 @@ def read_frames(
             ``"::2"``, ``-1``, a ``slice`` ...
         numbers: atomic numbers or symbols of the atoms of every frame (``.npy`` only).
         forces_path: ``.npy`` file of forces matching the positions (``.npy`` only).
+        drop_nonfinite: drop frames with a non-finite position, energy, force or stress (and
+            print how many) instead of raising.
+        key_map: ASE database only: ``{"energy": name, "forces": name, "stress": name}``.
 
     Returns:
         the selected frames, a list even when ``index`` is an int.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is empty or the selection has no frame, an npz has neither
-            key convention, a position is not finite (frame and atom are named; frames
-            count from 0 among those returned) or a frame's forces do not have the shape
-            [n_atoms, 3].
+        ValueError: the file is empty, truncated or corrupt, or the selection has no frame, an
+            npz has neither key convention, a position, energy, force or stress is not finite
+            (frame and atom are named; frames count from 0 among those returned) or a frame's
+            forces do not have the shape [n_atoms, 3].
     """
     path = Path(path)
     if not path.exists():
@@ -284,7 +360,7 @@ def read_frames(
     fmt = format.lower() if format else None
     suffix = path.suffix.lower()
     if fmt == "db" or (fmt is None and suffix == ".db"):
-        frames = _read_db(path, idx)
+        frames = _read_db(path, idx, key_map)
     elif fmt == "npz" or (fmt is None and suffix == ".npz"):
         frames = _read_npz(path, idx)
     elif fmt == "npy" or (fmt is None and suffix == ".npy"):
@@ -293,7 +369,12 @@ def read_frames(
         frames = _read_ase(path, format, idx)
     if not frames:
         raise ValueError(f"{path} has no frames" + ("" if index == ":" else f" for index {index!r}"))
+    if key_map and not (fmt == "db" or (fmt is None and suffix == ".db")):
+        raise UserError(f"data.keys (a key map) applies to ASE databases (.db), not {path}")
+    if drop_nonfinite:
+        frames = check_finite(frames, str(path), drop=True)
     _check_frames(frames, path)
+    check_finite(frames, str(path))
     return frames
 
 
@@ -356,6 +437,7 @@ class GraphDataset(Dataset):
             if K.ENERGY in graph:
                 energies.append(float(np.asarray(results["energy"]).reshape(())))
             graphs.append(graph)
+        check_finite(frames, source)  # positions were checked by from_ase; labels here
         for key in require:
             missing = next((k for k, g in enumerate(graphs) if key not in g), None)
             if missing is not None:

@@ -128,7 +128,8 @@ def from_ase(
             (converted from ASE's Voigt stress to [1, 3, 3]).
 
     Returns:
-        a graph dict, see :mod:`physnet.data.keys`.
+        a graph dict, see :mod:`physnet.data.keys`; ``cutoff`` [1] records the cutoff, which
+        :meth:`physnet.Potential.check` compares with the potential's.
     """
     if len(atoms) == 0:
         raise ValueError("the structure has no atoms; an empty Atoms object cannot become a graph")
@@ -150,6 +151,7 @@ def from_ase(
         K.PBC: pbc,
         K.EDGE_INDEX: edge_index,
         K.EDGE_SHIFT: edge_shift,
+        K.CUTOFF: torch.tensor([float(cutoff)], dtype=dtype, device=device),
     }
     if targets and atoms.calc is not None:
         results = getattr(atoms.calc, "results", {})

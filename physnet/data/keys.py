@@ -28,6 +28,7 @@ CELL: Final[str] = "cell"  # [n_graphs, 3, 3] float, rows are lattice vectors (z
 PBC: Final[str] = "pbc"  # [n_graphs, 3] bool, periodic along each lattice vector
 ENERGY: Final[str] = "energy"  # [n_graphs] float, total energy
 STRESS: Final[str] = "stress"  # [n_graphs, 3, 3] float, energy unit / length unit^3 (ASE sign)
+CUTOFF: Final[str] = "cutoff"  # [n_graphs] float, the cutoff the neighbour list was built with (length unit)
 
 # --- per-edge -------------------------------------------------------------
 EDGE_INDEX: Final[str] = "edge_index"  # [2, n_edges] long, row 0 = centre i, row 1 = neighbour j
@@ -44,7 +45,7 @@ TRAJECTORY: Final[str] = "trajectory"  # [n_frames, n_particles, dim] float, a w
 ENERGY_TERM_PREFIX: Final[str] = "energy_"
 
 ATOM_KEYS: Final[frozenset[str]] = frozenset({POS, Z, BATCH, FORCES, ATOMIC_ENERGY})
-GRAPH_KEYS: Final[frozenset[str]] = frozenset({N_ATOMS, CELL, PBC, ENERGY, STRESS})
+GRAPH_KEYS: Final[frozenset[str]] = frozenset({N_ATOMS, CELL, PBC, ENERGY, STRESS, CUTOFF})
 EDGE_KEYS: Final[frozenset[str]] = frozenset({EDGE_INDEX, EDGE_SHIFT})
 
 

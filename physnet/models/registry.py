@@ -106,14 +106,19 @@ def build(name: str, species: Sequence[int | str], **hparams: Any) -> EnergyMode
         the model, with ``model.hparams`` recording ``name``, ``species`` and every
         keyword argument (defaults filled in) so a checkpoint can rebuild it.
     """
+    from physnet.errors import UnknownKeyError, UserError, close_match
+
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {available()}")
+        raise UserError(f"unknown model {name!r}{close_match(name, available())}; available: {available()}")
     builder = _REGISTRY[name]
     sig = inspect.signature(builder)
-    unknown = set(hparams) - set(sig.parameters)
+    unknown = sorted(set(hparams) - set(sig.parameters))
     if unknown:
         allowed = sorted(p for p in sig.parameters if p != "species")
-        raise TypeError(f"model {name!r} got unknown argument(s) {sorted(unknown)}; it takes {allowed}")
+        raise UnknownKeyError(
+            f"model {name!r} got unknown argument(s) {unknown}{close_match(unknown[0], allowed)}; "
+            f"it takes {allowed}"
+        )
     bound = sig.bind(species=list(species), **hparams)
     bound.apply_defaults()
     model = builder(*bound.args, **bound.kwargs)

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from physnet.errors import UnknownKeyError, UserError, close_match
+
 __all__ = [
     "DataConfig",
     "TaskConfig",
@@ -35,7 +37,7 @@ class DataConfig:
     path: str = ""  # extxyz / ASE .db / MD17 or rMD17 .npz, or an embedded set's name
     energy_unit: str = ""  # unit of the file's energies, e.g. eV or kcal/mol (required)
     length_unit: str = ""  # unit of the file's positions, e.g. Å or Bohr (required)
-    train: float = 0.8  # fraction (<= 1) or count (> 1) of frames for training
+    train: float = 0.8  # fraction in (0, 1] or whole count (> 1) of frames for training
     val: float = 0.1  # fraction or count for validation
     test: float | None = None  # fraction or count for testing; null = the rest
     split_file: str = ""  # JSON with train/val/test index lists; overrides the fractions
@@ -47,6 +49,8 @@ class DataConfig:
     eval_batch_size: int = 50  # graphs per validation / test batch
     num_workers: int = 0  # DataLoader workers (graphs are pre-built, 0 is usually fastest)
     stress: bool = False  # train on stress too (periodic data with stress only)
+    drop_nonfinite: bool = False  # drop frames with non-finite labels (counted) instead of refusing the file
+    keys: Any = None  # ASE .db property names when not energy/forces/stress, e.g. {energy: E, forces: F}
 
 
 @dataclass
@@ -110,11 +114,11 @@ _SECTIONS = {"data": DataConfig, "task": TaskConfig, "trainer": TrainerConfig}
 
 
 def _from_dict(raw: dict[str, Any]) -> RunConfig:
-    unknown = set(raw) - {"run_dir", "model", "priors", *_SECTIONS}
+    unknown = sorted(set(raw) - {"run_dir", "model", "priors", *_SECTIONS})
     if unknown:
-        raise ValueError(
-            f"unknown config section(s) {sorted(unknown)}; "
-            f"allowed: run_dir, model, priors, {sorted(_SECTIONS)}"
+        top = ["run_dir", "model", "priors", *_SECTIONS]
+        raise UnknownKeyError(
+            f"unknown config section(s) {unknown}{close_match(unknown[0], top)}; allowed: {', '.join(top)}"
         )
     priors = raw.get("priors") or {}
     if not isinstance(priors, dict) or not all(isinstance(v, dict) and "name" in v for v in priors.values()):
@@ -128,9 +132,12 @@ def _from_dict(raw: dict[str, Any]) -> RunConfig:
         if not isinstance(section, dict):
             raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
         allowed = {f.name for f in dataclasses.fields(cls)}
-        bad = set(section) - allowed
+        bad = sorted(set(section) - allowed)
         if bad:
-            raise ValueError(f"unknown key(s) {sorted(bad)} in section {name!r}; allowed: {sorted(allowed)}")
+            raise UnknownKeyError(
+                f"unknown key(s) {bad} in section {name!r}{close_match(bad[0], allowed)}; "
+                f"allowed: {sorted(allowed)}"
+            )
         kwargs[name] = cls(**{k: _coerce(cls, name, k, v) for k, v in section.items()})
     model = {"name": "schnet", **(raw.get("model") or {})}
     return RunConfig(
@@ -182,14 +189,29 @@ def read_raw(path: str | os.PathLike | None, overrides: list[str] | tuple[str, .
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file {p} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UserError(
+                f"config file {p}{where}: YAML syntax error ({problem}); check the indentation, "
+                "colons and brackets there"
+            ) from None
         if not isinstance(raw, dict):
-            raise ValueError(f"config file {p} must hold a YAML mapping")
+            raise UserError(f"config file {p} must hold a YAML mapping (section: {{key: value}})")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(
+                f"override {item!r}: the value is not valid YAML; quote it, e.g. {key}='\"{value}\"'"
+            ) from None
+        _set_dotted(raw, key.strip(), parsed)
     return raw
 
 

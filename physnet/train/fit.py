@@ -24,8 +24,10 @@ import torch
 import yaml
 
 from physnet.data import keys as K
+from physnet.data.checks import plausibility
 from physnet.data.datasets import GraphDataset, load_split, make_loader, make_split, read_frames, save_split
 from physnet.data.graph import atomic_number
+from physnet.errors import UnknownKeyError, UserError
 from physnet.models.registry import build
 from physnet.potential import Potential
 from physnet.train.config import RunConfig, apply_tf32
@@ -109,7 +111,13 @@ def prepare(
         raise ValueError(f"trainer.dtype must be float32 or float64, got {cfg.trainer.dtype!r}")
     dtype = DTYPES[cfg.trainer.dtype]
 
-    frames = read_frames(_resolve_data_path(d.path), numbers=d.numbers, forces_path=d.forces_path or None)
+    frames = read_frames(
+        _resolve_data_path(d.path),
+        numbers=d.numbers,
+        forces_path=d.forces_path or None,
+        drop_nonfinite=d.drop_nonfinite,
+        key_map=d.keys or None,
+    )
     present = sorted({int(z) for a in frames for z in np.unique(a.numbers)})
     hparams = {k: v for k, v in cfg.model.items() if k != "name"}
     species = hparams.pop("species", None)
@@ -123,7 +131,10 @@ def prepare(
 
             names = [chemical_symbols[z] for z in missing]
             raise ValueError(f"the data contains element(s) {names} outside model.species {species}")
-    model = build(cfg.model["name"], species=species, **hparams)
+    try:
+        model = build(cfg.model["name"], species=species, **hparams)
+    except UnknownKeyError as err:
+        raise UnknownKeyError(f"config section model: {err}") from None
     c = cfg.task
     require = (
         (["energy"] if c.energy_weight > 0 else [])
@@ -144,6 +155,9 @@ def prepare(
     dataset = GraphDataset(
         frames, model.cutoff, dtype=dtype, require=require, source=d.path, progress=_rank() == 0
     )
+    if _rank() == 0:
+        for warning in plausibility(frames, d.energy_unit, d.length_unit, cutoff=model.cutoff):
+            print(f"physnet: warning: {d.path}: {warning}", file=sys.stderr, flush=True)
 
     split_path = run_dir / "split.json"
     if resume or (d.split_file == "" and split_path.is_file() and _rank() != 0):
@@ -152,11 +166,13 @@ def prepare(
         split = load_split(d.split_file, n=len(dataset))
     else:
 
-        def size(x: float | None) -> float | int | None:
-            return None if x is None else (int(x) if x > 1 else float(x))
-
         split = make_split(
-            len(dataset), size(d.train), size(d.val), size(d.test), seed=d.seed, blocks=d.blocks
+            len(dataset),
+            split_size("train", d.train),
+            split_size("val", d.val),
+            split_size("test", d.test),
+            seed=d.seed,
+            blocks=d.blocks,
         )
     for name in ("train", "val"):
         if len(split[name]) == 0:
@@ -176,6 +192,24 @@ def prepare(
         potential.energy_scale.fill_(scale)
         potential.energy_shift.fill_(shift)
     return potential.to(dtype), dataset, split
+
+
+def split_size(name: str, value: float | None) -> float | int | None:
+    """``data.<name>`` as :func:`make_split` takes it: a fraction in (0, 1] or a whole count > 1;
+    ``UserError`` for anything else (``data.train=1.5`` is neither, and is never rounded)."""
+    if value is None:
+        return None
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise UserError(f"data.{name}={value:g} must be a fraction in (0, 1] or a count of frames")
+    if value > 1:
+        if not value.is_integer():
+            raise UserError(
+                f"data.{name}={value:g} is neither a fraction in (0, 1] nor a whole number of frames; "
+                f"give e.g. data.{name}={int(value)} (frames) or data.{name}=0.{int(value)} (a fraction)"
+            )
+        return int(value)
+    return value
 
 
 def build_priors(

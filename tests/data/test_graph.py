@@ -25,7 +25,7 @@ from physnet.data.graph import (
 from physnet.data.neighbors import radius_graph
 
 CUTOFF = 3.5
-STRUCTURE_KEYS = {K.POS, K.Z, K.BATCH, K.N_ATOMS, K.CELL, K.PBC, K.EDGE_INDEX, K.EDGE_SHIFT}
+STRUCTURE_KEYS = {K.POS, K.Z, K.BATCH, K.N_ATOMS, K.CELL, K.PBC, K.EDGE_INDEX, K.EDGE_SHIFT, K.CUTOFF}
 # A key that physnet.data.keys does not define (not a graph key, on purpose).
 UNKNOWN_KEY = "spin_multiplicity"
 
