@@ -35,8 +35,11 @@ def _demo(args: argparse.Namespace) -> int:
     from physnet.train.config import load_config
     from physnet.train.fit import train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from physnet.runtime import CpuShare, set_threads
+
+    threads = set_threads(args.threads)
+    _check_demo_elements(args.smiles, args.data, args.seed)
+    share = CpuShare(threads)
     run_dir = Path(args.run_dir)
     n = 1
     while (run_dir / "checkpoints").exists() or (run_dir / "potential.pt").exists():  # keep earlier demos
@@ -62,6 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"trainer.max_time_minutes={args.minutes}",
             "trainer.max_epochs=100000",
             f"trainer.progress_bar={str(args.progress).lower()}",
+            f"trainer.threads={threads}",
         ],
     )
     train(cfg)
@@ -98,7 +102,109 @@ def _demo(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     per_step = 1e3 * elapsed / max(args.md_steps, 1)
     print(f"{args.md_steps} MD steps in {elapsed:.2f} s ({per_step:.2f} ms/step); run directory {run_dir}")
+    share.report("demo")
     return 0
+
+
+def _check_demo_elements(smiles: str, data: str, seed: int) -> None:
+    """Refuse, before any training, a SMILES with elements the training data lacks."""
+    import physnet
+    from physnet.data import embedded
+    from physnet.errors import UserError
+
+    atoms = _from_smiles(smiles, seed)
+    path = Path(data)
+    if not path.exists() and data in embedded.available():
+        have = set(embedded.info(data).get("elements", []))
+    else:
+        from physnet.train.fit import _resolve_data_path
+
+        frames = physnet.data.read_frames(_resolve_data_path(data), index=":50")
+        have = {s for a in frames for s in a.get_chemical_symbols()}
+    missing = sorted(set(atoms.get_chemical_symbols()) - have)
+    if missing:
+        raise UserError(
+            f"--smiles {smiles} has element(s) {missing} that the training data {data} lacks "
+            f"(it has {sorted(have)}); the model could not run MD on it: choose a molecule of those "
+            "elements, or --data with them"
+        )
+
+
+def _from_smiles(smiles: str, seed: int):
+    """A conformer of ``smiles`` (RDKit's own parse messages silenced: physnet says it in one line)."""
+    from rdkit import RDLogger
+
+    import physnet
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        return physnet.data.from_smiles(smiles, seed=seed)[0]
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
+# file suffixes that mark a command-line structure as a file name rather than a SMILES string
+_STRUCTURE_SUFFIXES = {
+    ".xyz", ".extxyz", ".pdb", ".traj", ".cif", ".db", ".json", ".gz", ".sdf", ".mol", ".mol2",
+    ".vasp", ".poscar", ".gen", ".in", ".out", ".npz", ".lmp", ".data", ".gro", ".xsf", ".cfg",
+}
+
+
+def _read_structure(arg: str, seed: int):
+    """``(atoms, description)`` of a structure given on the command line: a file ASE reads or a
+    SMILES string. A name that looks like a file but does not exist is reported as a missing
+    file, not as an unparsable SMILES; a file that holds no atoms is refused."""
+    from physnet.errors import UserError
+
+    path = Path(arg)
+    if path.is_dir():
+        raise UserError(f"structure {arg} is a directory; give a structure file or a SMILES string")
+    if path.is_file():
+        from ase.io import read
+
+        try:
+            atoms = read(arg)
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise UserError(
+                f"could not read structure file {arg} with ase.io.read: {first}; check its format"
+            ) from err
+        if len(atoms) == 0:
+            raise UserError(
+                f"structure file {arg} holds no atoms as ASE reads it (junk, or a format ASE takes for "
+                "another); give a file with atoms (xyz, extxyz, pdb ATOM/HETATM records, traj ...)"
+            )
+        if not np.isfinite(atoms.positions).all():
+            raise UserError(f"structure file {arg} has non-finite positions")
+        return atoms, arg
+    looks_like_file = path.suffix.lower() in _STRUCTURE_SUFFIXES or "/" in arg and "." in path.name
+    try:
+        atoms = _from_smiles(arg, seed)
+    except ValueError:
+        if looks_like_file:
+            raise FileNotFoundError(
+                f"structure file {arg} does not exist (nor is it a SMILES string); check the path"
+            ) from None
+        raise UserError(
+            f"{arg!r} is neither an existing structure file nor a SMILES string RDKit can parse"
+        ) from None
+    return atoms, f"SMILES {arg} (RDKit ETKDG + MMFF)"
+
+
+def _check_geometry(atoms, what: str) -> None:
+    """Refuse coincident or overlapping atoms (closer than 0.4x their covalent radii)."""
+    from physnet.data.checks import close_pairs
+    from physnet.errors import UserError
+
+    pairs = close_pairs(atoms)
+    if pairs:
+        i, j, d = pairs[0]
+        s = atoms.get_chemical_symbols()
+        raise UserError(
+            f"{what}: atoms {s[i]}{i} and {s[j]}{j} are {d:.3g} Å apart ({len(pairs)} pair(s) closer than "
+            "0.4x their covalent radii): coincident or overlapping atoms; fix the structure "
+            "(--no-guard runs it anyway)"
+        )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -109,6 +215,8 @@ def _train(args: argparse.Namespace) -> int:
     if config is not None and "=" in config and not Path(config).is_file():
         # `physnet train --resume RUN a.b=1`: argparse hands the first override to CONFIG
         config, overrides = None, [config, *overrides]
+    if args.threads is not None:
+        overrides.append(f"trainer.threads={args.threads}")
     if args.resume:
         run_dir = Path(args.resume)
         if args.overwrite:
@@ -138,50 +246,94 @@ def _eval(args: argparse.Namespace) -> int:
     import json
 
     import physnet
-    from physnet.data.datasets import GraphDataset, read_frames
-    from physnet.train.fit import error_table, predict
+    from physnet.data.checks import plausibility
+    from physnet.data.datasets import GraphDataset, load_split, read_frames
+    from physnet.errors import UserError, atomic_write
+    from physnet.runtime import CpuShare, set_threads
+    from physnet.train.fit import _resolve_data_path, error_table, predict
     from physnet.train.plots import plot_parity
 
+    share = CpuShare(set_threads(args.threads))
     out = Path(args.output) if args.output else _next_to(args.checkpoint) / "eval"
+    if args.split and args.output is None:
+        out = out.with_name(f"eval_{args.split}")
     existing = [name for name in ("eval_metrics.json", "parity.png") if (out / name).exists()]
     if existing and not args.overwrite:
         raise FileExistsError(
             f"{out} already holds {', '.join(existing)}; name another folder with --output "
             "or pass --overwrite"
         )
+    run_cfg = None
+    if args.split:
+        run_dir = _next_to(args.checkpoint)
+        if not (run_dir / "split.json").is_file() or not (run_dir / "config.yaml").is_file():
+            raise UserError(
+                f"--split {args.split} needs the run directory of {args.checkpoint} ({run_dir}) with its "
+                "split.json and config.yaml; give a potential.pt or checkpoint inside a physnet train run"
+            )
+        from physnet.train.config import load_config
+
+        run_cfg = load_config(run_dir / "config.yaml")
+    data = args.data or (run_cfg.data.path if run_cfg is not None else None)
+    if not data:
+        raise UserError("give the DATA to evaluate on (a file or an embedded set), or --split test")
     potential = physnet.Potential.load(args.checkpoint, map_location=args.device)
-    e_unit = args.energy_unit or potential.energy_unit
-    l_unit = args.length_unit or potential.length_unit
-    if (e_unit, l_unit) == (potential.energy_unit, potential.length_unit) and not (
+    e_unit = args.energy_unit or (run_cfg.data.energy_unit if run_cfg else "") or potential.energy_unit
+    l_unit = args.length_unit or (run_cfg.data.length_unit if run_cfg else "") or potential.length_unit
+    if run_cfg is None and (e_unit, l_unit) == (potential.energy_unit, potential.length_unit) and not (
         args.energy_unit and args.length_unit
     ):
         print(
             f"assuming the data is in the potential's units ({e_unit}, {l_unit}); "
             "pass --energy-unit/--length-unit otherwise"
         )
-    frames = read_frames(args.data)
+    d = run_cfg.data if run_cfg is not None else None
+    frames = read_frames(
+        _resolve_data_path(data),
+        numbers=d.numbers if d else None,
+        forces_path=(d.forces_path or None) if d else None,
+        drop_nonfinite=d.drop_nonfinite if d else False,
+        key_map=(d.keys or None) if d else None,
+    )
     e_fac = physnet.units.energy_factor(e_unit) / physnet.units.energy_factor(potential.energy_unit)
     l_fac = physnet.units.length_factor(l_unit) / physnet.units.length_factor(potential.length_unit)
     if (e_fac, l_fac) != (1.0, 1.0):
         frames = [_convert(a, e_fac, l_fac) for a in frames]
     param = next(potential.parameters())
-    if not any(a.calc is not None for a in frames):
-        raise ValueError(f"{args.data} has no reference energies or forces to compare with")
-    dataset = GraphDataset(frames, potential.cutoff, dtype=param.dtype, require=(), source=args.data)
-    import numpy as np
-
-    pred = predict(potential, dataset, np.arange(len(dataset)), args.batch_size)
+    if not any(
+        any(k in (getattr(a.calc, "results", None) or {}) for k in ("energy", "forces")) for a in frames
+    ):
+        raise UserError(
+            f"{data} has no reference energies or forces to compare with (looked at the calculator "
+            "results and, for an ASE database, row.data; name other keys with data.keys)"
+        )
+    for warning in plausibility(frames, potential.energy_unit, potential.length_unit, potential.cutoff):
+        print(f"physnet eval: warning: {data}: {warning}", file=sys.stderr)
+    dataset = GraphDataset(frames, potential.cutoff, dtype=param.dtype, require=(), source=data)
+    indices = np.arange(len(dataset))
+    if args.split:
+        split = load_split(_next_to(args.checkpoint) / "split.json", n=len(dataset))
+        if args.split not in split or len(split[args.split]) == 0:
+            raise UserError(
+                f"the run's split.json has no {args.split!r} frames (it has "
+                f"{ {k: len(v) for k, v in split.items()} })"
+            )
+        indices = split[args.split]
+    pred = predict(potential, dataset, indices, args.batch_size)
     table = error_table(pred)
     unit = potential.energy_unit
-    print(f"{len(dataset)} frames, errors in {unit} and {unit}/{potential.length_unit}:")
+    which = f" ({args.split} split)" if args.split else ""
+    print(f"{len(indices)} frames{which}, errors in {unit} and {unit}/{potential.length_unit}:")
     for key, value in table.items():
         print(f"  {key:24s} {value:.5g}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_metrics.json").write_text(json.dumps(table, indent=2))
+    text = json.dumps(table, indent=2)
+    atomic_write(out / "eval_metrics.json", lambda tmp: Path(tmp).write_text(text))
     png = plot_parity(
-        pred, out / "parity.png", potential.energy_unit, potential.length_unit, title=Path(args.data).name
+        pred, out / "parity.png", potential.energy_unit, potential.length_unit, title=Path(data).name + which
     )
     print(f"metrics: {out / 'eval_metrics.json'}; parity plot: {png}")
+    share.report("eval")
     return 0
 
 
@@ -215,7 +367,6 @@ def _next_to(checkpoint: str) -> Path:
 def _md(args: argparse.Namespace) -> int:
     from ase import units
     from ase.constraints import FixCom
-    from ase.io import read
     from ase.io.trajectory import Trajectory
     from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
@@ -235,6 +386,9 @@ def _md(args: argparse.Namespace) -> int:
         raise ValueError(f"--log-every must be >= 1, got {args.log_every}")
     if not args.friction >= 0:
         raise ValueError(f"--friction must be >= 0 1/fs, got {args.friction}")
+    from physnet.runtime import CpuShare, set_threads
+
+    threads = set_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     is_file = Path(args.structure).exists()
     if args.trajectory:
@@ -247,13 +401,11 @@ def _md(args: argparse.Namespace) -> int:
         raise FileExistsError(
             f"trajectory {traj_path} already exists; name another file with --trajectory or pass --overwrite"
         )
-    if is_file:
-        atoms = read(args.structure)
-        source = args.structure
-    else:
-        atoms = physnet.data.from_smiles(args.structure, seed=args.seed)[0]
-        source = f"SMILES {args.structure} (RDKit ETKDG + MMFF)"
+    atoms, source = _read_structure(args.structure, args.seed)
+    if not args.no_guard:
+        _check_geometry(atoms, f"structure {args.structure}")
     calc = physnet.Calculator(args.checkpoint, device=args.device, dtype=dtype)
+    calc.potential.check_species(torch.as_tensor(atoms.numbers))
     atoms.calc = calc
     thermalize(atoms, args.temperature, args.seed)
     cutoff = float(calc.potential.cutoff) * calc._l  # in Å
@@ -279,6 +431,7 @@ def _md(args: argparse.Namespace) -> int:
         f"T = {args.temperature} K, trajectory -> {traj_path}"
     )
     times, totals, temps = [], [], []
+    share = CpuShare(threads)
     bar = tqdm(total=args.steps, unit="step", disable=not args.progress)
     last_good = [-1]  # the last step written to the trajectory
 
@@ -331,6 +484,7 @@ def _md(args: argparse.Namespace) -> int:
             f"NVE total-energy drift: {slope:.4g} meV/atom/ps "
             f"(max |ΔE| {1e3 * np.abs(np.array(totals) - totals[0]).max() / n:.4g} meV/atom)"
         )
+    share.report("md")
     return 0
 
 
@@ -360,6 +514,9 @@ def _lammps_plugin(args: argparse.Namespace) -> int:
     return lammps_main(args.lammps_args)  # its own options: physnet lammps-plugin --help
 
 
+THREADS_HELP = "torch CPU threads (0: 1 on a busy or <= 2-core machine, else up to 4; see physnet.runtime)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physnet", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -381,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dt", type=float, default=0.5, help="time step in fs")
     demo.add_argument("--temperature", type=float, default=300.0, help="temperature in K")
     demo.add_argument("--device", default="cpu", help="torch device for MD, e.g. cpu or cuda")
-    demo.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    demo.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--log-every", type=int, default=40, help="print every N MD steps")
     demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -405,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train into a run_dir that holds an earlier run, replacing its results and checkpoints",
     )
+    tr.add_argument("--threads", type=int, default=None, help=THREADS_HELP + "; sets trainer.threads")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser(
@@ -413,7 +571,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ev.add_argument("checkpoint", help="potential.pt or a Lightning .ckpt from physnet train")
-    ev.add_argument("data", help="extxyz / ASE .db / MD17 .npz with reference energies (and forces)")
+    ev.add_argument(
+        "data",
+        nargs="?",
+        help="extxyz / ASE .db / MD17 .npz with reference energies (and forces), or an embedded set's "
+        "name (ethanol_gfn2 ...); with --split, default: the run's own data",
+    )
+    ev.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default=None,
+        help="evaluate only this split of the run CHECKPOINT belongs to (its split.json and config.yaml)",
+    )
+    ev.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     ev.add_argument("--energy-unit", default="", help="energy unit of DATA (default: the potential's)")
     ev.add_argument("--length-unit", default="", help="length unit of DATA (default: the potential's)")
     ev.add_argument("--batch-size", type=int, default=50)
@@ -463,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="float dtype (default: float32, or an exported .pt2 file's own)",
     )
     md.add_argument("--device", default="cpu")
+    md.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     md.set_defaults(func=_md)

@@ -67,10 +67,11 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
         return torch.load(path, map_location=map_location, weights_only=True)
     except (EOFError, OSError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first.split(". ")[0]
         if isinstance(err, RuntimeError) and "zip archive" not in first and "PytorchStreamReader" not in first:
             raise
         raise UserError(
-            f"{path} ({size} bytes) is not a readable {what}: truncated or corrupt ({first[:120]}); "
+            f"{path} ({size} bytes) is not a readable {what}: truncated or corrupt ({first[:160]}); "
             "use another copy or train again"
         ) from err
 

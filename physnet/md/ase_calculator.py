@@ -82,6 +82,13 @@ class Calculator(_ASECalculator):
             potential = Potential(potential)
         if dtype is None:
             dtype = potential.dtype if isinstance(potential, ExportedPotential) else torch.float32
+        if dtype not in (torch.float32, torch.float64):
+            from physnet.errors import UserError
+
+            raise UserError(
+                f"physnet.Calculator runs in float32 or float64, not {dtype}: half precision gives wrong "
+                "energies and forces (float16 keeps ~3 digits); pass dtype=torch.float32 or torch.float64"
+            )
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
         # A private frozen copy (casting or switching the caller's module would change it under

@@ -35,12 +35,22 @@ import torch
 from ase.data import atomic_masses
 
 from physnet.data import keys as K
+from physnet.md.guard import MDBlowUp
 from physnet.nn.cg_geometry import bead_graph
 from physnet.nn.priors import boltzmann_constant
 from physnet.potential import Potential
 from physnet.units import energy_factor, length_factor
 
-__all__ = ["langevin", "ACCEL_EV_PER_ANGSTROM_AMU"]
+__all__ = ["langevin", "LangevinBlowUp", "ACCEL_EV_PER_ANGSTROM_AMU"]
+
+
+class LangevinBlowUp(MDBlowUp, FloatingPointError):
+    """A CG Langevin run blew up at ``step``; ``trajectory`` [n_good, n_replicas, n_beads, 3] holds
+    the frames saved before it."""
+
+    def __init__(self, step: int, what: str, trajectory: torch.Tensor) -> None:
+        super().__init__(step, what)
+        self.trajectory = trajectory
 
 # 1 eV / (Å amu) in Å / ps^2: (1.602176634e-19 J) / (1e-10 m * 1.66053906660e-27 kg) * 1e-14 ps^2 / Å
 ACCEL_EV_PER_ANGSTROM_AMU = 9648.533212
@@ -60,6 +70,10 @@ def langevin(
     seed: int = 0,
     progress: bool = True,
     output: str | os.PathLike | None = None,
+    guard: bool = True,
+    max_force: float | None = None,
+    apart_factor: float = 2.0,
+    temperature_factor: float = 5.0,
 ) -> torch.Tensor:
     """Simulate ``n_replicas`` copies of a CG molecule with Langevin dynamics.
 
@@ -77,18 +91,35 @@ def langevin(
         save_every: keep a frame every this many steps (frame 0 is the start).
         seed: seed of the random forces (and initial Maxwell-Boltzmann velocities).
         progress: show a tqdm progress bar.
-        output: if given, also save the trajectory there as ``.npy`` (float32).
+        output: if given, also save the trajectory there as ``.npy`` (float32); a run that
+            blows up saves the good frames before raising.
+        guard: at every saved frame, stop with :class:`LangevinBlowUp` (an
+            :class:`~physnet.md.guard.MDBlowUp` and a ``FloatingPointError``) when a position or
+            force is not finite, a force exceeds ``max_force``, a bead has no other bead within
+            ``apart_factor`` times the larger of the potential's cutoff and the largest
+            nearest-bead distance of the starting positions (the molecule came apart), or (BAOAB) a
+            replica's kinetic temperature exceeds ``temperature_factor`` times ``temperature``.
+            Without it only non-finite positions stop the run.
+        max_force: force bound in the potential's energy / length unit (default: 1000 kT per Å).
+        apart_factor: see ``guard``.
+        temperature_factor: see ``guard``.
 
     Returns:
         trajectory [n_frames, n_replicas, n_beads, 3] with n_frames = n_steps // save_every + 1,
-        on the CPU. Replicas whose coordinates became non-finite stop the run with ``FloatingPointError``.
+        on the CPU.
+
+    Raises:
+        LangevinBlowUp: the run blew up (see ``guard``); its ``trajectory`` holds the good frames.
     """
     if integrator not in ("baoab", "overdamped"):
         raise ValueError(f"unknown integrator {integrator!r}; use 'baoab' or 'overdamped'")
     if positions.ndim != 3 or positions.shape[-1] != 3:
         raise ValueError(f"positions must be [n_replicas, n_beads, 3], got {tuple(positions.shape)}")
-    if dt <= 0 or friction <= 0 or temperature <= 0:
-        raise ValueError("dt, friction and temperature must be > 0")
+    for name, value in (("dt", dt), ("friction", friction), ("temperature", temperature)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    if not isinstance(n_steps, int) or n_steps < 0 or not isinstance(save_every, int) or save_every < 1:
+        raise ValueError(f"n_steps must be an int >= 0 and save_every >= 1, got {n_steps}, {save_every}")
     device, dtype = positions.device, positions.dtype
     n_rep, n_beads, _ = positions.shape
     if masses is None:  # once, before the loop
@@ -120,6 +151,57 @@ def langevin(
     c1 = math.exp(-friction * dt)
     c2 = math.sqrt(1.0 - c1 * c1)
     diffusion = kT * accel / (m * friction)  # D in length^2 / ps, [1, n_beads, 1]
+    kB = boltzmann_constant(potential.energy_unit)  # energy unit / K
+    if max_force is None:
+        max_force = 1000.0 * kT * length_factor(potential.length_unit)  # 1000 kT per Å
+    reach = float(potential.cutoff)  # beads farther apart than the cutoff and every starting neighbour
+    if n_beads > 1:
+        d0 = torch.cdist(positions.detach(), positions.detach())
+        d0 = d0 + torch.eye(n_beads, dtype=dtype, device=device) * 1e30
+        reach = max(reach, float(d0.min(-1).values.max()))
+    apart = apart_factor * reach
+
+    def check(step: int) -> None:
+        what = None
+        if not bool(torch.isfinite(x).all()):
+            rep = int(torch.nonzero(~torch.isfinite(x).reshape(n_rep, -1).all(-1))[0, 0])
+            what = f"non-finite positions (replica {rep})"
+        elif guard and not bool(torch.isfinite(f).all()):
+            what = "non-finite forces"
+        elif guard:
+            fmax = f.norm(dim=-1)  # [n_rep, n_beads]
+            if float(fmax.max()) > max_force:
+                rep, bead = divmod(int(fmax.argmax()), n_beads)
+                what = (
+                    f"force {float(fmax.max()):.4g} {potential.energy_unit}/{potential.length_unit} on bead "
+                    f"{bead} of replica {rep}, above the bound {max_force:.4g}"
+                )
+            elif n_beads > 1:
+                d = torch.cdist(x, x) + torch.eye(n_beads, dtype=dtype, device=device) * 1e30
+                nearest = d.min(-1).values  # [n_rep, n_beads]
+                if float(nearest.max()) > apart:
+                    rep, bead = divmod(int(nearest.argmax()), n_beads)
+                    what = (
+                        f"the molecule came apart: bead {bead} of replica {rep} has no other bead within "
+                        f"{apart:.3g} {potential.length_unit} ({apart_factor:g}x the larger of the cutoff and the "
+                        "farthest nearest bead at the start)"
+                    )
+            if what is None and integrator == "baoab":
+                kinetic = 0.5 * (m * v * v).sum((-1, -2)) / accel  # [n_rep] energy unit
+                temp = 2.0 * kinetic / (3 * n_beads * kB)
+                if float(temp.max()) > temperature_factor * temperature:
+                    rep = int(temp.argmax())
+                    what = (
+                        f"replica {rep}'s temperature {float(temp.max()):.0f} K is above "
+                        f"{temperature_factor:g}x the target {temperature:g} K"
+                    )
+        if what is not None:
+            good = torch.stack(frames)
+            if output is not None:
+                np.save(Path(output), good.numpy().astype(np.float32))
+            kept = f"; {output} keeps the {len(frames)} good frames" if output is not None else ""
+            raise LangevinBlowUp(step, f"{what}{kept}; lower dt, add priors or check the model", good)
+
     frames = [x.cpu().clone()]
     steps = range(n_steps)
     if progress:
@@ -138,8 +220,7 @@ def langevin(
             x = x + diffusion / kT * f * dt + torch.sqrt(2.0 * diffusion * dt) * noise()
             f = forces(x)
         if (step + 1) % save_every == 0:
-            if not bool(torch.isfinite(x).all()):
-                raise FloatingPointError(f"non-finite positions at step {step + 1}; lower dt or add priors")
+            check(step + 1)
             frames.append(x.cpu().clone())
     traj = torch.stack(frames)  # [n_frames, n_replicas, n_beads, 3]
     if output is not None:

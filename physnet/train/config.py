@@ -91,7 +91,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     seed: int = 0
     progress_bar: bool = True
-    threads: int = 0  # torch intra-op threads; 0 = torch's default. 1 is far faster on a busy 2-core CPU
+    threads: int = 0  # torch intra-op threads; 0: physnet.runtime.auto_threads (1 on a busy or 2-core CPU)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from physnet.data import keys as K
 from physnet.data.checks import plausibility
 from physnet.data.datasets import GraphDataset, load_split, make_loader, make_split, read_frames, save_split
 from physnet.data.graph import atomic_number
-from physnet.errors import UnknownKeyError, UserError
+from physnet.errors import UnknownKeyError, UserError, atomic_write
 from physnet.models.registry import build
 from physnet.potential import Potential
 from physnet.train.config import RunConfig, apply_tf32
@@ -110,6 +110,8 @@ def prepare(
     if cfg.trainer.dtype not in DTYPES:
         raise ValueError(f"trainer.dtype must be float32 or float64, got {cfg.trainer.dtype!r}")
     dtype = DTYPES[cfg.trainer.dtype]
+    for name in ("train", "val", "test"):
+        split_size(name, getattr(d, name))  # refuse data.train=1.5 before reading anything
 
     frames = read_frames(
         _resolve_data_path(d.path),
@@ -205,8 +207,8 @@ def split_size(name: str, value: float | None) -> float | int | None:
     if value > 1:
         if not value.is_integer():
             raise UserError(
-                f"data.{name}={value:g} is neither a fraction in (0, 1] nor a whole number of frames; "
-                f"give e.g. data.{name}={int(value)} (frames) or data.{name}=0.{int(value)} (a fraction)"
+                f"data.{name}={value:g} is neither a fraction in (0, 1] nor a whole number of frames "
+                "(it is never rounded); give a count such as 800 or a fraction such as 0.8"
             )
         return int(value)
     return value
@@ -355,6 +357,7 @@ def train(
     from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
+    from physnet.train.checkpoint_io import AtomicCheckpointIO
     from physnet.train.plots import plot_learning_curves, plot_parity
     from physnet.train.tasks import PotentialTask
 
@@ -382,16 +385,16 @@ def train(
         if overwrite and ckpt_dir.is_dir():
             shutil.rmtree(ckpt_dir)
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    if cfg.trainer.threads > 0:
-        torch.set_num_threads(cfg.trainer.threads)
+    from physnet.runtime import CpuShare, set_threads
+
+    share = CpuShare(set_threads(cfg.trainer.threads))
     apply_tf32(cfg.trainer.tf32)
     started = time.perf_counter()
     potential, dataset, split = prepare(cfg, run_dir, resume)
     if _rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(
-            yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
-        )
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+        atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
         save_split(split, run_dir / "split.json")
     _say(
         f"data: {len(dataset)} frames from {cfg.data.path} ({cfg.data.energy_unit}, {cfg.data.length_unit}); "
@@ -460,6 +463,7 @@ def train(
         logger=loggers,
         callbacks=all_callbacks,
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if resume else None)
     if trainer.global_rank != 0:
@@ -479,10 +483,12 @@ def train(
             report[stage] = error_table(pred)
             if stage == "test" or len(split.get("test", [])) == 0:
                 plot_parity(pred, run_dir / f"parity_{stage}.png", d.energy_unit, d.length_unit, title=stage)
-    (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    atomic_write(run_dir / "test_metrics.json", lambda tmp: Path(tmp).write_text(text))
     plot_learning_curves(log_dir, run_dir / "learning_curves.png", d.energy_unit, d.length_unit)
     _say(_summary(report, d.energy_unit, d.length_unit))
     _say(f"run directory: {run_dir} (potential.pt, checkpoints/, logs/, PNGs)")
+    share.report("train")
     return run_dir
 
 
