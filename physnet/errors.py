@@ -47,9 +47,6 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
         what: what the file should be, for the message (e.g. ``"physnet potential"``).
         map_location: as in :func:`torch.load`.
     """
-    import pickle
-    import zipfile
-
     import torch
 
     path = Path(path)
@@ -65,14 +62,12 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
         )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (EOFError, OSError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+    except Exception as err:  # torch raises EOFError, OSError, KeyError, UnpicklingError, RuntimeError ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         first = first.split(". ")[0]
-        if isinstance(err, RuntimeError) and "zip archive" not in first and "PytorchStreamReader" not in first:
-            raise
         raise UserError(
-            f"{path} ({size} bytes) is not a readable {what}: truncated or corrupt ({first[:160]}); "
-            "use another copy or train again"
+            f"{path} ({size} bytes) is not a readable {what}: truncated or corrupt "
+            f"({type(err).__name__}: {first[:160]}); use another copy or train again"
         ) from err
 
 

@@ -39,7 +39,9 @@ def test_entry_point_help_lists_demo_options() -> None:
 def test_bad_smiles_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["md", "no_such_checkpoint.pt", "C1CC", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["physnet md: error: RDKit could not parse the SMILES 'C1CC'"]
+    assert err == [
+        "physnet md: error: 'C1CC' is neither an existing structure file nor a SMILES string RDKit can parse"
+    ]
 
 
 def test_training_stopped_by_sigterm_exits_with_143(tmp_path, monkeypatch, capsys) -> None:

@@ -1,0 +1,554 @@
+"""Bad and edge inputs, as a new user gives them (issue 32): each case asserts the exact outcome,
+the error type and the words that name the file, frame, key or argument, or the correct result.
+
+Classes: poisoned training data, inconsistent inputs, units nobody checks, unphysical geometry,
+corrupt or foreign files, config typos, bad arguments, MD that blows up, foreign databases.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+import physnet
+from physnet.cli import main
+from physnet.data import keys as K
+from physnet.data.checks import close_pairs, plausibility
+from physnet.data.datasets import GraphDataset, read_frames
+from physnet.errors import UnknownKeyError, UserError
+from physnet.train.config import load_config
+from physnet.train.fit import split_size
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def labelled(n: int = 6, seed: int = 0) -> list[Atoms]:
+    """``n`` rattled ethanol frames with made-up finite energies (eV) and forces (eV/Å)."""
+    rng = np.random.default_rng(seed)
+    base = physnet.data.from_smiles("CCO", seed=0)[0]
+    frames = []
+    for _ in range(n):
+        a = base.copy()
+        a.positions += rng.normal(scale=0.02, size=a.positions.shape)
+        a.calc = SinglePointCalculator(
+            a, energy=-300.0 + rng.normal(), forces=rng.normal(scale=0.5, size=(len(a), 3))
+        )
+        frames.append(a)
+    return frames
+
+
+def poison(frames: list[Atoms], k: int, key: str, value: float = np.nan) -> list[Atoms]:
+    a = frames[k]
+    results = dict(a.calc.results)
+    if key == "energy":
+        results["energy"] = value
+    elif key == "forces":
+        results["forces"] = results["forces"].copy()
+        results["forces"][1, 2] = value
+    elif key == "stress":
+        results["stress"] = np.array([value, 0, 0, 0, 0, 0.0])
+    elif key == "positions":
+        a.positions[0, 0] = value
+    a.calc = SinglePointCalculator(a, **results)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def pot_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = physnet.models.build(
+        "schnet", species=["H", "C", "O"], n_features=8, n_filters=8, n_interactions=1, n_rbf=8
+    )
+    path = tmp_path_factory.mktemp("pot") / "potential.pt"
+    physnet.Potential(model).save(path)
+    return path
+
+
+def one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"physnet {command}: error: "), err
+    return err[0]
+
+
+# --------------------------------------------------------------------------- poisoned data
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("energy", np.nan, "frame 3 has a non-finite energy nan"),
+        ("energy", np.inf, "frame 3 has a non-finite energy inf"),
+        ("forces", np.nan, "frame 3 has a non-finite force on atom 1"),
+        ("forces", -np.inf, "frame 3 has a non-finite force on atom 1"),
+        ("stress", np.nan, "frame 3 has a non-finite stress nan"),
+        ("positions", np.nan, "frame 3, atom 0 has a non-finite position"),
+    ],
+)
+def test_nonfinite_labels_are_refused_with_the_frame(tmp_path, key, value, words) -> None:
+    path = tmp_path / "poisoned.extxyz"
+    write(path, poison(labelled(), 3, key, value))
+    with pytest.raises(ValueError, match=words):
+        read_frames(path)
+
+
+def test_nonfinite_in_npz_names_the_frame(tmp_path) -> None:
+    frames = labelled()
+    e = np.array([a.get_potential_energy() for a in frames])
+    e[4] = np.nan
+    np.savez(tmp_path / "x.npz", z=frames[0].numbers, R=np.stack([a.positions for a in frames]), E=e)
+    with pytest.raises(UserError, match="frame 4 has a non-finite energy nan.*1 of 6"):
+        read_frames(tmp_path / "x.npz")
+
+
+def test_nonfinite_frames_are_dropped_loudly_when_asked(tmp_path, capsys) -> None:
+    path = tmp_path / "poisoned.extxyz"
+    write(path, poison(poison(labelled(), 1, "energy"), 4, "forces"))
+    frames = read_frames(path, drop_nonfinite=True)
+    assert len(frames) == 4
+    assert "dropped 2 of 6 frames with non-finite values (frames 1, 4" in capsys.readouterr().out
+
+
+def test_all_frames_nonfinite_cannot_be_dropped(tmp_path) -> None:
+    path = tmp_path / "poisoned.extxyz"
+    write(path, poison(poison(labelled(2), 0, "energy"), 1, "energy"))
+    with pytest.raises(UserError, match="all 2 frames are non-finite"):
+        read_frames(path, drop_nonfinite=True)
+
+
+def test_graph_dataset_refuses_nonfinite_labels_from_the_api() -> None:
+    with pytest.raises(UserError, match="toy: frame 2 has a non-finite energy"):
+        GraphDataset(poison(labelled(), 2, "energy"), cutoff=4.0, source="toy")
+
+
+def test_train_refuses_a_nan_energy_before_training(tmp_path, capsys) -> None:
+    path = tmp_path / "poisoned.extxyz"
+    write(path, poison(labelled(20), 7, "energy"))
+    args = ["train", f"data.path={path}", "data.energy_unit=eV", "data.length_unit=Å"]
+    assert main([*args, f"run_dir={tmp_path / 'run'}"]) == 2
+    assert "frame 7 has a non-finite energy nan" in one_line_error(capsys, "train")
+    assert not (tmp_path / "run" / "potential.pt").exists()
+
+
+# --------------------------------------------------------------------------- corrupt and foreign files
+
+
+def test_truncated_gzip_names_the_file(tmp_path) -> None:
+    src = (ROOT / "data" / "ethanol_gfn2.extxyz.gz").read_bytes()
+    path = tmp_path / "cut.extxyz.gz"
+    path.write_bytes(src[:400])
+    with pytest.raises(UserError, match=r"cut.extxyz.gz is not a readable gzip file.*truncated or corrupt"):
+        read_frames(path)
+
+
+def test_gzip_of_junk_is_one_clear_error(tmp_path) -> None:
+    path = tmp_path / "junk.extxyz.gz"
+    path.write_bytes(gzip.compress(b"junk\x00\x01 not xyz\n"))
+    with pytest.raises(UserError, match="could not read .*junk.extxyz.gz with ase.io.read"):
+        read_frames(path)
+
+
+def test_not_gzip_at_all(tmp_path) -> None:
+    path = tmp_path / "plain.extxyz.gz"
+    path.write_text("3\n\nH 0 0 0\n")
+    with pytest.raises(UserError, match="plain.extxyz.gz is not a readable gzip file"):
+        read_frames(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "words"),
+    [
+        (lambda p: p.write_bytes(b""), ValueError, "empty .0 bytes."),
+        (lambda p: p.mkdir(), ValueError, "is a directory"),
+        (lambda p: None, FileNotFoundError, "no such data file"),
+    ],
+)
+def test_empty_missing_or_folder_data(tmp_path, make, error, words) -> None:
+    path = tmp_path / "data.xyz"
+    make(path)
+    with pytest.raises(error, match=words):
+        read_frames(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "words"),
+    [
+        (lambda p, good: p.write_bytes(good.read_bytes()[:3000]), UserError, r"bytes\) is not a readable"),
+        (lambda p, good: p.write_bytes(b""), UserError, r"is empty \(0 bytes\)"),
+        (lambda p, good: None, FileNotFoundError, "no physnet potential or checkpoint file at"),
+        (lambda p, good: torch.save({"weights": torch.ones(2)}, p), UserError, "not a physnet potential"),
+        (lambda p, good: p.write_text("hello"), UserError, "truncated or corrupt"),
+        (lambda p, good: p.mkdir(), UserError, "is a directory"),
+    ],
+)
+def test_bad_potential_files_name_the_file(tmp_path, pot_file, make, error, words) -> None:
+    path = tmp_path / "bad.pt"
+    make(path, pot_file)
+    with pytest.raises(error, match=words) as info:
+        physnet.Potential.load(path)
+    assert "bad.pt" in str(info.value)
+
+
+def test_weights_that_do_not_match_their_hparams(tmp_path, pot_file) -> None:
+    data = torch.load(pot_file, weights_only=True)
+    data["model"]["n_features"] = 16  # hparams edited, weights of an 8-feature model
+    torch.save(data, tmp_path / "mixed.pt")
+    with pytest.raises(UserError, match=r"mixed.pt: the weights do not match the model .*schnet.*size mismatch"):
+        physnet.Potential.load(tmp_path / "mixed.pt")
+
+
+def test_config_that_cannot_rebuild_its_model(tmp_path, pot_file) -> None:
+    data = torch.load(pot_file, weights_only=True)
+    data["model"]["name"] = "schnett"
+    torch.save(data, tmp_path / "renamed.pt")
+    with pytest.raises(UserError, match=r"renamed.pt: its config cannot rebuild .*did you mean 'schnet'"):
+        physnet.Potential.load(tmp_path / "renamed.pt")
+
+
+# --------------------------------------------------------------------------- config typos
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("data:\n  path: [a\n", r"bad.yaml, line 3 column 1: YAML syntax error"),
+        ("data:\n  path: a\n   train: 3\n", r"bad.yaml, line 3 column \d+: YAML syntax error"),
+        ("- a\n- b\n", "must hold a YAML mapping"),
+    ],
+)
+def test_yaml_errors_name_file_and_line(tmp_path, text, words) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(UserError, match=words):
+        load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["trainr.max_epochs=3"], r"unknown config section\(s\) \['trainr'\] \(did you mean 'trainer'\?\)"),
+        (["data.energy_units=eV"], r"\['energy_units'\] in section 'data' \(did you mean 'energy_unit'\?\)"),
+        (["task.lr_rate=1"], r"\['lr_rate'\] in section 'task'"),
+    ],
+)
+def test_unknown_config_keys_suggest_the_close_match(overrides, words) -> None:
+    with pytest.raises(UnknownKeyError, match=words):
+        load_config(None, overrides)
+
+
+def test_override_value_that_is_not_yaml() -> None:
+    with pytest.raises(UserError, match=r"override 'data.path=\[a': the value is not valid YAML"):
+        load_config(None, ["data.path=[a"])
+
+
+def test_model_key_typo_is_a_typeerror_and_names_the_key() -> None:
+    with pytest.raises(TypeError, match=r"\['n_featres'\] \(did you mean 'n_features'\?\); it takes"):
+        physnet.models.build("schnet", species=["H"], n_featres=3)
+
+
+def test_unknown_model_suggests_the_close_match() -> None:
+    with pytest.raises(UserError, match=r"unknown model 'shcnet' \(did you mean 'schnet'\?\)"):
+        physnet.models.build("shcnet", species=["H"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.5, 0.5), (1.0, 1.0), (800.0, 800), (1e3, 1000), (None, None)],
+)
+def test_split_sizes_fraction_or_whole_count(value, expected) -> None:
+    got = split_size("train", value)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("value", [1.5, 800.2, -1.0, float("nan")])
+def test_split_sizes_never_rounded(value) -> None:
+    with pytest.raises(UserError, match=f"data.train={value:g}"):
+        split_size("train", value)
+
+
+def test_train_refuses_fractional_count_before_reading_data(tmp_path, capsys) -> None:
+    args = ["train", "data.path=nonexistent.xyz", "data.energy_unit=eV", "data.length_unit=Å"]
+    assert main([*args, "data.train=1.5", f"run_dir={tmp_path}/r"]) == 2
+    assert "data.train=1.5 is neither a fraction" in one_line_error(capsys, "train")
+
+
+# --------------------------------------------------------------------------- inconsistent inputs
+
+
+def test_graph_built_with_another_cutoff_is_refused(pot_file) -> None:
+    pot = physnet.Potential.load(pot_file)
+    atoms = physnet.data.from_smiles("CCO")[0]
+    with pytest.raises(ValueError, match=r"graph was built with cutoff 2 but the potential's cutoff is 5"):
+        pot(physnet.data.from_ase(atoms, 2.0))
+
+
+def test_graph_with_the_right_cutoff_gives_the_calculator_energy(pot_file) -> None:
+    pot = physnet.Potential.load(pot_file).double()
+    atoms = physnet.data.from_smiles("CCO")[0]
+    energy = float(pot(physnet.data.from_ase(atoms, pot.cutoff, dtype=torch.float64))[K.ENERGY][0])
+    atoms.calc = physnet.Calculator(pot_file, dtype=torch.float64)
+    assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-9)
+
+
+def test_graph_of_another_dtype_is_refused(pot_file) -> None:
+    pot = physnet.Potential.load(pot_file)
+    atoms = physnet.data.from_smiles("CCO")[0]
+    with pytest.raises(ValueError, match="positions are torch.float64 but the model is torch.float32"):
+        pot(physnet.data.from_ase(atoms, pot.cutoff, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int32])
+def test_calculator_refuses_low_precision(pot_file, dtype) -> None:
+    with pytest.raises(UserError, match=f"float32 or float64, not {dtype}"):
+        physnet.Calculator(pot_file, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- units nobody checks
+
+
+@pytest.fixture(scope="module")
+def ethanol() -> list[Atoms]:
+    return physnet.data.embedded.load("ethanol_gfn2", index="::100")
+
+
+def scaled(frames: list[Atoms], e: float = 1.0, length: float = 1.0) -> list[Atoms]:
+    out = []
+    for a in frames:
+        b = a.copy()
+        b.positions = a.positions * length
+        b.calc = SinglePointCalculator(
+            b, energy=a.get_potential_energy() * e, forces=a.get_forces() * e / length
+        )
+        out.append(b)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("e", "length", "units", "words"),
+    [
+        (23.06, 1.0, ("eV", "Å"), "RMS force component is 24.68 eV/Å"),  # kcal/mol declared as eV
+        (314.0, 1.0, ("eV", "Å"), "larger than the all-electron energy"),  # MD17's -97195 kcal/mol as eV
+        (96.49, 1.0, ("eV", "Å"), "larger than the all-electron energy"),  # kJ/mol declared as eV
+        (1.0, 1.0 / 0.529177, ("eV", "Å"), "hydrogen atoms' median nearest-neighbour distance"),  # Bohr
+        (1.0, 0.1, ("eV", "Å"), "median nearest-neighbour distance is 0.108 Å"),  # nm as Å
+        (1.0, 10.0, ("eV", "Å"), "no atom has a neighbour within the cutoff 5"),  # Å data as nm
+    ],
+)
+def test_wrong_units_are_warned_with_the_numbers(ethanol, e, length, units, words) -> None:
+    warnings = plausibility(scaled(ethanol, e, length), *units, cutoff=5.0)
+    assert any(words in w for w in warnings), warnings
+
+
+def test_force_rms_of_kcal_data_declared_as_ev() -> None:
+    frames = labelled()
+    for a in frames:
+        a.calc = SinglePointCalculator(a, energy=-300.0, forces=a.calc.results["forces"] * 60)
+    warnings = plausibility(frames, "eV", "Å")
+    assert any("RMS force component is 3" in w and "eV/Å" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("name", "units"), [("ethanol_gfn2", ("eV", "Å")), ("cu_emt", ("eV", "Å")), ("aspirin_gfn2", ("eV", "Å"))]
+)
+def test_correct_units_give_no_warning(name, units) -> None:
+    frames = physnet.data.embedded.load(name, index="::50")
+    assert plausibility(frames, *units, cutoff=5.0) == []
+
+
+def test_kcal_data_declared_in_kcal_gives_no_warning(ethanol) -> None:
+    assert plausibility(scaled(ethanol, 23.06), "kcal/mol", "Å", cutoff=5.0) == []
+
+
+# --------------------------------------------------------------------------- unphysical geometry
+
+
+@pytest.mark.parametrize(
+    ("numbers", "distance", "expected"),
+    [([1, 1], 0.1, 1), ([1, 1], 0.0, 1), ([6, 8], 0.3, 1), ([1, 1], 0.74, 0), ([6, 6], 1.2, 0)],
+)
+def test_close_pairs(numbers, distance, expected) -> None:
+    atoms = Atoms(numbers=numbers, positions=[[0, 0, 0], [distance, 0, 0]])
+    pairs = close_pairs(atoms)
+    assert len(pairs) == expected
+    if expected:
+        assert pairs[0][:2] == (0, 1) and pairs[0][2] == pytest.approx(distance)
+
+
+def test_coincident_atoms_in_training_data_are_warned(ethanol) -> None:
+    frames = scaled(ethanol)
+    frames[0].positions[4] = frames[0].positions[3]
+    warnings = plausibility(frames, "eV", "Å")
+    assert any("frame 0: atoms H3 and H4 are 0 Å apart" in w for w in warnings), warnings
+
+
+# --------------------------------------------------------------------------- foreign databases
+
+
+def write_db(path: Path, frames: list[Atoms], energy_key: str = "energy", forces_key: str = "forces") -> None:
+    from ase.db import connect
+
+    with connect(str(path)) as db:
+        for a in frames:
+            bare = Atoms(numbers=a.numbers, positions=a.positions)
+            data = {energy_key: np.array([a.get_potential_energy()]), forces_key: a.get_forces()}
+            db.write(bare, data=data)
+
+
+def test_schnetpack_database_labels_from_row_data(tmp_path, capsys) -> None:
+    frames = labelled(4)
+    write_db(tmp_path / "spk.db", frames)
+    got = read_frames(tmp_path / "spk.db")
+    assert [a.get_potential_energy() for a in got] == pytest.approx([a.get_potential_energy() for a in frames])
+    np.testing.assert_allclose(got[2].get_forces(), frames[2].get_forces())
+    assert "energy from row.data['energy'], forces from row.data['forces']" in capsys.readouterr().out
+
+
+def test_database_key_map(tmp_path, capsys) -> None:
+    frames = labelled(3)
+    write_db(tmp_path / "named.db", frames, "E", "F")
+    got = read_frames(tmp_path / "named.db", key_map={"energy": "E", "forces": "F"})
+    assert got[1].get_potential_energy() == pytest.approx(frames[1].get_potential_energy())
+    assert "energy from row.data['E'], forces from row.data['F']" in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"row 1 \(frame 0\) has no 'E2' \(data.keys maps energy to it\)"):
+        read_frames(tmp_path / "named.db", key_map={"energy": "E2"})
+    with pytest.raises(UserError, match=r"data.keys has \['energies'\]"):
+        read_frames(tmp_path / "named.db", key_map={"energies": "E"})
+
+
+def test_key_map_only_for_databases(tmp_path) -> None:
+    write(tmp_path / "x.extxyz", labelled(2))
+    with pytest.raises(UserError, match="applies to ASE databases"):
+        read_frames(tmp_path / "x.extxyz", key_map={"energy": "E"})
+
+
+def test_eval_of_a_database_without_labels_says_so(tmp_path, pot_file, capsys) -> None:
+    from ase.db import connect
+
+    with connect(str(tmp_path / "bare.db")) as db:
+        db.write(physnet.data.from_smiles("CCO")[0])
+    assert main(["eval", str(pot_file), str(tmp_path / "bare.db"), "--output", str(tmp_path / "e")]) == 2
+    assert "bare.db has no reference energies or forces" in one_line_error(capsys, "eval")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["CCO", "--dt", "-0.5"], "--dt must be a time step > 0 fs, got -0.5"),
+        (["CCO", "--dt", "0"], "--dt must be a time step > 0 fs, got 0.0"),
+        (["CCO", "--dt", "nan"], "--dt must be a time step > 0 fs, got nan"),
+        (["CCO", "--temperature", "-300"], "--temperature must be >= 0 K, got -300.0"),
+        (["CCO", "--steps", "0"], "--steps must be >= 1, got 0"),
+        (["CCO", "--friction", "-1"], "--friction must be >= 0"),
+        (["CCO", "--threads", "-1"], "--threads must be >= 0"),
+        (["mol.xyz"], "structure file mol.xyz does not exist (nor is it a SMILES string)"),
+        (["C1CC"], "'C1CC' is neither an existing structure file nor a SMILES string RDKit can parse"),
+        (["CCN"], "element(s) N (Z=[7]) not in the model's species ['H', 'C', 'O']"),
+    ],
+)
+def test_md_bad_arguments_are_one_line(tmp_path, pot_file, capsys, extra, words) -> None:
+    traj = tmp_path / "md.traj"
+    assert main(["md", str(pot_file), *extra, "--trajectory", str(traj), "--no-progress"]) == 2
+    assert words in one_line_error(capsys, "md")
+    assert not traj.exists()
+
+
+def test_md_junk_pdb_is_not_called_empty_species(tmp_path, pot_file, capsys) -> None:
+    (tmp_path / "junk.pdb").write_text("HELLO WORLD\n")
+    assert main(["md", str(pot_file), str(tmp_path / "junk.pdb"), "--trajectory", str(tmp_path / "t")]) == 2
+    assert "junk.pdb holds no atoms as ASE reads it" in one_line_error(capsys, "md")
+
+
+def test_md_refuses_coincident_atoms(tmp_path, pot_file, capsys) -> None:
+    atoms = physnet.data.from_smiles("CCO")[0]
+    atoms.positions[4] = atoms.positions[3] + [0.1, 0, 0]
+    write(tmp_path / "bad.xyz", atoms)
+    assert main(["md", str(pot_file), str(tmp_path / "bad.xyz"), "--trajectory", str(tmp_path / "t")]) == 2
+    assert "atoms H3 and H4 are 0.1 Å apart" in one_line_error(capsys, "md")
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda p, good: p.write_bytes(good.read_bytes()[:3000]), "truncated or corrupt"),
+        (lambda p, good: p.write_bytes(b""), "is empty (0 bytes)"),
+    ],
+)
+def test_eval_bad_potential_is_one_line(tmp_path, pot_file, capsys, make, words) -> None:
+    bad = tmp_path / "potential.pt"
+    make(bad, pot_file)
+    assert main(["eval", str(bad), "ethanol_gfn2"]) == 2
+    line = one_line_error(capsys, "eval")
+    assert words in line and str(bad) in line
+
+
+def test_eval_takes_embedded_set_names(tmp_path, pot_file, capsys) -> None:
+    out = tmp_path / "ev"
+    assert main(["eval", str(pot_file), "ethanol_gfn2", "--output", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "2000 frames, errors in eV" in text
+    import json
+
+    assert set(json.loads((out / "eval_metrics.json").read_text())) >= {"energy_mae", "forces_mae"}
+
+
+def test_eval_split_needs_a_run_directory(tmp_path, pot_file, capsys) -> None:
+    assert main(["eval", str(pot_file), "--split", "test"]) == 2
+    assert "--split test needs the run directory" in one_line_error(capsys, "eval")
+
+
+def test_cli_yaml_error_names_the_line(tmp_path, capsys) -> None:
+    (tmp_path / "c.yaml").write_text("data:\n  path: x\n  train: [1\n")
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    assert "c.yaml, line 4 column 1: YAML syntax error" in one_line_error(capsys, "train")
+
+
+def test_cli_model_key_typo(tmp_path, capsys) -> None:
+    args = ["train", "data.path=ethanol_gfn2", "data.energy_unit=eV", "data.length_unit=Å"]
+    assert main([*args, "model.n_featres=8", f"run_dir={tmp_path / 'r'}"]) == 2
+    line = one_line_error(capsys, "train")
+    assert "config section model: model 'schnet' got unknown argument(s) ['n_featres'] (did you mean " in line
+
+
+def test_demo_refuses_elements_before_training(tmp_path, capsys) -> None:
+    assert main(["demo", "--smiles", "CCN", "--run-dir", str(tmp_path / "demo")]) == 2
+    assert "--smiles CCN has element(s) ['N'] that the training data ethanol_gfn2 lacks" in one_line_error(
+        capsys, "demo"
+    )
+    assert not (tmp_path / "demo").exists()
+
+
+def test_debug_shows_the_exception(tmp_path) -> None:
+    (tmp_path / "c.yaml").write_text("a: [\n")
+    with pytest.raises(UserError, match="YAML syntax error"):
+        main(["train", str(tmp_path / "c.yaml"), "--debug"])
+
+
+def test_unexpected_errors_are_one_line_with_status_1(monkeypatch, capsys) -> None:
+    import physnet.cli as cli
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+
+    parser = cli.build_parser
+
+    def patched():
+        p = parser()
+        for action in p._subparsers._group_actions[0].choices.values():
+            action.set_defaults(func=boom)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+    assert cli.main(["eval", "x.pt", "y.xyz"]) == 1
+    line = one_line_error(capsys, "eval")
+    assert "ZeroDivisionError: division by zero (unexpected; rerun with --debug" in line
