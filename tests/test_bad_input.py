@@ -552,3 +552,77 @@ def test_unexpected_errors_are_one_line_with_status_1(monkeypatch, capsys) -> No
     assert cli.main(["eval", "x.pt", "y.xyz"]) == 1
     line = one_line_error(capsys, "eval")
     assert "ZeroDivisionError: division by zero (unexpected; rerun with --debug" in line
+
+
+# --------------------------------------------------------------------------- MD that blows up
+
+
+def _cg_bonds(k: float) -> physnet.Potential:
+    import physnet.models.cgnet  # noqa: F401  (registers "cgnet")
+    from physnet.nn.priors import HarmonicBonds
+
+    torch.manual_seed(0)
+    model = physnet.models.build("cgnet", species=["C"], n_beads=3, n_layers=1, width=4)
+    for p in model.net[-1].parameters():
+        torch.nn.init.zeros_(p)
+    bonds = HarmonicBonds(3, temperature=300.0, energy_unit="kcal/mol")
+    bonds.k.fill_(k)
+    bonds.x0.fill_(1.45)
+    bonds.fitted.fill_(True)
+    return physnet.Potential(model, {"bonds": bonds}, energy_unit="kcal/mol").double()
+
+
+def _cg_start(n: int = 4) -> torch.Tensor:
+    x = torch.zeros(n, 3, 3, dtype=torch.float64)
+    x[:, 1, 0] = 1.45
+    x[:, 2, 0] = 2.9
+    return x
+
+
+@pytest.mark.parametrize(
+    ("dt", "k", "words"),
+    [
+        (0.05, 250.0, "step 10: force .* above the bound 596.2"),  # 50 fs steps: the energy runs away
+        (0.002, 1e9, "step 10: force .* above the bound 596.2"),  # a prior far too stiff
+    ],
+)
+def test_cg_langevin_blow_up_stops_and_keeps_the_good_frames(tmp_path, dt, k, words) -> None:
+    from physnet.md.guard import MDBlowUp
+    from physnet.md.langevin import langevin
+
+    out = tmp_path / "traj.npy"
+    start = _cg_start()
+    if k > 1e6:
+        start[:, 1, 0] = 1.5  # 0.05 Å off the bond length: 5e7 kcal/mol/Å
+    with pytest.raises(MDBlowUp, match=words) as info:
+        langevin(_cg_bonds(k), start, torch.tensor([6, 6, 6]), n_steps=400, dt=dt, save_every=10,
+                 progress=False, output=out)  # fmt: skip
+    assert isinstance(info.value, FloatingPointError)  # what callers caught before
+    good = np.load(out)
+    assert good.shape[0] == info.value.trajectory.shape[0] >= 1 and np.isfinite(good).all()
+
+
+def test_cg_langevin_refuses_negative_dt() -> None:
+    from physnet.md.langevin import langevin
+
+    with pytest.raises(ValueError, match="dt must be a finite number > 0, got -0.5"):
+        langevin(_cg_bonds(250.0), _cg_start(), torch.tensor([6, 6, 6]), n_steps=1, dt=-0.5, progress=False)
+
+
+@pytest.mark.slow
+def test_eval_split_test_of_a_run(tmp_path, emt_molecule_file, capsys) -> None:
+    """``physnet eval RUN/potential.pt --split test`` evaluates the run's own test frames (~20 s)."""
+    import json
+
+    run = tmp_path / "run"
+    args = ["train", f"data.path={emt_molecule_file}", "data.energy_unit=eV", "data.length_unit=Å"]
+    args += [f"run_dir={run}", "data.train=40", "data.val=10", "model.n_features=8", "model.n_filters=8"]
+    args += ["model.n_interactions=1", "trainer.max_steps=3", "trainer.progress_bar=false"]
+    assert main(args) == 0
+    n_test = len(json.loads((run / "split.json").read_text())["test"])
+    capsys.readouterr()
+    assert main(["eval", str(run / "potential.pt"), "--split", "test"]) == 0
+    assert f"{n_test} frames (test split), errors in eV" in capsys.readouterr().out
+    saved = json.loads((run / "test_metrics.json").read_text())["test"]
+    got = json.loads((run / "eval_test" / "eval_metrics.json").read_text())
+    assert got["forces_mae"] == pytest.approx(saved["forces_mae"], rel=1e-5)
