@@ -32,10 +32,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     import physnet
     from physnet.md.velocities import thermalize
+    from physnet.runtime import CpuShare, set_threads
     from physnet.train.config import load_config
     from physnet.train.fit import train
-
-    from physnet.runtime import CpuShare, set_threads
 
     threads = set_threads(args.threads)
     _check_demo_elements(args.smiles, args.data, args.seed)
@@ -145,8 +144,28 @@ def _from_smiles(smiles: str, seed: int):
 
 # file suffixes that mark a command-line structure as a file name rather than a SMILES string
 _STRUCTURE_SUFFIXES = {
-    ".xyz", ".extxyz", ".pdb", ".traj", ".cif", ".db", ".json", ".gz", ".sdf", ".mol", ".mol2",
-    ".vasp", ".poscar", ".gen", ".in", ".out", ".npz", ".lmp", ".data", ".gro", ".xsf", ".cfg",
+    ".xyz",
+    ".extxyz",
+    ".pdb",
+    ".traj",
+    ".cif",
+    ".db",
+    ".json",
+    ".gz",
+    ".sdf",
+    ".mol",
+    ".mol2",
+    ".vasp",
+    ".poscar",
+    ".gen",
+    ".in",
+    ".out",
+    ".npz",
+    ".lmp",
+    ".data",
+    ".gro",
+    ".xsf",
+    ".cfg",
 }
 
 
@@ -280,8 +299,10 @@ def _eval(args: argparse.Namespace) -> int:
     potential = physnet.Potential.load(args.checkpoint, map_location=args.device)
     e_unit = args.energy_unit or (run_cfg.data.energy_unit if run_cfg else "") or potential.energy_unit
     l_unit = args.length_unit or (run_cfg.data.length_unit if run_cfg else "") or potential.length_unit
-    if run_cfg is None and (e_unit, l_unit) == (potential.energy_unit, potential.length_unit) and not (
-        args.energy_unit and args.length_unit
+    if (
+        run_cfg is None
+        and (e_unit, l_unit) == (potential.energy_unit, potential.length_unit)
+        and not (args.energy_unit and args.length_unit)
     ):
         print(
             f"assuming the data is in the potential's units ({e_unit}, {l_unit}); "

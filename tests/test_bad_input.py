@@ -202,7 +202,9 @@ def test_weights_that_do_not_match_their_hparams(tmp_path, pot_file) -> None:
     data = torch.load(pot_file, weights_only=True)
     data["model"]["n_features"] = 16  # hparams edited, weights of an 8-feature model
     torch.save(data, tmp_path / "mixed.pt")
-    with pytest.raises(UserError, match=r"mixed.pt: the weights do not match the model .*schnet.*size mismatch"):
+    with pytest.raises(
+        UserError, match=r"mixed.pt: the weights do not match the model .*schnet.*size mismatch"
+    ):
         physnet.Potential.load(tmp_path / "mixed.pt")
 
 
@@ -406,7 +408,9 @@ def test_schnetpack_database_labels_from_row_data(tmp_path, capsys) -> None:
     frames = labelled(4)
     write_db(tmp_path / "spk.db", frames)
     got = read_frames(tmp_path / "spk.db")
-    assert [a.get_potential_energy() for a in got] == pytest.approx([a.get_potential_energy() for a in frames])
+    assert [a.get_potential_energy() for a in got] == pytest.approx(
+        [a.get_potential_energy() for a in frames]
+    )
     np.testing.assert_allclose(got[2].get_forces(), frames[2].get_forces())
     assert "energy from row.data['energy'], forces from row.data['forces']" in capsys.readouterr().out
 

@@ -109,7 +109,9 @@ def nearest_neighbour_distances(atoms: Atoms) -> np.ndarray:
     return out
 
 
-def close_pairs(atoms: Atoms, factor: float = 0.4, length_factor: float = 1.0) -> list[tuple[int, int, float]]:
+def close_pairs(
+    atoms: Atoms, factor: float = 0.4, length_factor: float = 1.0
+) -> list[tuple[int, int, float]]:
     """Pairs ``(i, j, distance)`` closer than ``factor`` times the sum of their covalent radii,
     closest first.
 
@@ -129,7 +131,8 @@ def close_pairs(atoms: Atoms, factor: float = 0.4, length_factor: float = 1.0) -
     i, j, d = neighbor_list("ijd", atoms, reach, self_interaction=False)
     keep = (i < j) & (d * length_factor < factor * (radii[i] + radii[j]))
     order = np.argsort(d[keep])
-    return [(int(a), int(b), float(c)) for a, b, c in zip(i[keep][order], j[keep][order], d[keep][order])]
+    pairs = zip(i[keep][order], j[keep][order], d[keep][order], strict=True)
+    return [(int(a), int(b), float(c)) for a, b, c in pairs]
 
 
 def plausibility(

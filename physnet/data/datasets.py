@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from physnet.data import keys as K
 from physnet.data.checks import check_finite
-from physnet.errors import UserError
 from physnet.data.graph import collate, from_ase
+from physnet.errors import UserError
 
 __all__ = [
     "read_frames",

@@ -52,6 +52,7 @@ class LangevinBlowUp(MDBlowUp, FloatingPointError):
         super().__init__(step, what)
         self.trajectory = trajectory
 
+
 # 1 eV / (Å amu) in Å / ps^2: (1.602176634e-19 J) / (1e-10 m * 1.66053906660e-27 kg) * 1e-14 ps^2 / Å
 ACCEL_EV_PER_ANGSTROM_AMU = 9648.533212
 
@@ -183,8 +184,8 @@ def langevin(
                     rep, bead = divmod(int(nearest.argmax()), n_beads)
                     what = (
                         f"the molecule came apart: bead {bead} of replica {rep} has no other bead within "
-                        f"{apart:.3g} {potential.length_unit} ({apart_factor:g}x the larger of the cutoff and the "
-                        "farthest nearest bead at the start)"
+                        f"{apart:.3g} {potential.length_unit} ({apart_factor:g}x the larger of the cutoff "
+                        "and the farthest nearest bead at the start)"
                     )
             if what is None and integrator == "baoab":
                 kinetic = 0.5 * (m * v * v).sum((-1, -2)) / accel  # [n_rep] energy unit

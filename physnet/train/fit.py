@@ -167,7 +167,6 @@ def prepare(
     elif d.split_file:
         split = load_split(d.split_file, n=len(dataset))
     else:
-
         split = make_split(
             len(dataset),
             split_size("train", d.train),
