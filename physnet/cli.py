@@ -698,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     da.add_argument("name", help="md17_<molecule> or rmd17_<molecule>, e.g. md17_ethanol")
-    da.add_argument("--output", default="data", help="folder for the files")
+    da.add_argument("--output", default="downloads", help="folder for the files")
     da.add_argument("--frames", type=int, default=0, help="also write N random frames as extended XYZ")
     da.add_argument("--seed", type=int, default=0, help="seed of the --frames draw")
     da.add_argument(

@@ -127,7 +127,7 @@ def _download(url: str, target: Path, expected: str | None) -> str:
 
 
 def fetch(
-    name: str, folder: str | os.PathLike = "data", sha256: str | None = None, url: str | None = None
+    name: str, folder: str | os.PathLike = "downloads", sha256: str | None = None, url: str | None = None
 ) -> Path:
     """The path of data set ``name`` in ``folder``, downloaded (and extracted) if not there yet.
 
