@@ -630,3 +630,27 @@ def test_eval_split_test_of_a_run(tmp_path, emt_molecule_file, capsys) -> None:
     saved = json.loads((run / "test_metrics.json").read_text())["test"]
     got = json.loads((run / "eval_test" / "eval_metrics.json").read_text())
     assert got["forces_mae"] == pytest.approx(saved["forces_mae"], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- threads and throughput
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "expected"),
+    [(2, 0.0, 1), (1, 0.0, 1), (8, 0.1, 4), (3, 0.2, 3), (8, 3.0, 1), (16, 0.5, 1)],
+)
+def test_auto_threads(cores, load, expected) -> None:
+    from physnet.runtime import auto_threads
+
+    assert auto_threads(cores=cores, load=load) == expected
+
+
+def test_a_starved_run_says_so() -> None:
+    from physnet.runtime import CpuShare
+
+    share = CpuShare(threads=2)
+    assert share.warning() is None  # too short to judge
+    share.wall -= 20.0  # as if 20 s of wall time had passed with (almost) no CPU time
+    message = share.warning()
+    assert message is not None and "% of the CPU time its 2 thread(s) could use" in message
+    assert "--threads 1" in message
