@@ -654,3 +654,22 @@ def test_a_starved_run_says_so() -> None:
     message = share.warning()
     assert message is not None and "% of the CPU time its 2 thread(s) could use" in message
     assert "--threads 1" in message
+
+
+@pytest.mark.parametrize(("distance", "warned"), [(0.1, True), (0.0, True), (0.74, False)])
+def test_calculator_warns_about_overlapping_atoms(pot_file, distance, warned) -> None:
+    import warnings
+
+    atoms = Atoms("H2", positions=[[0, 0, 0], [distance, 0, 0]])
+    atoms.calc = physnet.Calculator(pot_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert np.isfinite(atoms.get_potential_energy())
+    messages = [str(w.message) for w in caught if "covalent" in str(w.message)]
+    assert messages[0].startswith(f"atoms H0 and H1 are {distance:.3g} Å apart") if warned else messages == []
+
+
+def test_eval_of_poisoned_data_names_the_frame(tmp_path, pot_file, capsys) -> None:
+    write(tmp_path / "p.extxyz", poison(labelled(), 2, "energy"))
+    assert main(["eval", str(pot_file), str(tmp_path / "p.extxyz"), "--output", str(tmp_path / "e")]) == 2
+    assert "frame 2 has a non-finite energy nan" in one_line_error(capsys, "eval")

@@ -100,6 +100,7 @@ class Calculator(_ASECalculator):
         self._l = length_factor(potential.length_unit)
         self.skin = float(skin)
         self.n_neighbor_builds = 0  # how many times the Verlet list was (re)built
+        self._geometry_warned = False  # overlapping atoms are reported once per calculator
         self._nl: dict[str, object] | None = None
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
@@ -158,6 +159,8 @@ class Calculator(_ASECalculator):
             vec = pos.index_select(0, edge_index[1]) - pos.index_select(0, edge_index[0]) + offset
             longest = float((vec * vec).sum(-1).max().sqrt())
             filter_pairs = longest >= self.potential.cutoff - skin
+        if not self._geometry_warned and edge_index.shape[1] > 0:
+            self._warn_close_pairs(pos, numbers, edge_index, offset)
         self._nl = {
             "numbers": numbers.copy(),
             "cell_np": cell.copy(),
@@ -177,6 +180,34 @@ class Calculator(_ASECalculator):
             },
         }
         self.n_neighbor_builds += 1
+
+    def _warn_close_pairs(
+        self, pos: torch.Tensor, numbers: np.ndarray, edge_index: torch.Tensor, offset: torch.Tensor
+    ) -> None:
+        """Warn once per calculator about atoms closer than 0.4x their covalent radii (coincident
+        atoms, H-H at 0.1 Å): the potential gives finite numbers there that mean nothing."""
+        import warnings
+
+        from ase.data import covalent_radii
+
+        i, j = edge_index
+        d = (pos.index_select(0, j) - pos.index_select(0, i) + offset).norm(dim=-1) * self._l  # Å
+        radii = torch.as_tensor(covalent_radii, dtype=d.dtype, device=d.device)
+        z = torch.as_tensor(numbers, dtype=torch.long, device=d.device).clamp(0, len(covalent_radii) - 1)
+        close = (d < 0.4 * (radii[z[i]] + radii[z[j]])) & (i < j)
+        if bool(close.any()):
+            k = int(torch.nonzero(close)[0, 0])
+            a, b = int(i[k]), int(j[k])
+            from ase.data import chemical_symbols
+
+            self._geometry_warned = True
+            warnings.warn(
+                f"atoms {chemical_symbols[numbers[a]]}{a} and {chemical_symbols[numbers[b]]}{b} are "
+                f"{float(d[k]):.3g} Å apart ({int(close.sum())} pair(s) closer than 0.4x their covalent "
+                "radii): coincident or overlapping atoms, where the potential's energy means nothing",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         """The graph of ``atoms`` in the potential's units, from the (reused) Verlet list."""
