@@ -673,3 +673,17 @@ def test_eval_of_poisoned_data_names_the_frame(tmp_path, pot_file, capsys) -> No
     write(tmp_path / "p.extxyz", poison(labelled(), 2, "energy"))
     assert main(["eval", str(pot_file), str(tmp_path / "p.extxyz"), "--output", str(tmp_path / "e")]) == 2
     assert "frame 2 has a non-finite energy nan" in one_line_error(capsys, "eval")
+
+
+@pytest.mark.parametrize("fill", ["zeros", "random"])
+def test_gzip_with_a_damaged_middle_is_one_clear_error(tmp_path, fill) -> None:
+    raw = bytearray((ROOT / "data" / "ethanol_gfn2.extxyz.gz").read_bytes())
+    middle = len(raw) // 2
+    junk = bytes(256) if fill == "zeros" else np.random.default_rng(0).bytes(256)
+    raw[middle : middle + 256] = junk  # a CRC error (zeros) or zlib.error (random bytes)
+    path = tmp_path / "damaged.extxyz.gz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(
+        UserError, match=r"damaged.extxyz.gz is not a readable gzip file: .*truncated or corrupt"
+    ):
+        read_frames(path)
