@@ -341,6 +341,7 @@ def scaled(frames: list[Atoms], e: float = 1.0, length: float = 1.0) -> list[Ato
         (96.49, 1.0, ("eV", "Å"), "larger than the all-electron energy"),  # kJ/mol declared as eV
         (1.0, 1.0 / 0.529177, ("eV", "Å"), "hydrogen atoms' median nearest-neighbour distance"),  # Bohr
         (1.0, 0.1, ("eV", "Å"), "median nearest-neighbour distance is 0.108 Å"),  # nm as Å
+        (1.0, 1.0, ("eV", "Bohr"), "(Å declared as Bohr?)"),  # Å as Bohr: C-H bonds of 0.58 Å
         (1.0, 10.0, ("eV", "Å"), "no atom has a neighbour within the cutoff 5"),  # Å data as nm
     ],
 )

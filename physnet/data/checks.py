@@ -33,6 +33,7 @@ _MAX_FORCE_RMS_EV_A = 10.0
 # bulk metals 2.2-3.0, ionic solids up to ~3.5; Bohr read as Å makes them 1.9x longer)
 _NN_RANGE_A = (0.5, 4.0)
 _NN_H_MAX_A = 1.6  # an H atom's nearest neighbour (H-X bonds 0.74-1.5 Å; 1.4-2.8 Bohr)
+_NN_H_MIN_A = 0.65  # ... and its lower bound (Å read as Bohr makes a C-H bond 0.58 Å)
 
 
 def nonfinite(frames: Sequence[Atoms]) -> list[tuple[int, str]]:
@@ -149,8 +150,8 @@ def plausibility(
     - ``|E|`` per frame above 1.5x the Thomas-Fermi all-electron energy of its atoms
       (kcal/mol or kJ/mol data declared as eV; a reference energy can never be this large);
     - RMS force component above 10 eV/Å (kcal/mol/Å declared as eV/Å);
-    - median nearest-neighbour distance outside 0.5-4 Å, or an H atom's above 1.6 Å
-      (Bohr declared as Å, nm as Å, Å as nm);
+    - median nearest-neighbour distance outside 0.5-4 Å, or an H atom's outside 0.65-1.6 Å
+      (Bohr declared as Å, Å as Bohr, nm as Å, Å as nm);
     - no atom with a neighbour within ``cutoff`` (a model would see only isolated atoms);
     - atoms closer than 0.4x the sum of their covalent radii (:func:`close_pairs`).
 
@@ -214,6 +215,13 @@ def plausibility(
                     f"the median nearest-neighbour distance is {median / l_fac:.3g} {length_unit} "
                     f"({median:.3g} Å, outside {lo}-{hi} Å for molecules and materials): are the positions "
                     f"in {length_unit} ({hint}); set data.length_unit to the file's unit"
+                )
+            elif len(hydrogen) and float(np.median(hydrogen)) < _NN_H_MIN_A:
+                h = float(np.median(hydrogen))
+                warnings.append(
+                    f"hydrogen atoms' median nearest-neighbour distance is {h / l_fac:.3g} {length_unit} "
+                    f"({h:.3g} Å; no H-X bond is shorter than H2's 0.74 Å): are the positions in "
+                    f"{length_unit} (Å declared as Bohr?); set data.length_unit to the file's unit"
                 )
             elif len(hydrogen) and float(np.median(hydrogen)) > _NN_H_MAX_A:
                 h = float(np.median(hydrogen))
