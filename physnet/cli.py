@@ -21,12 +21,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
+# numpy, torch, ASE and the rest load inside the handlers, so that `physnet --help` is quick
 
 
 def _demo(args: argparse.Namespace) -> int:
     """Train a small SchNet on the embedded GFN2-xTB ethanol set, then run MD with it."""
+    import numpy as np
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
@@ -174,6 +174,8 @@ def _read_structure(arg: str, seed: int):
     """``(atoms, description)`` of a structure given on the command line: a file ASE reads or a
     SMILES string. A name that looks like a file but does not exist is reported as a missing
     file, not as an unparsable SMILES; a file that holds no atoms is refused."""
+    import numpy as np
+
     from physnet.errors import UserError
 
     path = Path(arg)
@@ -264,6 +266,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     import json
+
+    import numpy as np
 
     import physnet
     from physnet.data.checks import plausibility
@@ -361,6 +365,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _convert(atoms, e_fac: float, l_fac: float):
     """Copy of ``atoms`` with positions, cell and reference results in the potential's units."""
+    import numpy as np
     from ase.calculators.singlepoint import SinglePointCalculator
 
     new = atoms.copy()
@@ -387,6 +392,8 @@ def _next_to(checkpoint: str) -> Path:
 
 
 def _md(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
     from ase import units
     from ase.constraints import FixCom
     from ase.io.trajectory import Trajectory
@@ -511,6 +518,8 @@ def _md(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import torch
+
     from physnet.export import ExportedPotential, export_potential
 
     if args.threads:

@@ -1,18 +1,35 @@
-"""Graphs as dicts of tensors, neighbour lists, conversion from ASE and RDKit."""
+"""Graphs as dicts of tensors, neighbour lists, conversion from ASE and RDKit.
 
-from physnet.data import embedded, keys
-from physnet.data.datasets import GraphDataset, load_split, make_loader, make_split, read_frames, save_split
-from physnet.data.embedded import load
-from physnet.data.graph import (
-    SpeciesIndex,
-    atomic_number,
-    check_positions,
-    collate,
-    from_ase,
-    from_smiles,
-    to_device,
-)
-from physnet.data.neighbors import edge_vectors, radius_graph
+The names below load on first use (PEP 562): ``from physnet.data import keys`` does not
+import ASE, RDKit or the dataset readers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> module that defines it (a submodule maps to itself)
+_LAZY: dict[str, str] = {
+    "embedded": "physnet.data.embedded",
+    "keys": "physnet.data.keys",
+    "load": "physnet.data.embedded",
+    "GraphDataset": "physnet.data.datasets",
+    "load_split": "physnet.data.datasets",
+    "make_loader": "physnet.data.datasets",
+    "make_split": "physnet.data.datasets",
+    "read_frames": "physnet.data.datasets",
+    "save_split": "physnet.data.datasets",
+    "SpeciesIndex": "physnet.data.graph",
+    "atomic_number": "physnet.data.graph",
+    "check_positions": "physnet.data.graph",
+    "collate": "physnet.data.graph",
+    "from_ase": "physnet.data.graph",
+    "from_smiles": "physnet.data.graph",
+    "to_device": "physnet.data.graph",
+    "edge_vectors": "physnet.data.neighbors",
+    "radius_graph": "physnet.data.neighbors",
+}
 
 __all__ = [
     "embedded",
@@ -34,3 +51,42 @@ __all__ = [
     "edge_vectors",
     "radius_graph",
 ]
+
+_SUBMODULES = ("datasets", "embedded", "graph", "keys", "neighbors")
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from physnet.data import embedded, keys
+    from physnet.data.datasets import (
+        GraphDataset,
+        load_split,
+        make_loader,
+        make_split,
+        read_frames,
+        save_split,
+    )
+    from physnet.data.embedded import load
+    from physnet.data.graph import (
+        SpeciesIndex,
+        atomic_number,
+        check_positions,
+        collate,
+        from_ase,
+        from_smiles,
+        to_device,
+    )
+    from physnet.data.neighbors import edge_vectors, radius_graph
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module of a public name (or a submodule) the first time it is used."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"physnet.data.{name}")  # the import binds the attribute
+    if name not in _LAZY:
+        raise AttributeError(f"module 'physnet.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,6 +10,7 @@ True
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import torch
 
 from physnet.data.graph import SpeciesIndex
+from physnet.errors import UnknownKeyError, UserError, close_match
 
 __all__ = ["EnergyModel", "register", "build", "available"]
 
@@ -74,6 +76,15 @@ class EnergyModel(torch.nn.Module):
 
 
 _REGISTRY: dict[str, Callable[..., EnergyModel]] = {}
+# built-in names -> the module whose import registers them; imported on first look-up, so that
+# building SchNet does not import e3nn (the SE(3)-Transformer's)
+_BUILTIN: dict[str, str] = {
+    "behler_parrinello": "physnet.models.behler_parrinello",
+    "cgnet": "physnet.models.cgnet",
+    "egnn": "physnet.models.egnn",
+    "schnet": "physnet.models.schnet",
+    "se3_transformer": "physnet.models.se3_transformer",
+}
 M = TypeVar("M", bound=Callable[..., Any])
 
 
@@ -81,7 +92,8 @@ def register(name: str) -> Callable[[M], M]:
     """Class decorator adding a model builder under ``name``."""
 
     def wrap(builder: M) -> M:
-        if name in _REGISTRY:
+        taken = name in _REGISTRY or (name in _BUILTIN and builder.__module__ != _BUILTIN[name])
+        if taken:
             raise ValueError(f"a model named {name!r} is already registered")
         _REGISTRY[name] = builder
         return builder
@@ -90,8 +102,17 @@ def register(name: str) -> Callable[[M], M]:
 
 
 def available() -> list[str]:
-    """Names of the registered models, sorted."""
-    return sorted(_REGISTRY)
+    """Names of the registered models (built-in ones included, imported or not), sorted."""
+    return sorted(set(_REGISTRY) | set(_BUILTIN))
+
+
+def _lookup(name: str) -> Callable[..., EnergyModel]:
+    """The builder registered under ``name``, importing a built-in model's module on first use."""
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}{close_match(name, available())}; available: {available()}")
+    return _REGISTRY[name]
 
 
 def build(name: str, species: Sequence[int | str], **hparams: Any) -> EnergyModel:
@@ -106,11 +127,7 @@ def build(name: str, species: Sequence[int | str], **hparams: Any) -> EnergyMode
         the model, with ``model.hparams`` recording ``name``, ``species`` and every
         keyword argument (defaults filled in) so a checkpoint can rebuild it.
     """
-    from physnet.errors import UnknownKeyError, UserError, close_match
-
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}{close_match(name, available())}; available: {available()}")
-    builder = _REGISTRY[name]
+    builder = _lookup(name)
     sig = inspect.signature(builder)
     unknown = sorted(set(hparams) - set(sig.parameters))
     if unknown:

@@ -18,6 +18,7 @@ False
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 from collections.abc import Callable
@@ -49,6 +50,8 @@ class Simulator(torch.nn.Module):
 
 
 _SIMULATORS: dict[str, Callable[..., Simulator]] = {}
+# built-in names -> the module whose import registers them (imported on first look-up)
+_BUILTIN: dict[str, str] = {"gns": "physnet.models.gns"}
 S = TypeVar("S", bound=Callable[..., Any])
 
 
@@ -56,7 +59,8 @@ def register_simulator(name: str) -> Callable[[S], S]:
     """Class decorator adding a simulator builder under ``name``."""
 
     def wrap(builder: S) -> S:
-        if name in _SIMULATORS:
+        taken = name in _SIMULATORS or (name in _BUILTIN and builder.__module__ != _BUILTIN[name])
+        if taken:
             raise ValueError(f"a simulator named {name!r} is already registered")
         _SIMULATORS[name] = builder
         return builder
@@ -65,8 +69,8 @@ def register_simulator(name: str) -> Callable[[S], S]:
 
 
 def available_simulators() -> list[str]:
-    """Names of the registered simulators, sorted."""
-    return sorted(_SIMULATORS)
+    """Names of the registered simulators (built-in ones included, imported or not), sorted."""
+    return sorted(set(_SIMULATORS) | set(_BUILTIN))
 
 
 def build_simulator(name: str, **hparams: Any) -> Simulator:
@@ -76,6 +80,8 @@ def build_simulator(name: str, **hparams: Any) -> Simulator:
         the model, with ``model.hparams`` holding ``name`` and every keyword argument
         (defaults filled in) so that a checkpoint can rebuild it.
     """
+    if name not in _SIMULATORS and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
     if name not in _SIMULATORS:
         raise ValueError(f"unknown simulator {name!r}; available: {available_simulators()}")
     builder = _SIMULATORS[name]
