@@ -286,7 +286,7 @@ class Potential(torch.nn.Module):
         """A private inference copy: cast, eval mode, weights frozen, model tables built.
 
         Forces need gradients with respect to positions only: without weight gradients autograd
-        records no weight-only paths (SchNet, 500-atom box: 224 -> 160 ms per call, same forces).
+        records no weight-only paths (faster, same forces; docs/benchmarks.md).
         Then :meth:`EnergyModel.prepare_inference` precomputes weight-only quantities (SchNet's
         filter tables). The copy's forces are first-order differentiable only (no Hessians);
         use the potential itself for higher derivatives. This potential is left untouched.

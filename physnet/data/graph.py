@@ -256,8 +256,8 @@ def collate(graphs: Sequence[Graph]) -> Graph:
     offsets = torch.cumsum(counts, 0) - counts  # [n_graphs]
     if K.EDGE_INDEX in keys:
         out[K.EDGE_INDEX] = torch.cat([g[K.EDGE_INDEX] + offsets[n] for n, g in enumerate(graphs)], dim=1)
-    # torch.full per graph, not repeat_interleave: the latter's parallel kernel took 10-15 ms
-    # per call on a loaded 2-core machine, 500x the cost of this.
+    # torch.full per graph, not repeat_interleave: the latter's parallel kernel is slow on a
+    # loaded CPU (docs/benchmarks.md).
     out[K.BATCH] = torch.cat([torch.full_like(g[K.Z], n) for n, g in enumerate(graphs)])
     out[K.N_ATOMS] = counts
     return out

@@ -309,10 +309,10 @@ def keep_freed_memory() -> bool:
 
     The compiled code allocates its large per-call buffers afresh at every call. glibc serves
     blocks above 32 MB with ``mmap`` and unmaps them on ``free``, so the next call faults every
-    4 KB page in again: 213,000 page faults and about half the time of a 5,000-atom SchNet call
-    (0.66 s -> 0.27 s measured with this setting). ``mallopt(M_MMAP_MAX, 0)`` serves every block
-    from the heap and ``mallopt(M_TRIM_THRESHOLD, 1 GiB)`` keeps up to 1 GiB of freed heap, so the
-    resident memory stays at its peak between MD steps. Process-wide, once; the LAMMPS pair style
+    4 KB page in again, which can take half the time of a large call (docs/benchmarks.md).
+    ``mallopt(M_MMAP_MAX, 0)`` serves every block from the heap and ``mallopt(M_TRIM_THRESHOLD,
+    1 GiB)`` keeps up to 1 GiB of freed heap, so the resident memory stays at its peak between MD
+    steps. Process-wide, once; the LAMMPS pair style
     does the same. Returns whether the setting was applied (False off glibc, e.g. on macOS).
     """
     global _MALLOC_TUNED

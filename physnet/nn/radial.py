@@ -16,11 +16,11 @@ def truncated_exp(arg: torch.Tensor) -> torch.Tensor:
     """exp(arg) - exp(-T) for arg >= -T, else exactly 0 (T = 30 in float32, 60 in float64).
 
     For Gaussian tails exp(-gamma (r - mu)^2), which reach exp(-400) inside a cutoff. Plain exp
-    returns subnormal numbers there, and the CPU handles those on a slow path: vectorised exp
-    of such arguments ran 5x slower and every later product or matrix product touching them
-    slowed down too (SchNet training: the filter network's weight gradient, a [128, 360] @
-    [360, 20] product, took 1.2 ms instead of microseconds). The shift by exp(-T) (9e-14 in
-    float32, below its resolution; 9e-27 in float64) keeps the function continuous.
+    returns subnormal numbers there, and the CPU handles those on a slow path: exp of such
+    arguments and every later product or matrix product touching them slow down (SchNet
+    training's filter-weight gradient among them; figures in docs/benchmarks.md). The shift by
+    exp(-T) (9e-14 in float32, below its resolution; 9e-27 in float64) keeps the function
+    continuous.
 
     >>> truncated_exp(torch.tensor([0.0, -1.0, -100.0])).tolist()
     [1.0, 0.3678794503211975, 0.0]

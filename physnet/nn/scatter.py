@@ -3,7 +3,7 @@
 Uses ``torch_scatter`` (the optional extra ``physnet[scatter]``) when it is
 installed and ``PHYSNET_SCATTER`` is not ``torch``; otherwise torch's own
 ``index_add_``. Both give the same numbers (``tests/nn/test_scatter.py``). On the
-2-core CPU used for development ``index_add_`` was 1.1-1.6x faster, so set
+2-core CPU used for development ``index_add_`` was faster (docs/benchmarks.md), so set
 ``PHYSNET_SCATTER=torch`` to force it; ``PHYSNET_SCATTER=torch_scatter`` demands
 torch_scatter and fails if it is missing.
 """

@@ -49,9 +49,8 @@ the angular factor as ``max(2^(1-zeta) (1 + ...)^zeta - 2 exp(-T), 0)``, with T 
 and 60 in float64: each is shifted by at most exp(-T) (9e-14 in float32, below its resolution;
 9e-27 in float64) and is exactly 0 beyond. Without this, the Gaussian tails (exp(-16 d^2) reaches
 exp(-400) inside the cutoff) underflow into subnormal numbers, which the CPU handles on a slow
-path: vectorised ``exp`` of such arguments was 5x slower, and products of subnormals 5x slower,
-on the 2-core Xeon used for development (Behler-Parrinello, 500-atom Cu box: 54 -> 43 ms per
-energy + forces call). The functions stay continuous.
+path, for ``exp`` and for every product that touches them (figures in docs/benchmarks.md).
+The functions stay continuous.
 
 Parameter sets are explicit lists (one entry per function), or made by the generators
 :func:`ani_radial`, :func:`ani_angular` and :func:`behler_angular`.
@@ -363,8 +362,8 @@ class AngularSymmetryFunctions(torch.nn.Module):
         self.register_buffer("rad_index", rad_index, persistent=False)  # [n_angular]
         # Function f = (radial part rad_index[f]) x (angular part ang_index[f]): the columns are
         # gathered by products with 0/1 selection matrices, [n, n_parts] @ [n_parts, n_angular]
-        # (one BLAS call each, backward too): with a contiguous product of the two, 1.5x faster
-        # than a broadcast outer product or index_select for 35,000 triplets on one CPU core.
+        # (one BLAS call each, backward too): with a contiguous product of the two, faster on the
+        # CPU than a broadcast outer product or index_select (docs/benchmarks.md).
         n_ang, n_rad = ang.shape[0], rad.shape[0]
         self.register_buffer(
             "rad_select", torch.nn.functional.one_hot(rad_index, n_rad).T.double(), persistent=False

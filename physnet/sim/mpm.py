@@ -33,9 +33,8 @@ centre and bounded by the innermost wall nodes. With the separating wall conditi
 particles resting on a wall settle about ``0.05 dx`` inside it; the clamp keeps every
 stored position inside the domain a learned simulator is told about
 (:attr:`WaterTrajectory.bounds`). The number of clamped particle-substeps is reported
-(:attr:`WaterTrajectory.n_clamped`); it was 0.08 % of all particle-substeps (57341 of
-23976 particles x 299 frames x 10 substeps = 7.2e7) in the 48 training trajectories of
-``examples/gns_water.sh`` (4 ms frames).
+(:attr:`WaterTrajectory.n_clamped`; its share in the GNS example's data is in
+docs/experiments/gns.md).
 """
 
 from __future__ import annotations

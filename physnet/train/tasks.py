@@ -32,8 +32,8 @@ def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float =
     """AdamW (Loshchilov & Hutter, ICLR 2019) with torch's fused kernel where it exists.
 
     The fused kernel (CUDA; CPU from torch 2.4) updates every parameter in one call instead of
-    a Python loop over them: SchNet (214k parameters) on batches of 10 ethanol frames trained
-    about 5 % more frames/s on one CPU core. Falls back to the loop where it is unavailable.
+    a Python loop over them (a few per cent more frames/s on one CPU core; docs/benchmarks.md).
+    Falls back to the loop where it is unavailable.
     """
     params = list(params)
     try:
