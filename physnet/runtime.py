@@ -2,8 +2,8 @@
 
 torch starts one intra-op thread per core. Its OpenMP threads wait for each other at every
 operation, so when another process holds a core the whole step waits for the slowest thread:
-on a 2-core machine under other load the demo with torch's default of 2 threads trained 19x fewer
-steps and ran MD 41x slower than on an idle machine (issue 32). physnet's user-facing commands
+on a 2-core machine under other load torch's default of 2 threads trains and runs MD many times
+slower than on an idle machine (issue 32's figures: docs/bad_input.md). physnet's user-facing commands
 therefore choose: ``--threads N`` is taken as given; ``--threads 0`` (the default) picks
 :func:`auto_threads`.
 """
