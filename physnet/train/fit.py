@@ -31,6 +31,14 @@ from physnet.errors import UnknownKeyError, UserError, atomic_write
 from physnet.models.registry import build
 from physnet.potential import Potential
 from physnet.train.config import RunConfig, apply_tf32
+from physnet.train.finetune import (
+    FINETUNE_KEYS,
+    freeze,
+    load_weights,
+    read_init,
+    resolve_model,
+    split_model_config,
+)
 from physnet.units import energy_factor, length_factor
 
 __all__ = ["train", "fit_reference_energies", "fit_energy_scale", "predict", "prepare", "build_priors"]
@@ -48,9 +56,13 @@ def _say(msg: str) -> None:
 
 
 def fit_reference_energies(
-    dataset: GraphDataset, indices: np.ndarray, atomic_numbers: Sequence[int]
+    dataset: GraphDataset,
+    indices: np.ndarray,
+    atomic_numbers: Sequence[int],
+    baseline: np.ndarray | None = None,
 ) -> dict[int, float]:
-    """Per-element energies e_Z minimising sum_frames (E - sum_i e_{Z_i})^2 over ``indices``.
+    """Per-element energies e_Z minimising sum_frames (E - b - sum_i e_{Z_i})^2 over ``indices``,
+    with ``b`` the ``baseline`` energies [len(indices)] (e.g. a trained model's; default 0).
 
     Solved with ``numpy.linalg.lstsq`` (minimum-norm when the composition does not vary,
     e.g. one molecule: then the shares are split evenly in the least-squares sense).
@@ -62,7 +74,7 @@ def fit_reference_energies(
         graph = dataset[int(idx)]
         for z, c in zip(*np.unique(graph[K.Z].numpy(), return_counts=True), strict=True):
             counts[row, column[int(z)]] = c
-        energies[row] = float(graph[K.ENERGY][0])
+        energies[row] = float(graph[K.ENERGY][0]) - (0.0 if baseline is None else float(baseline[row]))
     solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return {z: float(solution[column[z]]) for z in atomic_numbers}
 
@@ -121,8 +133,27 @@ def prepare(
         key_map=d.keys or None,
     )
     present = sorted({int(z) for a in frames for z in np.unique(a.numbers)})
-    hparams = {k: v for k, v in cfg.model.items() if k != "name"}
-    species = hparams.pop("species", None)
+    hparams, tune = split_model_config(cfg.model)
+    init = None
+    if tune["init_from"]:  # fine-tuning: the trained model's name, hyper-parameters and species
+        init = read_init(tune["init_from"])
+        if init[0]["length_unit"] != d.length_unit:
+            raise ValueError(
+                f"model.init_from was trained in {init[0]['length_unit']} but data.length_unit is "
+                f"{d.length_unit}; convert the data's positions (cutoffs and weights are in the trained unit)"
+            )
+        if init[0]["priors"] and cfg.priors:
+            raise ValueError("model.init_from brings its own priors; remove the config's priors section")
+        if init[0]["priors"] and init[0]["energy_unit"] != d.energy_unit:
+            raise ValueError(
+                f"model.init_from has priors in {init[0]['energy_unit']} but data.energy_unit is "
+                f"{d.energy_unit}; convert the data's energies"
+            )
+        hparams, species = resolve_model(init[0], cfg.model["name"], hparams, present, tune["add_species"])
+        extra = {k: cfg.model[k] for k in FINETUNE_KEYS if k in cfg.model}
+        cfg.model = {"name": cfg.model["name"], "species": species, **hparams, **extra}  # recorded in full
+        hparams = dict(hparams)
+    species = hparams.pop("species", None) if init is None else species
     if species is None:
         species = present
     else:
@@ -179,6 +210,8 @@ def prepare(
         if len(split[name]) == 0:
             raise ValueError(f"the {name} split is empty; change data.{name} or data.split_file")
 
+    if init is not None:
+        return _prepare_finetune(cfg, model, init, tune, resume, dataset, split, dtype)
     if not resume:
         model.to(dtype).fit_statistics([dataset[int(i)] for i in split["train"]])
     train_graphs = None if resume else [dataset[int(i)] for i in split["train"]]
@@ -211,6 +244,69 @@ def split_size(name: str, value: float | None) -> float | int | None:
             )
         return int(value)
     return value
+
+
+def _prepare_finetune(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    init: tuple[dict[str, Any], dict[str, torch.Tensor]],
+    tune: dict[str, Any],
+    resume: bool,
+    dataset: GraphDataset,
+    split: dict[str, np.ndarray],
+    dtype: torch.dtype,
+) -> tuple[Potential, GraphDataset, dict[str, np.ndarray]]:
+    """:func:`prepare` for ``model.init_from``: the trained weights, references and scale
+    kept or refitted as ``model.references`` / ``model.scale`` say, parts frozen."""
+    from physnet.nn.priors import build_prior
+
+    init_config, state = init
+    d, c = cfg.data, cfg.task
+    priors = {name: build_prior(p) for name, p in init_config["priors"].items()}
+    potential = Potential(model, priors, energy_unit=d.energy_unit, length_unit=d.length_unit).to(dtype)
+    old_species = [atomic_number(s) for s in init_config["model"]["species"]]
+    new_species = len(potential.species) > len(old_species)
+    if new_species and tune["references"] == "keep":
+        raise ValueError(
+            "model.add_species adds elements without reference energies; use model.references=refit"
+        )
+    frozen = freeze(potential.model, tune["freeze"])
+    if resume:  # the checkpoint holds the weights
+        return potential, dataset, split
+    factor = energy_factor(init_config["energy_unit"]) / energy_factor(d.energy_unit)
+    load_weights(potential, state, old_species, factor)
+    train_idx = split["train"]
+    if tune["scale"] == "refit" and c.fit_scale:
+        scale, _ = fit_energy_scale(dataset, train_idx, potential)
+        potential.energy_scale.fill_(scale)
+    if tune["references"] == "refit" and c.fit_references and dataset.energies is not None:
+        # references for what the trained model leaves unexplained on the new data
+        potential.energy_shift.zero_()
+        potential.atom_refs.zero_()
+        baseline = _energies(potential, dataset, train_idx, d.eval_batch_size)
+        refs = fit_reference_energies(dataset, train_idx, model.species.atomic_numbers, baseline)
+        potential.atom_refs.copy_(torch.tensor([refs[z] for z in model.species.atomic_numbers]))
+    _say(
+        f"fine-tuning from {tune['init_from']} ({init_config['model']['name']}, trained in "
+        f"{init_config['energy_unit']}): references {tune['references']}, scale {tune['scale']}"
+        + (f", {frozen} parameters frozen ({', '.join(tune['freeze'])})" if tune["freeze"] else "")
+        + (f", new element(s) {potential.species[len(old_species) :]}" if new_species else "")
+    )
+    return potential, dataset, split
+
+
+@torch.no_grad()
+def _energies(
+    potential: Potential, dataset: GraphDataset, indices: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Total energies [len(indices)] the potential predicts for ``indices``, in its unit."""
+    out, mode = [], potential.training
+    potential.eval()
+    for batch in make_loader(dataset, indices, batch_size, shuffle=False):
+        pred = potential(batch, compute_forces=False, compute_stress=False)
+        out.append(pred[K.ENERGY].double().numpy())
+    potential.train(mode)
+    return np.concatenate(out)
 
 
 def build_priors(
@@ -395,6 +491,13 @@ def train(
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
         atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
         save_split(split, run_dir / "split.json")
+        tune = split_model_config(cfg.model)[1]
+        if tune["init_from"] and not resume:
+            from physnet.train.finetune import file_record
+
+            n_frozen = sum(p.numel() for p in potential.parameters() if not p.requires_grad)
+            record = file_record(tune["init_from"], tune, {"frozen_parameters": n_frozen})
+            (run_dir / "init_from.json").write_text(record)
     _say(
         f"data: {len(dataset)} frames from {cfg.data.path} ({cfg.data.energy_unit}, {cfg.data.length_unit}); "
         f"split train/val/test = {len(split['train'])}/{len(split['val'])}/{len(split.get('test', []))}; "

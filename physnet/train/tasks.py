@@ -166,7 +166,8 @@ class PotentialTask(pl.LightningModule):
     # --------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.config
-        optimizer = adamw(self.potential.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        trainable = [p for p in self.potential.parameters() if p.requires_grad]  # model.freeze
+        optimizer = adamw(trainable, lr=c.lr, weight_decay=c.weight_decay)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=c.plateau_factor, patience=c.plateau_patience, min_lr=c.min_lr
         )
