@@ -39,11 +39,18 @@ class Calculator(_ASECalculator):
     frozen, and weight-only quantities precomputed (a float32 SchNet evaluates its filters from
     a table, within float32 round-off of the networks; float64 keeps the networks).
 
+    A committee adds to ``results`` its spread: ``energy_std`` (eV), ``forces_std`` [n_atoms]
+    (eV/Å, per-atom force deviation, see :mod:`physnet.committee`), ``max_forces_std`` and the
+    members' ``energy_members`` [K] and ``forces_members`` [K, n_atoms, 3]; energy, forces and
+    stress are the members' means.
+
     An exported file (``.pt2`` from :func:`physnet.export.export_potential`, or an
     :class:`physnet.export.ExportedPotential`) runs the same way, with the same Verlet list.
 
     Args:
-        potential: a :class:`physnet.Potential`, a bare model from
+        potential: a :class:`physnet.Potential`, a :class:`physnet.committee.Committee`, a list of
+            potentials or potential files (a committee), a committee directory from
+            ``physnet train ... trainer.committee=K``, a bare model from
             :func:`physnet.models.build` (wrapped with eV / Å units), the path of a
             file written by :meth:`Potential.save` or a ``physnet train`` checkpoint, or
             an exported ``.pt2`` file.
@@ -72,13 +79,18 @@ class Calculator(_ASECalculator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        from physnet.committee import Committee, is_committee
         from physnet.export import ExportedPotential
 
+        if isinstance(potential, (list, tuple)) or (
+            isinstance(potential, (str, os.PathLike)) and is_committee(potential)
+        ):
+            potential = Committee(potential)
         if isinstance(potential, (str, os.PathLike)) and str(potential).endswith(".pt2"):
             potential = ExportedPotential(potential, device=device)
         elif isinstance(potential, (str, os.PathLike)):
             potential = Potential.load(potential, map_location=device)
-        elif not isinstance(potential, (Potential, ExportedPotential)):
+        elif not isinstance(potential, (Potential, ExportedPotential, Committee)):
             potential = Potential(potential)
         if dtype is None:
             dtype = potential.dtype if isinstance(potential, ExportedPotential) else torch.float32
@@ -258,3 +270,9 @@ class Calculator(_ASECalculator):
         if periodic:
             s = out[K.STRESS][0].cpu().double().numpy() * (e / l**3)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if "forces_std" in out:  # a committee: its spread, and each member's prediction
+            self.results["energy_std"] = float(out["energy_std"][0]) * e
+            self.results["forces_std"] = out["forces_std"].cpu().double().numpy() * (e / l)
+            self.results["max_forces_std"] = float(self.results["forces_std"].max())
+            self.results["energy_members"] = out["energy_members"][:, 0].cpu().double().numpy() * e
+            self.results["forces_members"] = out["forces_members"].cpu().double().numpy() * (e / l)

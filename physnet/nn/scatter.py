@@ -41,7 +41,7 @@ BACKEND: str = _choose_backend()
 def scatter_sum_torch(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
     """Sum rows of ``src`` [n, ...] into ``dim_size`` bins given by ``index`` [n] (torch only)."""
     out = torch.zeros((dim_size,) + src.shape[1:], dtype=src.dtype, device=src.device)
-    return out.index_add_(0, index, src)
+    return out.index_add(0, index, src)  # out of place: works under torch.func.vmap
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:

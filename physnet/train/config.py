@@ -92,6 +92,8 @@ class TrainerConfig:
     seed: int = 0
     progress_bar: bool = True
     threads: int = 0  # torch intra-op threads; 0: physnet.runtime.auto_threads (1 on a busy or 2-core CPU)
+    committee: int = 1  # > 1: train this many members (seeds seed, seed+1, ...) into run_dir/member_<k>
+    bootstrap: bool = False  # train on a bootstrap resample (with replacement, by seed) of the train split
 
 
 @dataclass

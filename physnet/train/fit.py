@@ -41,7 +41,16 @@ from physnet.train.finetune import (
 )
 from physnet.units import energy_factor, length_factor
 
-__all__ = ["train", "fit_reference_energies", "fit_energy_scale", "predict", "prepare", "build_priors"]
+__all__ = [
+    "train",
+    "train_committee",
+    "evaluate_committee",
+    "fit_reference_energies",
+    "fit_energy_scale",
+    "predict",
+    "prepare",
+    "build_priors",
+]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -448,6 +457,8 @@ def train(
     was read from: when it is the run directory's own ``config.yaml`` (a config written into the
     run directory before the first run) that file is no sign of an earlier run.
     """
+    if cfg.trainer.committee > 1:
+        return train_committee(cfg, resume=resume, callbacks=callbacks, overwrite=overwrite)
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
@@ -506,8 +517,12 @@ def train(
         f"({time.perf_counter() - started:.1f} s)"
     )
     d, t = cfg.data, cfg.trainer
+    train_idx = split["train"]
+    if t.bootstrap:  # a committee member's resample of the train split (same seed -> same resample)
+        train_idx = np.random.default_rng(t.seed).choice(train_idx, size=len(train_idx), replace=True)
+        _say(f"bootstrap resample (seed {t.seed}): {len(np.unique(train_idx))} distinct train frames")
     train_loader = make_loader(
-        dataset, split["train"], d.batch_size, shuffle=True, num_workers=d.num_workers, seed=d.seed
+        dataset, train_idx, d.batch_size, shuffle=True, num_workers=d.num_workers, seed=d.seed
     )
     val_loader = make_loader(
         dataset, split["val"], d.eval_batch_size, shuffle=False, num_workers=d.num_workers
@@ -592,6 +607,117 @@ def train(
     _say(f"run directory: {run_dir} (potential.pt, checkpoints/, logs/, PNGs)")
     share.report("train")
     return run_dir
+
+
+def train_committee(
+    cfg: RunConfig, resume: bool = False, callbacks: Sequence[Any] = (), overwrite: bool = False
+) -> Path:
+    """Train ``cfg.trainer.committee`` members into ``run_dir/member_<k>`` (seed ``trainer.seed + k``,
+    one split for all; with ``trainer.bootstrap`` each member on its own resample of the train
+    split), write ``committee.json`` (the file :class:`physnet.committee.Committee` and
+    :class:`physnet.Calculator` read) and evaluate the committee on the test split
+    (``committee_metrics.json``, ``committee_calibration.png``). With ``resume``, finished members
+    are kept, a member with checkpoints is resumed and the others are trained."""
+    import copy
+
+    from physnet.committee import COMMITTEE_FILE
+
+    root = Path(cfg.run_dir)
+    k_members = cfg.trainer.committee
+    if not resume and (root / COMMITTEE_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{root} already holds a committee; choose another run_dir or pass --overwrite")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
+    members, seeds = [], []
+    for k in range(k_members):
+        member = copy.deepcopy(cfg)
+        member.run_dir = str(root / f"member_{k}")
+        member.trainer.committee = 1
+        member.trainer.seed = cfg.trainer.seed + k
+        seeds.append(member.trainer.seed)
+        done = (Path(member.run_dir) / "potential.pt").is_file()
+        started = (Path(member.run_dir) / "checkpoints" / "last.ckpt").is_file()
+        _say(f"committee member {k + 1}/{k_members} (seed {member.trainer.seed}) -> {member.run_dir}")
+        if resume and done:
+            _say("  already trained")
+        else:
+            train(member, resume=resume and started, callbacks=callbacks, overwrite=overwrite)
+        members.append(f"member_{k}/potential.pt")
+    if _rank() != 0:
+        return root
+    record = {"members": members, "seeds": seeds, "bootstrap": cfg.trainer.bootstrap}
+    (root / COMMITTEE_FILE).write_text(json.dumps(record, indent=2))
+    first = copy.deepcopy(cfg)
+    first.run_dir, first.trainer.committee = str(root / "member_0"), 1
+    _, dataset, split = prepare(first, root / "member_0", resume=True)
+    stage = "test" if len(split.get("test", [])) else "val"
+    report = evaluate_committee([root / m for m in members], dataset, split[stage], cfg.data.eval_batch_size)
+    report["stage"] = stage
+    (root / "committee_metrics.json").write_text(json.dumps(report, indent=2))
+    plot_committee_calibration(
+        report, root / "committee_calibration.png", cfg.data.energy_unit, cfg.data.length_unit
+    )
+    e, l = cfg.data.energy_unit, cfg.data.length_unit
+    _say(
+        f"committee of {k_members} on the {stage} split ({len(split[stage])} frames): force MAE of the mean "
+        f"{report['mean']['forces_mae']:.4g} {e}/{l}, members "
+        + ", ".join(f"{m['forces_mae']:.4g}" for m in report["members"])
+        + f"; Spearman rank correlation of the frame's largest per-atom force deviation with its force "
+        f"error {report['spearman_deviation_error']:.3f}"
+    )
+    _say(f"committee: {root / COMMITTEE_FILE} (physnet.Calculator('{root}') evaluates it)")
+    return root
+
+
+def evaluate_committee(
+    paths: Sequence[str | os.PathLike], dataset: GraphDataset, indices: np.ndarray, batch_size: int = 50
+) -> dict[str, Any]:
+    """Errors of each member and of the committee mean on ``indices``, and per frame the largest
+    per-atom force deviation (:mod:`physnet.committee`) next to the mean's force MAE, with their
+    Spearman rank correlation."""
+    from scipy.stats import spearmanr
+
+    preds = [predict(Potential.load(p), dataset, indices, batch_size) for p in paths]
+    mean = dict(preds[0])
+    for key in ("energy_pred", "forces_pred", "stress_pred"):
+        if key in mean:
+            mean[key] = np.mean([p[key] for p in preds], axis=0)
+    report: dict[str, Any] = {"members": [error_table(p) for p in preds], "mean": error_table(mean)}
+    if "forces" in mean:
+        forces = np.stack([p["forces_pred"] for p in preds])  # [K, n_atoms_total, 3]
+        dev = np.sqrt(((forces - forces.mean(0)) ** 2).sum(-1).mean(0))  # [n_atoms_total]
+        err = np.abs(mean["forces_pred"] - mean["forces"]).mean(-1)  # [n_atoms_total]
+        bounds = np.cumsum(mean["n_atoms"])[:-1]
+        frame_dev = [float(d.max()) for d in np.split(dev, bounds)]
+        frame_err = [float(x.mean()) for x in np.split(err, bounds)]
+        report["frame_max_force_deviation"] = frame_dev
+        report["frame_force_mae"] = frame_err
+        report["spearman_deviation_error"] = float(spearmanr(frame_dev, frame_err).statistic)
+    return report
+
+
+def plot_committee_calibration(report: dict[str, Any], path: Path, e_unit: str, l_unit: str) -> Path | None:
+    """Scatter of each frame's largest per-atom force deviation against its force MAE."""
+    if "frame_force_mae" not in report:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(report["frame_max_force_deviation"], report["frame_force_mae"], s=6, alpha=0.5)
+    ax.set_xlabel(f"largest per-atom force deviation ({e_unit}/{l_unit})")
+    ax.set_ylabel(f"force MAE of the committee mean ({e_unit}/{l_unit})")
+    ax.set_title(
+        f"{len(report['members'])} members, {len(report['frame_force_mae'])} frames: "
+        f"Spearman {report['spearman_deviation_error']:.2f}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _summary(report: dict[str, Any], e_unit: str, l_unit: str) -> str:
