@@ -402,7 +402,9 @@ def _md(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import physnet
+    from physnet.committee import Committee
     from physnet.md.guard import BlowUpGuard, MDBlowUp
+    from physnet.md.uncertainty import UncertaintyExceeded, UncertaintyMonitor
     from physnet.md.velocities import thermalize
 
     if not args.dt > 0 or not np.isfinite(args.dt):
@@ -420,22 +422,46 @@ def _md(args: argparse.Namespace) -> int:
     threads = set_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
     is_file = Path(args.structure).exists()
+    first = args.checkpoint[0]
     if args.trajectory:
         traj_path = Path(args.trajectory)
     else:
-        traj_path = (
-            _next_to(args.checkpoint) / f"md_{Path(args.structure).stem if is_file else 'smiles'}.traj"
-        )
+        folder = Path(first) if Path(first).is_dir() else _next_to(first)  # a committee directory
+        traj_path = folder / f"md_{Path(args.structure).stem if is_file else 'smiles'}.traj"
     if traj_path.exists() and not args.overwrite:
         raise FileExistsError(
             f"trajectory {traj_path} already exists; name another file with --trajectory or pass --overwrite"
         )
+    uncertain = {
+        "log": traj_path.with_name(traj_path.stem + "_uncertainty.csv"),
+        "frames": Path(args.uncertain_frames or traj_path.with_name(traj_path.stem + "_uncertain.extxyz")),
+    }
+    if not args.overwrite and (args.max_force_uncertainty or args.select_force_uncertainty):
+        for path in uncertain.values():
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; pass --overwrite or name another --trajectory")
     atoms, source = _read_structure(args.structure, args.seed)
     if not args.no_guard:
         _check_geometry(atoms, f"structure {args.structure}")
-    calc = physnet.Calculator(args.checkpoint, device=args.device, dtype=dtype)
+    calc = physnet.Calculator(
+        args.checkpoint if len(args.checkpoint) > 1 else first, device=args.device, dtype=dtype
+    )
     calc.potential.check_species(torch.as_tensor(atoms.numbers))
     atoms.calc = calc
+    monitor = None
+    if isinstance(calc.potential, Committee):
+        monitor = UncertaintyMonitor(
+            uncertain["log"],
+            uncertain["frames"],
+            stop=args.max_force_uncertainty,
+            select=args.select_force_uncertainty,
+            dt=args.dt,
+        )
+    elif args.max_force_uncertainty or args.select_force_uncertainty:
+        raise ValueError(
+            "--max-force-uncertainty/--select-force-uncertainty need a committee: give several potential "
+            "files or a directory trained with trainer.committee=K"
+        )
     thermalize(atoms, args.temperature, args.seed)
     cutoff = float(calc.potential.cutoff) * calc._l  # in Å
     guard = None if args.no_guard else BlowUpGuard(atoms, cutoff, args.temperature)
@@ -473,7 +499,10 @@ def _md(args: argparse.Namespace) -> int:
         times.append(dyn.nsteps * args.dt * 1e-3)
         totals.append(epot + ekin)
         temps.append(atoms.get_temperature())
-        bar.set_postfix_str(f"Epot {epot:.4f} eV, T {temps[-1]:.0f} K")
+        spread = ""
+        if monitor is not None:  # logs, selects, and raises UncertaintyExceeded above the limit
+            spread = f", max σF {monitor.check(atoms, dyn.nsteps):.3f} eV/Å"
+        bar.set_postfix_str(f"Epot {epot:.4f} eV, T {temps[-1]:.0f} K{spread}")
 
     dyn.attach(log, interval=args.log_every)
     start = time.perf_counter()
@@ -488,6 +517,17 @@ def _md(args: argparse.Namespace) -> int:
                 # the neighbour list or the model refused non-finite coordinates between two checks
                 raise MDBlowUp(dyn.nsteps, "non-finite positions") from err
             bar.update(chunk)
+    except UncertaintyExceeded as err:
+        bar.close()
+        traj.close()
+        print(
+            f"physnet md: stopped at step {err.step} (t = {err.step * args.dt:g} fs): the committee's "
+            f"largest per-atom force deviation {err.value:.3g} eV/Å exceeds --max-force-uncertainty "
+            f"{err.threshold:g}; "
+            f"{monitor.n_selected} frame(s) to label in {monitor.frames_path}, log {monitor.log_path}",
+            file=sys.stderr,
+        )
+        return 1
     except MDBlowUp as err:
         bar.close()
         traj.close()
@@ -507,6 +547,17 @@ def _md(args: argparse.Namespace) -> int:
         f"{args.steps} steps in {elapsed:.1f} s ({args.steps / elapsed:.1f} steps/s); "
         f"mean T {np.mean(temps):.1f} ± {np.std(temps):.1f} K; trajectory {traj_path}"
     )
+    if monitor is not None:
+        values = np.array(monitor.values)
+        print(
+            f"committee of {len(calc.potential)}: largest per-atom force deviation mean {values.mean():.3g}, "
+            f"max {values.max():.3g} eV/Å over {len(values)} logged steps ({monitor.log_path})"
+            + (
+                f"; {monitor.n_selected} frame(s) to label in {monitor.frames_path}"
+                if monitor.n_selected
+                else ""
+            )
+        )
     if args.thermostat == "nve" and len(times) > 2:
         slope = np.polyfit(np.array(times), np.array(totals) / n * 1e3, 1)[0]
         print(
@@ -651,9 +702,30 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     md.add_argument(
-        "checkpoint", help="potential.pt, a Lightning .ckpt from physnet train, or an exported .pt2"
+        "checkpoint",
+        nargs="+",
+        help="potential.pt, a Lightning .ckpt from physnet train, or an exported .pt2; several files or a "
+        "directory trained with trainer.committee=K make a committee, whose force deviation is logged",
     )
     md.add_argument("structure", help="any file ASE reads, or a SMILES string")
+    md.add_argument(
+        "--max-force-uncertainty",
+        type=float,
+        default=None,
+        help="committee only: stop (exit 1) when the largest per-atom force deviation exceeds this (eV/Å)",
+    )
+    md.add_argument(
+        "--select-force-uncertainty",
+        type=float,
+        default=None,
+        help="committee only: write logged frames above this force deviation (eV/Å) to the frames file "
+        "(default: the --max-force-uncertainty threshold)",
+    )
+    md.add_argument(
+        "--uncertain-frames",
+        default=None,
+        help="extxyz file of the selected frames, to label (default: <trajectory>_uncertain.extxyz)",
+    )
     md.add_argument("--steps", type=int, default=1000)
     md.add_argument("--dt", type=float, default=0.5, help="time step in fs")
     md.add_argument(
