@@ -2,7 +2,8 @@
 
 Energy models (``physnet.models``) map graphs (``physnet.data``) to per-atom
 energies; :class:`Potential` adds priors and references and takes forces and
-stress by autograd; :class:`Calculator` runs them in ASE.
+stress by autograd; :class:`Committee` averages several and measures their spread;
+:class:`Calculator` runs them in ASE.
 
 The names below load on first use (PEP 562), so ``import physnet`` and ``physnet --help``
 do not pay for torch, ASE, e3nn or Lightning until a model, graph or calculator is asked for.
@@ -24,12 +25,14 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "units": ("physnet.units", None),
     "Potential": ("physnet.potential", "Potential"),
     "Calculator": ("physnet.md.ase_calculator", "Calculator"),
+    "Committee": ("physnet.committee", "Committee"),
 }
 
-__all__ = ["data", "models", "nn", "units", "Potential", "Calculator", "__version__"]
+__all__ = ["data", "models", "nn", "units", "Potential", "Committee", "Calculator", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from physnet import data, models, nn, units
+    from physnet.committee import Committee
     from physnet.md.ase_calculator import Calculator
     from physnet.potential import Potential
 

@@ -297,6 +297,9 @@ def describe() -> str:
         "config fields (YAML sections; override with section.key=value):",
         "  run_dir: runs/run",
         "  model.name: schnet   (plus the model's own keyword arguments, e.g. model.n_features=128)",
+        "  model.init_from: ''   (fine-tune a potential.pt / .ckpt; with model.references: refit|keep, "
+        "model.scale: keep|refit, model.freeze: [embedding, ...], model.add_species: false; "
+        "see docs/finetune_and_committees.md)",
         "  priors: {}   (term: {name: zbl | harmonic_bonds | harmonic_angles | bead_repulsion, **kwargs})",
     ]
     for name, cls in _SECTIONS.items():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -32,3 +35,24 @@ def test_nve_ethanol_runs_and_reports_drift(tmp_path: Path) -> None:
     assert len(re.findall(r"^step +\d+ ", out, flags=re.MULTILINE)) == 3  # steps 0, 50, 100
     assert "stayed one connected cluster" in out
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_active_learning_cu_emt_quick(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "active_learning_cu_emt.py"),
+            "--quick",
+            "--out",
+            str(tmp_path / "al"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"committee-mean test force MAE on 10 frames: \S+ -> \S+ eV/Å", proc.stdout)
+    summary = json.loads((tmp_path / "al" / "active_learning.json").read_text())
+    assert summary["selected"] > 0 and summary["train_frames"][1] == 10 + summary["selected"]
