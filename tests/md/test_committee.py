@@ -103,9 +103,8 @@ def test_mismatched_members_are_refused(tmp_path: Path) -> None:
         Committee.load(tmp_path)
 
 
-def test_train_committee(emt_molecule_file: Path, tmp_path: Path) -> None:
-    run = tmp_path / "committee"
-    cfg = load_config(
+def _committee_config(emt_molecule_file: Path, run: Path):
+    return load_config(
         None,
         [
             f"run_dir={run}",
@@ -122,28 +121,44 @@ def test_train_committee(emt_molecule_file: Path, tmp_path: Path) -> None:
             "trainer.max_steps=4",
             "trainer.progress_bar=false",
             "trainer.threads=1",
-            "trainer.committee=3",
+            "trainer.committee=2",
             "trainer.bootstrap=true",
             "task.ema_decay=0",
         ],
     )
+
+
+def test_train_committee(emt_molecule_file: Path, tmp_path: Path) -> None:
+    run = tmp_path / "committee"
+    cfg = _committee_config(emt_molecule_file, run)
     train(cfg)
     record = json.loads((run / "committee.json").read_text())
-    assert record["members"] == [f"member_{k}/potential.pt" for k in range(3)] and record["seeds"] == [
-        0,
-        1,
-        2,
-    ]
-    splits = [json.loads((run / f"member_{k}" / "split.json").read_text()) for k in range(3)]
-    assert splits[0] == splits[1] == splits[2]  # one split; bootstrap only resamples the training frames
+    assert record["members"] == ["member_0/potential.pt", "member_1/potential.pt"]
+    assert record["seeds"] == [0, 1] and record["bootstrap"] is True
+    splits = [json.loads((run / f"member_{k}" / "split.json").read_text()) for k in range(2)]
+    assert splits[0] == splits[1]  # one split; bootstrap only resamples the training frames
     metrics = json.loads((run / "committee_metrics.json").read_text())
-    assert len(metrics["members"]) == 3 and len(metrics["frame_force_mae"]) == 20  # 60 - 30 - 10 test frames
+    assert len(metrics["members"]) == 2 and len(metrics["frame_force_mae"]) == 20  # 60 - 30 - 10 test frames
     assert -1 <= metrics["spearman_deviation_error"] <= 1
     weights = [
         physnet.Potential.load(run / m).state_dict()["model.embedding.weight"] for m in record["members"]
     ]
     assert not torch.equal(weights[0], weights[1])
     committee = Committee.load(run)
-    assert len(committee) == 3
+    assert len(committee) == 2
     with pytest.raises(FileExistsError, match="already holds a committee"):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_resume_committee(emt_molecule_file: Path, tmp_path: Path) -> None:
+    # --resume: finished members are kept, a member without its final potential is resumed
+    run = tmp_path / "committee"
+    cfg = _committee_config(emt_molecule_file, run)
+    train(cfg)
+    kept = (run / "member_0" / "potential.pt").stat().st_mtime_ns
+    (run / "member_1" / "potential.pt").unlink()
+    cfg.run_dir = str(run)
+    train(cfg, resume=True)
+    assert (run / "member_1" / "potential.pt").is_file()
+    assert (run / "member_0" / "potential.pt").stat().st_mtime_ns == kept
