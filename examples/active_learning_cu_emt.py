@@ -184,7 +184,7 @@ def main() -> None:
     print(
         f"\nactive learning on cu_emt: {args.train} -> {args.train + len(labelled)} training frames "
         f"({len(labelled)} selected by the committee at {args.temperature:g} K and labelled with EMT); "
-        f"committee-mean test force MAE on {len(split['test'])} frames: {b:.4f} -> {a:.4f} eV/Å "
+        f"committee-mean test force MAE on {len(split['test'])} frames: {b:.5g} -> {a:.5g} eV/Å "
         f"({args.members} members x {args.steps} steps per round; {summary['wall_time_s']:.0f} s)"
     )
 

@@ -7,7 +7,8 @@ Stages (each runs ``physnet train`` as a user would, then evaluates with the Pyt
   ``--steps`` optimiser steps, and the same SchNet from scratch on the same 50 frames for the
   same steps; force MAE of both on the MD17 test split;
 - ``committee``: a 4-member committee (``trainer.committee=4``) on the MD17 train split, each
-  member ``--member-minutes``; Spearman rank correlation between the per-frame force deviation
+  member ``--member-steps`` optimiser steps (a step budget: a wall-time budget on a shared machine
+  gave the members unequal training); Spearman rank correlation between the per-frame force deviation
   and the actual force error on the test split, a plot, and the committee mean's MAE against
   each member's.
 
@@ -121,7 +122,7 @@ def stage_committee(out: Path, args: argparse.Namespace) -> None:
             "data.length_unit=Å",
             f"data.split_file={split}",
             "trainer.committee=4",
-            f"trainer.max_time_minutes={args.member_minutes}",
+            f"trainer.max_steps={args.member_steps}",
             *MODEL,
             *COMMON,
         ]
@@ -145,7 +146,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/finetune_committee")
     parser.add_argument("--pretrain-minutes", type=float, default=6.0)
     parser.add_argument("--steps", type=int, default=1500, help="fine-tuning / from-scratch optimiser steps")
-    parser.add_argument("--member-minutes", type=float, default=2.5)
+    parser.add_argument("--member-steps", type=int, default=2000, help="optimiser steps per committee member")
     args = parser.parse_args()
     if not MD17.is_file() and set(args.stages) - {"pretrain"}:
         sys.exit(f"{MD17} is absent: the finetune and committee stages need the shared MD17 ethanol file")
