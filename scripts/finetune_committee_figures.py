@@ -1,6 +1,6 @@
 """Acceptance figures of fine-tuning and committees (docs/experiments/finetune_and_committees.md).
 
-Stages (each runs ``physnet train`` as a user would, then evaluates with the Python API):
+Stages (each runs ``physnet train`` as a user would and prints the figures from its metrics files):
 
 - ``pretrain``: SchNet on the embedded GFN2-xTB ethanol set (eV), ``--pretrain-minutes``;
 - ``finetune``: that SchNet fine-tuned on 50 MD17 ethanol frames (DFT, kcal/mol) for
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/finetune_committee")
     parser.add_argument("--pretrain-minutes", type=float, default=6.0)
     parser.add_argument("--steps", type=int, default=1500, help="fine-tuning / from-scratch optimiser steps")
-    parser.add_argument("--member-steps", type=int, default=2000, help="optimiser steps per committee member")
+    parser.add_argument("--member-steps", type=int, default=4000, help="optimiser steps per committee member")
     args = parser.parse_args()
     if not MD17.is_file() and set(args.stages) - {"pretrain"}:
         sys.exit(f"{MD17} is absent: the finetune and committee stages need the shared MD17 ethanol file")
