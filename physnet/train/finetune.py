@@ -83,10 +83,10 @@ def read_init(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     hint = "give a potential.pt written by physnet train or a checkpoints/*.ckpt of a physnet run"
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or a pickle with foreign classes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception:  # not a torch file, or a pickle with foreign classes
         raise ValueError(
-            f"model.init_from: {p} is not a physnet potential or checkpoint ({first}); {hint}"
+            f"model.init_from: {p} is not a physnet potential or checkpoint (torch.load cannot read it); "
+            + hint
         ) from None
     if isinstance(data, dict) and isinstance(data.get("physnet"), dict):
         config = data["physnet"]
