@@ -23,20 +23,16 @@ def _train(args: argparse.Namespace) -> int:
 def _rollout(args: argparse.Namespace) -> int:
     import torch
 
+    from physnet.data.trajectories import load_trajectories
     from physnet.models.simulator import load_simulator
-    from physnet.train.gns import animate, evaluate, load_trajectories, rollout_for_animation
+    from physnet.train.gns_eval import evaluate, rollout_for_animation
+    from physnet.train.plots import animate_rollout
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_simulator(args.model)
     data = load_trajectories(args.data, next(model.parameters()).dtype)
-    if args.trajectories:
-        indices = [int(k) for k in args.trajectories.split(",")]
-    else:
-        indices = list(range(len(data)))
-    bad = [k for k in indices if not 0 <= k < len(data)]
-    if bad:
-        raise ValueError(f"trajectory indices {bad} out of range; {args.data} holds {len(data)}")
+    indices = [int(k) for k in args.trajectories.split(",")] if args.trajectories else list(range(len(data)))
     factor = args.max_neighbour_factor or None
     summary = evaluate(
         model,
@@ -55,7 +51,7 @@ def _rollout(args: argparse.Namespace) -> int:
         pred, truth = rollout_for_animation(
             model, data, k, clamp_to_bounds=args.clamp_to_bounds, neighbour_factor=factor
         )
-        path = animate(
+        path = animate_rollout(
             pred,
             truth,
             data.bounds,

@@ -1,12 +1,16 @@
-"""Pictures of a run: learning curves and parity plots (PNG, matplotlib Agg)."""
+"""Pictures of a run: learning curves and parity plots (PNG), rollout animations (GIF); matplotlib Agg."""
 
 from __future__ import annotations
 
 import csv
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _plt():
@@ -117,3 +121,65 @@ def plot_parity(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return Path(out)
+
+
+def animate_rollout(
+    predicted: np.ndarray | torch.Tensor,
+    truth: np.ndarray | torch.Tensor,
+    bounds: np.ndarray | torch.Tensor,
+    path: str | os.PathLike,
+    frame_dt: float = 1.0,
+    every: int = 2,
+    fps: int = 25,
+    title: str = "",
+) -> Path:
+    """GIF of a 2D rollout: ground truth (left) and prediction (right), side by side.
+
+    Args:
+        predicted: [n_frames, n, 2] positions.
+        truth: [n_frames, n, 2] positions of the same frames.
+        bounds: [2, 2] domain, drawn as a box.
+        path: output ``.gif`` (written with matplotlib's PillowWriter).
+        frame_dt: seconds per frame, for the clock in the title.
+        every: draw every ``every``-th frame.
+        fps: frames per second of the GIF.
+    """
+    plt = _plt()
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    pred = np.asarray(predicted, dtype=float)
+    true = np.asarray(truth, dtype=float)
+    box = np.asarray(bounds, dtype=float)
+    if pred.shape != true.shape or pred.shape[-1] != 2:
+        raise ValueError(f"need two [frames, n, 2] arrays of one shape, got {pred.shape} and {true.shape}")
+    frames = list(range(0, pred.shape[0], every))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    pad = 0.02 * float(box[0, 1] - box[0, 0])
+    scatters = []
+    for ax, label, data in zip(axes, ("ground truth (MPM)", "GNS rollout"), (true, pred), strict=True):
+        ax.add_patch(
+            plt.Rectangle(box[:, 0], *(box[:, 1] - box[:, 0]), fill=False, edgecolor="k", linewidth=1)
+        )
+        ax.set_xlim(box[0, 0] - pad, box[0, 1] + pad)
+        ax.set_ylim(box[1, 0] - pad, box[1, 1] + pad)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label)
+        scatters.append(
+            ax.scatter(data[0, :, 0], data[0, :, 1], s=4, c="tab:blue" if "truth" in label else "tab:orange")
+        )
+    suptitle = fig.suptitle("")
+
+    def update(f: int) -> list[Any]:
+        for sc, data in zip(scatters, (true, pred), strict=True):
+            sc.set_offsets(data[f])
+        suptitle.set_text(f"{title}  frame {f}  t = {f * frame_dt:.3f} s".strip())
+        return [*scatters, suptitle]
+
+    anim = FuncAnimation(fig, update, frames=frames, blit=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    anim.save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path

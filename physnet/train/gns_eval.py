@@ -1,0 +1,549 @@
+"""Evaluation of a GNS learned simulator: one-step and rollout errors, walls, free fall, loss split.
+
+:func:`evaluate` is what ``physnet gns-rollout`` and the end of ``physnet gns-train`` print
+and save; :func:`wall_penetration` and :func:`loss_breakdown` are the metrics behind
+``scripts/gns_wall_penetration.py`` and ``scripts/gns_loss_breakdown.py``. Positions are
+in the data's length unit and time in frames (see :mod:`physnet.models.gns`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from physnet.data import keys as K
+from physnet.data.trajectories import Trajectories, WindowDataset, collate_windows
+from physnet.models.gns import (
+    GNS,
+    RolloutDiverged,
+    check_particle_type,
+    constant_velocity_rollout,
+    rollout,
+    wall_distances,
+)
+
+__all__ = [
+    "check_rollout_data",
+    "one_step_errors",
+    "is_free_fall",
+    "free_fall_response",
+    "excursion",
+    "escaped_particles",
+    "peak_neighbours",
+    "selection_score",
+    "rollout_errors",
+    "evaluate",
+    "rollout_for_animation",
+    "outside_depth",
+    "stays",
+    "wall_penetration",
+    "one_step_penetration",
+    "loss_breakdown",
+]
+
+
+def check_rollout_data(model: GNS, data: Trajectories, indices: list[int] | None = None) -> None:
+    """Raise a one-line ``ValueError`` if ``data`` cannot be rolled out with ``model``.
+
+    Checks the frame step against the one the model was trained on (``model.frame_dt``: its
+    accelerations are per frame^2), the trajectories' dimension, length (at least ``C + 1``
+    frames) and particle types.
+    """
+    indices = list(range(len(data))) if indices is None else indices
+    if model.frame_dt is not None and not math.isclose(data.frame_dt, model.frame_dt, rel_tol=1e-6):
+        raise ValueError(
+            f"the data's frames are {data.frame_dt:g} s apart but the model was trained on frames "
+            f"{model.frame_dt:g} s apart: roll it out on data of its own frame step"
+        )
+    for k in indices:
+        if not 0 <= k < len(data):
+            raise ValueError(f"trajectory index {k} out of range; the data hold {len(data)} trajectories")
+        pos = data.positions[k]
+        if pos.dim() != 3 or pos.shape[-1] != model.dim or pos.shape[0] < model.window + 1:
+            raise ValueError(
+                f"trajectory {k} has positions {list(pos.shape)}; the model needs [frames >= "
+                f"{model.window + 1}, n, {model.dim}] (a window of {model.window} frames and one to predict)"
+            )
+        check_particle_type(model, data.particle_type[k], pos.shape[1])
+
+
+@torch.no_grad()
+def one_step_errors(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, chunk: int = 8
+) -> tuple[float, float]:
+    """One-step position MSE of the model and of the constant-velocity baseline over every window.
+
+    Args:
+        positions: [n_frames, n, dim] one ground-truth trajectory.
+        particle_type: [n].
+        chunk: windows evaluated together (a batch of independent graphs).
+    """
+    c = model.window
+    data = Trajectories([positions], [particle_type], model.bounds.cpu().numpy(), model.frame_dt or 1.0)
+    windows = WindowDataset(data, c)
+    sq_model, sq_cv, count = 0.0, 0.0, 0
+    for start in range(0, len(windows), chunk):
+        batch = collate_windows([windows[i] for i in range(start, min(start + chunk, len(windows)))])
+        history, truth = batch[K.POS_HISTORY], batch[K.NEXT_POS]
+        pred = model.step(batch)
+        sq_model += float((pred - truth).double().pow(2).sum())
+        sq_cv += float((2 * history[:, -1] - history[:, -2] - truth).double().pow(2).sum())
+        count += truth.numel()
+    return sq_model / count, sq_cv / count
+
+
+def is_free_fall(acceleration: torch.Tensor, rtol: float = 1e-2) -> torch.Tensor:
+    """[T] bool: frames of ``acceleration`` [T, n, dim] in which every particle has the same,
+    non-zero acceleration to within ``rtol`` of its norm (free flight, no contact)."""
+    g = acceleration.mean(dim=1, keepdim=True)  # [T, 1, dim]
+    size = torch.linalg.vector_norm(g, dim=-1)[:, 0]  # [T]
+    spread = (acceleration - g).norm(dim=-1).amax(dim=1)  # [T]
+    return (size > 0) & (spread <= rtol * size)
+
+
+@torch.no_grad()
+def free_fall_response(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, rtol: float = 1e-2
+) -> dict[str, float]:
+    """How much of a uniform body acceleration (gravity in free flight) the model predicts.
+
+    A frame is *free flight* when every particle has the same true acceleration
+    ``x_{t+1} - 2 x_t + x_{t-1}`` to within ``rtol`` of its size (no contact with a wall
+    or between separate blocks: in the MPM water that is exactly ``g dt^2``). For those
+    frames, from true input windows, the model's accelerations are compared with it.
+
+    Args:
+        positions: [T, n, dim] one ground-truth trajectory.
+        particle_type: [n].
+        rtol: tolerance of "same acceleration", relative to its norm.
+
+    Returns:
+        ``free_fall_frames`` (how many), ``free_fall_ratio`` (mean over those frames and
+        particles of ``a_pred . g / |g|^2``: 1 = the body force learnt, 0 = ignored) and
+        ``free_fall_rms`` (rms of ``|a_pred - g|`` over ``|g|``); NaN when no frame qualifies.
+    """
+    c = model.window
+    acc = positions[2:] - 2 * positions[1:-1] + positions[:-2]  # [T - 2, n, dim], acc[t - 1] at frame t
+    free = is_free_fall(acc.double(), rtol)
+    ratios, errors, frames = [], [], 0
+    for t in range(c - 1, positions.shape[0] - 1):
+        if not free[t - 1]:
+            continue
+        g = acc[t - 1].double().mean(dim=0)
+        size = float(torch.linalg.vector_norm(g))
+        window = positions[t - c + 1 : t + 1].transpose(0, 1)  # [n, C, dim]
+        pred = model({K.POS_HISTORY: window, K.Z: particle_type}).double()
+        ratios.append(float((pred @ g).mean()) / size**2)
+        errors.append(float((pred - g).norm(dim=-1).pow(2).mean()) / size**2)
+        frames += 1
+    nan = float("nan")
+    return {
+        "free_fall_frames": frames,
+        "free_fall_ratio": float(np.mean(ratios)) if ratios else nan,
+        "free_fall_rms": math.sqrt(float(np.mean(errors))) if errors else nan,
+    }
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def outside_depth(positions: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """Depth behind each wall [..., 2 dim] (> 0 outside, 0 inside) of ``positions`` [..., dim]."""
+    return (-wall_distances(positions, bounds)).clamp_min(0.0)
+
+
+def excursion(positions: torch.Tensor, bounds: torch.Tensor) -> float:
+    """Largest distance (length unit) by which any particle lies outside ``bounds`` [dim, 2]; 0 if none."""
+    return float(outside_depth(positions, bounds).amax()) if positions.numel() else 0.0
+
+
+def escaped_particles(positions: torch.Tensor, bounds: torch.Tensor, tolerance: float = 0.0) -> int:
+    """Number of particles that lie more than ``tolerance`` (length unit, >= 0) outside
+    ``bounds`` [dim, 2] in any frame of ``positions`` [T, n, dim]."""
+    outside = outside_depth(positions, bounds) > tolerance  # [T, n, 2 dim]
+    return int(outside.any(dim=-1).any(dim=0).sum())
+
+
+def runaway_excursion(model: GNS, box_lengths: float = 10.0) -> float:
+    """How far outside the box (length unit) a rollout may carry a particle before it counts as
+    diverged: ``box_lengths`` times the longest side of ``model.bounds`` (a runaway grows
+    exponentially past any finished rollout's excursion)."""
+    return box_lengths * float((model.bounds[:, 1] - model.bounds[:, 0]).max())
+
+
+def peak_neighbours(model: GNS, positions: torch.Tensor, every: int = 10) -> float:
+    """Largest mean number of neighbours per particle within ``model.radius`` over frames ``0, every, ...``.
+
+    Args:
+        positions: [T, n, dim] a trajectory (0.0 if it has no frame).
+    """
+    n = positions.shape[1]
+    frames = range(0, positions.shape[0], every)
+    return max((model.build_edges(positions[t]).shape[1] / n for t in frames), default=0.0)
+
+
+def selection_score(rollouts: list[dict[str, float]]) -> float:
+    """Model-selection key of one validation's rollouts (lower is better), lexicographic in
+    (number of diverged rollouts, rollout error).
+
+    ``n_diverged + f`` with ``f`` in [0, 1): if some rollouts finished, ``f = m / (1 + m)``
+    with ``m`` their mean position MSE; if all diverged, ``f = 1 - mean(stop step / n_steps)``,
+    so a later divergence ranks better. A model whose rollouts clump is never preferred to
+    one with fewer clumped rollouts, and among equals the plain MSE decides; a mean MSE
+    with an inf in it could not rank models whose validations all diverged.
+
+    Args:
+        rollouts: per trajectory, :func:`rollout_errors`'s dict with ``n_steps`` added.
+    """
+    finished = [r["rollout_mse"] for r in rollouts if r["diverged_at_step"] < 0]
+    n_diverged = len(rollouts) - len(finished)
+    if finished:
+        m = float(np.mean(finished))
+        return n_diverged + m / (1.0 + m)
+    return n_diverged + 1.0 - float(np.mean([r["diverged_at_step"] / r["n_steps"] for r in rollouts]))
+
+
+@torch.no_grad()
+def rollout_errors(
+    model: GNS,
+    positions: torch.Tensor,
+    particle_type: torch.Tensor,
+    clamp_to_bounds: bool = False,
+    neighbour_factor: float | None = 10.0,
+    escape_tolerance: float | None = None,
+) -> dict[str, float]:
+    """Roll one trajectory out from its first ``C`` frames and score it against the truth.
+
+    Args:
+        positions: [T, n, dim] the true trajectory (length unit), in the model's dtype.
+        particle_type: [n] long.
+        clamp_to_bounds: see :func:`~physnet.models.gns.rollout`.
+        neighbour_factor: the rollout stops as diverged once the predicted particles have
+            more than this many times the neighbours per particle of the densest true frame
+            (:func:`peak_neighbours`); ``None``: never stop (a clumping rollout can then run
+            for tens of minutes, see :class:`~physnet.models.gns.RolloutDiverged`).
+        escape_tolerance: length unit; ``escaped_beyond_tolerance`` counts the particles
+            more than this far outside the domain. ``None``: ``0.1 * model.radius`` (1.5 mm
+            for the water config, a fifth of its particle spacing). The MPM truth has
+            particles resting exactly on the walls, so the strict count also records a
+            model that is right to 1e-6 m.
+
+    Returns:
+        ``rollout_mse`` and ``cv_rollout_mse`` (model and constant-velocity baseline,
+        mean squared position error over the ``T - C`` predicted frames, length unit^2,
+        accumulated in float64), ``max_excursion`` (length unit), ``escaped_particles``
+        and ``escaped_beyond_tolerance`` (over the frames predicted),
+        ``diverged_at_step`` (-1 if the rollout finished),
+        ``peak_neighbours`` and ``true_peak_neighbours``: the largest mean number of
+        neighbours per particle in a predicted frame and in a true one (every 10th), a
+        measure of how far the prediction compresses the fluid.
+        A diverged rollout scores ``rollout_mse = inf``: it never wins model selection and
+        a mean over trajectories that includes it says so.
+    """
+    c = model.window
+    window = positions[:c].transpose(0, 1)  # [n, C, dim]
+    n_steps = positions.shape[0] - c
+    true_peak = peak_neighbours(model, positions)
+    limit = None if neighbour_factor is None else neighbour_factor * true_peak
+    diverged_at = -1
+    try:
+        pred = rollout(
+            model,
+            window,
+            n_steps,
+            particle_type,
+            clamp_to_bounds=clamp_to_bounds,
+            max_mean_neighbours=limit,
+            max_excursion=runaway_excursion(model),
+        )  # [T - C, n, dim]
+        mse = float((pred - positions[c:]).double().pow(2).mean())
+    except RolloutDiverged as stop:
+        pred, diverged_at, mse = stop.positions, stop.step, math.inf
+    cv = constant_velocity_rollout(window, n_steps)
+    bounds = model.bounds.to(positions.dtype)
+    tolerance = 0.1 * model.radius if escape_tolerance is None else float(escape_tolerance)
+    return {
+        "rollout_mse": mse,
+        "cv_rollout_mse": float((cv - positions[c:]).double().pow(2).mean()),
+        "max_excursion": excursion(pred, bounds),
+        "escaped_particles": escaped_particles(pred, bounds),
+        "escaped_beyond_tolerance": escaped_particles(pred, bounds, tolerance),
+        "diverged_at_step": diverged_at,
+        "peak_neighbours": peak_neighbours(model, pred, every=1),
+        "true_peak_neighbours": true_peak,
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: GNS,
+    data: Trajectories,
+    indices: list[int] | None = None,
+    verbose: bool = True,
+    clamp_to_bounds: bool = False,
+    neighbour_factor: float | None = 10.0,
+    escape_tolerance: float | None = None,
+) -> dict[str, Any]:
+    """One-step and full-rollout position MSE of the model and the constant-velocity baseline.
+
+    For each trajectory the model starts from the first ``C`` ground-truth frames and
+    predicts all remaining frames (:func:`physnet.models.gns.rollout`, graph rebuilt each
+    step); the rollout MSE is the mean of the squared position error over those frames,
+    particles and components (``learning_to_simulate``'s ``rollout MSE``), length unit^2.
+    The baseline continues every particle with its last velocity. ``max_excursion`` is the
+    largest distance of a predicted particle outside the domain (0 = all stayed inside) and
+    ``escaped_particles`` the number of particles outside it in at least one frame,
+    ``escaped_beyond_tolerance`` of those more than ``escape_tolerance`` outside (see
+    :func:`rollout_errors`).
+    ``clamp_to_bounds`` imposes the walls in the rollout (see :func:`~physnet.models.gns.rollout`);
+    the summary records it, since escapes are then impossible by construction. A rollout
+    whose particles clump (``neighbour_factor``, see :func:`rollout_errors`) stops early and
+    scores ``rollout_mse = inf``; ``diverged_at_step`` lists the frame it stopped at (-1: none).
+
+    Returns:
+        per-trajectory lists and their means, with keys ``one_step_mse``,
+        ``cv_one_step_mse``, ``rollout_mse``, ``cv_rollout_mse``, ``max_excursion``,
+        ``escaped_particles``, ``escaped_beyond_tolerance``, ``peak_neighbours``,
+        ``true_peak_neighbours``, and :func:`free_fall_response`'s ``free_fall_frames``,
+        ``free_fall_ratio`` and ``free_fall_rms``; ``mean_max_excursion`` and the
+        ``mean_*peak_neighbours`` are the largest and ``mean_escaped_*`` and
+        ``mean_free_fall_frames`` the totals over the trajectories, not means (the free-fall
+        ratios are averaged over the trajectories that have such frames).
+    """
+    model = model.eval()
+    dtype = next(model.parameters()).dtype
+    indices = list(range(len(data))) if indices is None else indices
+    check_rollout_data(model, data, indices)
+    rows: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "one_step_mse",
+            "cv_one_step_mse",
+            "rollout_mse",
+            "cv_rollout_mse",
+            "max_excursion",
+            "escaped_particles",
+            "escaped_beyond_tolerance",
+            "peak_neighbours",
+            "true_peak_neighbours",
+            "free_fall_frames",
+            "free_fall_ratio",
+            "free_fall_rms",
+        )
+    }
+    diverged: list[int] = []
+    tolerance = 0.1 * model.radius if escape_tolerance is None else float(escape_tolerance)
+    for k in indices:
+        pos = data.positions[k].to(dtype)
+        ptype = data.particle_type[k]
+        one, one_cv = one_step_errors(model, pos, ptype)
+        n_steps = pos.shape[0] - model.window
+        start = time.perf_counter()
+        errors = rollout_errors(model, pos, ptype, clamp_to_bounds, neighbour_factor, escape_tolerance)
+        seconds = time.perf_counter() - start
+        errors.update(free_fall_response(model, pos, ptype))
+        diverged.append(int(errors["diverged_at_step"]))
+        values = (one, one_cv) + tuple(errors[key] for key in list(rows)[2:])
+        for key, value in zip(rows, values, strict=True):
+            rows[key].append(value)
+        if verbose:
+            print(
+                f"trajectory {k}: {pos.shape[1]} particles, {n_steps} rollout steps ({seconds:.1f} s): "
+                f"one-step MSE {one:.3e} (constant velocity {one_cv:.3e}); rollout MSE {values[2]:.3e} "
+                f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e} "
+                f"({values[5]} of {pos.shape[1]} particles left it, {values[6]} by more than "
+                f"{tolerance:.2e}); neighbours per particle up to {values[7]:.1f} (truth {values[8]:.1f}); "
+                f"in {values[9]} free-fall frames it predicts {values[10]:.2f}x the true acceleration "
+                f"(rms error {values[11]:.2f}x)"
+                + (
+                    f"; DIVERGED: particles clumped or ran away, rollout stopped before frame {diverged[-1]}"
+                    if diverged[-1] >= 0
+                    else ""
+                ),
+                flush=True,
+            )
+    summary: dict[str, Any] = {
+        "trajectories": indices,
+        "clamp_to_bounds": clamp_to_bounds,
+        "escape_tolerance": tolerance,
+        **rows,
+        "diverged_at_step": diverged,
+    }
+    for key, value in rows.items():
+        reduce = {
+            "max_excursion": np.max,
+            "escaped_particles": np.sum,
+            "escaped_beyond_tolerance": np.sum,
+            "free_fall_frames": np.sum,
+            "free_fall_ratio": _nanmean,
+            "free_fall_rms": _nanmean,
+            "peak_neighbours": np.max,
+            "true_peak_neighbours": np.max,
+        }.get(key, np.mean)
+        summary[f"mean_{key}"] = float(reduce(value))
+    summary["rollout_mse_ratio_cv_over_model"] = summary["mean_cv_rollout_mse"] / max(
+        summary["mean_rollout_mse"], 1e-300
+    )
+    n_diverged = sum(d >= 0 for d in diverged)
+    if verbose:
+        print(
+            f"mean over {len(indices)} trajectories: one-step MSE {summary['mean_one_step_mse']:.3e} "
+            f"(constant velocity {summary['mean_cv_one_step_mse']:.3e}); "
+            f"rollout MSE {summary['mean_rollout_mse']:.3e} "
+            f"(constant velocity {summary['mean_cv_rollout_mse']:.3e}, "
+            f"{summary['rollout_mse_ratio_cv_over_model']:.1f}x higher); "
+            f"max excursion outside the domain {summary['mean_max_excursion']:.3e}; "
+            f"{summary['mean_escaped_particles']:.0f} particles left it, "
+            f"{summary['mean_escaped_beyond_tolerance']:.0f} by more than {tolerance:.2e}; "
+            f"free fall ({summary['mean_free_fall_frames']:.0f} frames): "
+            f"{summary['mean_free_fall_ratio']:.2f}x the true acceleration"
+            + (f"; {n_diverged} rollout(s) diverged" if n_diverged else ""),
+            flush=True,
+        )
+    return summary
+
+
+def rollout_for_animation(
+    model: GNS,
+    data: Trajectories,
+    index: int,
+    clamp_to_bounds: bool = False,
+    neighbour_factor: float | None = 10.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true positions [n_frames, n, dim] of trajectory ``index`` (first ``C`` frames shared).
+
+    A rollout that diverges (see :func:`rollout_errors`) is animated up to the frame where
+    it stopped: both arrays then end there.
+    """
+    check_rollout_data(model, data, [index])
+    dtype = next(model.parameters()).dtype
+    pos = data.positions[index].to(dtype)
+    c = model.window
+    limit = None if neighbour_factor is None else neighbour_factor * peak_neighbours(model, pos)
+    try:
+        pred = rollout(
+            model,
+            pos[:c].transpose(0, 1),
+            pos.shape[0] - c,
+            data.particle_type[index],
+            clamp_to_bounds=clamp_to_bounds,
+            max_mean_neighbours=limit,
+            max_excursion=runaway_excursion(model),
+        )
+    except RolloutDiverged as stop:
+        print(f"trajectory {index}: {stop}; animating the {stop.step} frames before it", flush=True)
+        pred = stop.positions
+    return torch.cat([pos[:c], pred]), pos[: c + pred.shape[0]]
+
+
+# --------------------------------------------------------------------------- walls and loss
+
+
+def stays(outside: torch.Tensor) -> dict[str, int]:
+    """How long particles stay outside, from ``outside`` [T, n] bool, frame by frame.
+
+    Returns ``particles`` (outside in at least one frame), ``frames`` (particle-frames
+    outside), ``stays`` (separate runs of consecutive frames outside, over all particles)
+    and ``longest`` (frames, the longest such run).
+    """
+    run = torch.zeros(outside.shape[1], dtype=torch.long)
+    longest = torch.zeros_like(run)
+    for frame in outside:
+        run = (run + 1) * frame
+        longest = torch.maximum(longest, run)
+    starts = outside[:1].sum() + (outside[1:] & ~outside[:-1]).sum()
+    return {
+        "particles": int(outside.any(dim=0).sum()),
+        "frames": int(outside.sum()),
+        "stays": int(starts),
+        "longest": int(longest.max()) if longest.numel() else 0,
+    }
+
+
+@torch.no_grad()
+def wall_penetration(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, tolerance: float = 1.5e-3
+) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Where a rollout's particles leave the box: per wall, how many, how long and how deep.
+
+    Rolls ``positions`` [T, n, dim] out from its first ``C`` frames (no divergence limit).
+
+    Returns:
+        the depth behind each wall [T - C, n, 2 dim] (length unit, 0 inside) and per wall
+        (:func:`wall_distances`' order) :func:`stays` of the particles more than ``tolerance``
+        behind it, with ``deepest`` (length unit) added.
+    """
+    check_particle_type(model, particle_type, positions.shape[1])
+    c = model.window
+    pred = rollout(model, positions[:c].transpose(0, 1), positions.shape[0] - c, particle_type)
+    depth = outside_depth(pred, model.bounds)  # [T - C, n, 2 dim]
+    cells = []
+    for w in range(depth.shape[-1]):
+        cells.append({**stays(depth[:, :, w] > tolerance), "deepest": float(depth[:, :, w].max())})
+    return depth, cells
+
+
+@torch.no_grad()
+def one_step_penetration(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, tolerance: float = 1.5e-3
+) -> dict[str, Any]:
+    """One-step predictions from the true windows that land behind a wall.
+
+    Returns:
+        ``count`` [2 dim] particle-frames more than ``tolerance`` behind each wall,
+        ``deepest`` [2 dim] (length unit) and ``truth``: the true frames' particle-frames
+        more than ``tolerance`` outside.
+    """
+    check_particle_type(model, particle_type, positions.shape[1])
+    c = model.window
+    pred = torch.stack(
+        [
+            model.step({K.POS_HISTORY: positions[t - c : t].transpose(0, 1), K.Z: particle_type})
+            for t in range(c, len(positions))
+        ]
+    )
+    depth = outside_depth(pred, model.bounds)  # [T - C, n, 2 dim]
+    truth = int((outside_depth(positions[c:], model.bounds).amax(-1) > tolerance).sum())
+    return {"count": (depth > tolerance).sum(dim=(0, 1)), "deepest": depth.amax(dim=(0, 1)), "truth": truth}
+
+
+@torch.no_grad()
+def loss_breakdown(model: GNS, data: Trajectories, stride: int = 3, rtol: float = 1e-2) -> dict[str, float]:
+    """Which particles the one-step loss comes from, on true (noise-free) input windows.
+
+    The loss is the squared error of the normalised acceleration, summed over components.
+
+    Returns:
+        ``samples`` (particle-frames), ``loss`` (its mean), ``mean_prediction_loss`` (what
+        predicting ``acc_mean`` would score), ``top1_loss_share`` / ``top10_loss_share`` (the
+        share of the loss carried by the 1 % / 10 % of particle-frames with the largest true
+        normalised acceleration) with ``top1_target_share`` / ``top10_target_share`` (their
+        share of the target's second moment), ``free_fall_share`` (particle-frames in
+        free-fall frames, :func:`is_free_fall`) and ``free_fall_loss_share``.
+    """
+    check_rollout_data(model, data)
+    c = model.window
+    errors, targets, free = [], [], []
+    for pos, ptype in zip(data.positions, data.particle_type, strict=True):
+        pos = pos.to(model.acc_std.dtype)
+        for t in range(c - 1, pos.shape[0] - 1, stride):
+            acc = pos[t + 1] - 2 * pos[t] + pos[t - 1]  # [n, dim] true acceleration at frame t
+            pred = model({K.POS_HISTORY: pos[t - c + 1 : t + 1].transpose(0, 1), K.Z: ptype})
+            errors.append(((pred - acc) / model.acc_std).pow(2).sum(-1).double())
+            targets.append(((acc - model.acc_mean) / model.acc_std).pow(2).sum(-1).double())
+            free.append(torch.full_like(errors[-1], float(is_free_fall(acc[None], rtol)[0])).bool())
+    e, y, f = torch.cat(errors), torch.cat(targets), torch.cat(free)
+    out = {"samples": float(e.numel()), "loss": float(e.mean()), "mean_prediction_loss": float(y.mean())}
+    for name, q in (("top1", 0.99), ("top10", 0.9)):
+        top = y >= torch.quantile(y, q)
+        out[f"{name}_loss_share"] = float(e[top].sum() / e.sum())
+        out[f"{name}_target_share"] = float(y[top].sum() / y.sum())
+    out["free_fall_share"] = float(f.double().mean())
+    out["free_fall_loss_share"] = float(e[f].sum() / e.sum())
+    return out
