@@ -9,7 +9,7 @@ the file is reproducible on the same software (one thread).
 Output: ``OUT.npz`` (arrays ``positions_<k>`` [frames, n_k, 2] in m, ``particle_type_<k>``
 [n_k] int64, ``bounds`` [2, 2] m, ``frame_dt`` s) and the sidecar ``OUT.json`` with
 units, provenance (solver settings, software versions, seed, exact command) and
-statistics. Read it with :func:`physnet.train.gns.load_trajectories`.
+statistics. Read it with :func:`physnet.data.trajectories.load_trajectories`.
 
 Examples::
 

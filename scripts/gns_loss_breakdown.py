@@ -1,13 +1,4 @@
-"""Which particles a trained GNS's one-step loss comes from.
-
-The loss is the squared error of the normalised acceleration (``(a_pred - a) / acc_std``),
-summed over the spatial components. This script evaluates it on true input windows of a
-trajectory file (no noise) and prints how much of it the most violently accelerated
-particles carry (the top 1 % and 10 % by true ``|a|``) and how much the particles of
-*free-fall* frames carry (every particle with the same true acceleration, i.e. ``g dt^2``;
-see :func:`physnet.train.gns.free_fall_response`), next to their share of the samples.
-With a heavy-tailed target (wall impacts) a small share of the particles can carry
-most of the loss and the body force hardly any.
+"""Which particles a trained GNS's one-step loss comes from (:func:`physnet.train.gns_eval.loss_breakdown`).
 
 Example::
 
@@ -20,9 +11,9 @@ import argparse
 
 import torch
 
-from physnet.data import keys as K
+from physnet.data.trajectories import load_trajectories
 from physnet.models.simulator import load_simulator
-from physnet.train.gns import is_free_fall, load_trajectories
+from physnet.train.gns_eval import loss_breakdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,33 +28,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     model = load_simulator(args.model)
     data = load_trajectories(args.data, next(model.parameters()).dtype)
-    c = model.window
-    errors, targets, free = [], [], []
-    with torch.no_grad():
-        for pos, ptype in zip(data.positions, data.particle_type, strict=True):
-            for t in range(c - 1, pos.shape[0] - 1, args.stride):
-                acc = pos[t + 1] - 2 * pos[t] + pos[t - 1]  # [n, dim] true acceleration at frame t
-                is_free = bool(is_free_fall(acc[None], args.rtol)[0])
-                pred = model({K.POS_HISTORY: pos[t - c + 1 : t + 1].transpose(0, 1), K.Z: ptype})
-                errors.append(((pred - acc) / model.acc_std).pow(2).sum(-1).double())
-                targets.append(((acc - model.acc_mean) / model.acc_std).pow(2).sum(-1).double())
-                free.append(torch.full_like(errors[-1], float(is_free)).bool())
-    e, y, f = torch.cat(errors), torch.cat(targets), torch.cat(free)
-    print(f"{e.numel()} particle-frames from {len(data)} trajectories (window stride {args.stride})")
+    r = loss_breakdown(model, data, args.stride, args.rtol)
+    print(f"{r['samples']:.0f} particle-frames from {len(data)} trajectories (window stride {args.stride})")
     print(
-        f"mean normalised squared error {float(e.mean()):.3f}; predicting the mean acceleration "
-        f"would give {float(y.mean()):.3f}"
+        f"mean normalised squared error {r['loss']:.3f}; predicting the mean acceleration would give "
+        f"{r['mean_prediction_loss']:.3f}"
     )
-    for q in (0.99, 0.9):
-        top = y >= torch.quantile(y, q)
-        share = 100 * float(e[top].sum() / e.sum())
+    for name, pct in (("top1", 1), ("top10", 10)):
         print(
-            f"top {100 * (1 - q):.0f} % of particles by true |a|: {share:.1f} % "
-            f"of the loss ({100 * float(y[top].sum() / y.sum()):.1f} % of the target's second moment)"
+            f"top {pct} % of particles by true |a|: {100 * r[name + '_loss_share']:.1f} % of the loss "
+            f"({100 * r[name + '_target_share']:.1f} % of the target's second moment)"
         )
     print(
-        f"free-fall frames: {100 * float(f.double().mean()):.1f} % of the particle-frames, "
-        f"{100 * float(e[f].sum() / e.sum()):.2f} % of the loss"
+        f"free-fall frames: {100 * r['free_fall_share']:.1f} % of the particle-frames, "
+        f"{100 * r['free_fall_loss_share']:.2f} % of the loss"
     )
     return 0
 

@@ -84,7 +84,7 @@ def test_fixture_matches_its_sidecar() -> None:
     npz = folder / meta["file"]
     assert sha256(npz) == meta["sha256"]
     assert npz.stat().st_size < 2e6
-    from physnet.train.gns import load_trajectories
+    from physnet.data.trajectories import load_trajectories
 
     data = load_trajectories(npz)
     assert len(data) == meta["n_trajectories"]
