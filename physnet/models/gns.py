@@ -33,8 +33,7 @@ Units: positions in the data's length unit; time in *frames*: velocities are
 plus the mean (or the known ``body_acceleration``); the training loss divides the error by
 the std again, which is the paper's loss on normalised accelerations.
 
-The box walls follow one convention throughout (:func:`wall_distances`): wall ``w`` in
-``0 .. dim - 1`` is the lower wall along axis ``w``, ``dim .. 2 dim - 1`` the upper walls.
+The box walls follow :mod:`physnet.sim.box`'s order: the lower wall along each axis, then the upper ones.
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ from physnet.data.neighbors import radius_graph
 from physnet.models.simulator import Simulator, register_simulator
 from physnet.nn.mlp import mlp
 from physnet.nn.scatter import scatter_sum
+from physnet.sim.box import wall_distances, wall_normals
 
 __all__ = [
     "GNS",
@@ -61,8 +61,6 @@ __all__ = [
     "NodeDecoder",
     "PairwiseDecoder",
     "WallDamping",
-    "wall_distances",
-    "wall_normals",
     "RolloutDiverged",
     "rollout",
     "euler_step",
@@ -78,32 +76,6 @@ def _mlp(n_in: int, hidden: int, n_hidden: int, n_out: int, layer_norm: bool) ->
     if layer_norm:
         net.append(torch.nn.LayerNorm(n_out))
     return net
-
-
-# --------------------------------------------------------------------------- box geometry
-
-
-def wall_distances(pos: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
-    """Signed distances [..., 2 dim] of ``pos`` [..., dim] inside each wall of a box.
-
-    Args:
-        pos: positions (length unit).
-        bounds: [dim, 2] the box ``[[lo, hi]] * dim``.
-
-    Returns:
-        ``[pos - lo, hi - pos]``: columns ``0 .. dim - 1`` to the lower walls, then the upper
-        ones; > 0 inside the box, < 0 behind a wall.
-    """
-    bounds = bounds.to(pos.dtype)
-    return torch.cat([pos - bounds[:, 0], bounds[:, 1] - pos], dim=-1)
-
-
-def wall_normals(
-    dim: int, dtype: torch.dtype | None = None, device: torch.device | None = None
-) -> torch.Tensor:
-    """[2 dim, dim] outward unit normals of the walls, in :func:`wall_distances`' order."""
-    eye = torch.eye(dim, dtype=dtype, device=device)
-    return torch.cat([-eye, eye])
 
 
 # --------------------------------------------------------------------------- walls

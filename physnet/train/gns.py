@@ -43,10 +43,9 @@ from physnet.models.gns import (
     euler_step,
     noisy_target_acceleration,
     random_walk_noise,
-    wall_distances,
-    wall_normals,
 )
 from physnet.models.simulator import build_simulator
+from physnet.sim.box import wall_distances, wall_normals
 from physnet.train.config import TrainerConfig, _coerce, apply_tf32, read_raw
 from physnet.train.gns_eval import evaluate, free_fall_response, is_free_fall, rollout_errors, selection_score
 

@@ -23,23 +23,19 @@ from physnet.models.gns import (
     check_particle_type,
     constant_velocity_rollout,
     rollout,
-    wall_distances,
 )
+from physnet.sim.box import escaped_particles, excursion, outside_depth, stays
 
 __all__ = [
     "check_rollout_data",
     "one_step_errors",
     "is_free_fall",
     "free_fall_response",
-    "excursion",
-    "escaped_particles",
     "peak_neighbours",
     "selection_score",
     "rollout_errors",
     "evaluate",
     "rollout_for_animation",
-    "outside_depth",
-    "stays",
     "wall_penetration",
     "one_step_penetration",
     "loss_breakdown",
@@ -153,23 +149,6 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def outside_depth(positions: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
-    """Depth behind each wall [..., 2 dim] (> 0 outside, 0 inside) of ``positions`` [..., dim]."""
-    return (-wall_distances(positions, bounds)).clamp_min(0.0)
-
-
-def excursion(positions: torch.Tensor, bounds: torch.Tensor) -> float:
-    """Largest distance (length unit) by which any particle lies outside ``bounds`` [dim, 2]; 0 if none."""
-    return float(outside_depth(positions, bounds).amax()) if positions.numel() else 0.0
-
-
-def escaped_particles(positions: torch.Tensor, bounds: torch.Tensor, tolerance: float = 0.0) -> int:
-    """Number of particles that lie more than ``tolerance`` (length unit, >= 0) outside
-    ``bounds`` [dim, 2] in any frame of ``positions`` [T, n, dim]."""
-    outside = outside_depth(positions, bounds) > tolerance  # [T, n, 2 dim]
-    return int(outside.any(dim=-1).any(dim=0).sum())
-
-
 def runaway_excursion(model: GNS, box_lengths: float = 10.0) -> float:
     """How far outside the box (length unit) a rollout may carry a particle before it counts as
     diverged: ``box_lengths`` times the longest side of ``model.bounds`` (a runaway grows
@@ -280,6 +259,52 @@ def rollout_errors(
     }
 
 
+_REDUCE = {  # how evaluate() summarises each per-trajectory list (default: the mean)
+    "max_excursion": np.max,
+    "peak_neighbours": np.max,
+    "true_peak_neighbours": np.max,
+    "escaped_particles": np.sum,
+    "escaped_beyond_tolerance": np.sum,
+    "free_fall_frames": np.sum,
+    "free_fall_ratio": lambda v: _nanmean(v),
+    "free_fall_rms": lambda v: _nanmean(v),
+}
+
+
+def _trajectory_line(
+    k: int, n: int, steps: int, seconds: float, r: dict[str, float], tolerance: float
+) -> str:
+    line = (
+        f"trajectory {k}: {n} particles, {steps} rollout steps ({seconds:.1f} s): one-step MSE "
+        f"{r['one_step_mse']:.3e} (constant velocity {r['cv_one_step_mse']:.3e}); rollout MSE "
+        f"{r['rollout_mse']:.3e} (constant velocity {r['cv_rollout_mse']:.3e}); max excursion outside the "
+        f"domain {r['max_excursion']:.3e} ({r['escaped_particles']} of {n} particles left it, "
+        f"{r['escaped_beyond_tolerance']} by more than {tolerance:.2e}); neighbours per particle up to "
+        f"{r['peak_neighbours']:.1f} (truth {r['true_peak_neighbours']:.1f}); in {r['free_fall_frames']} "
+        f"free-fall frames it predicts {r['free_fall_ratio']:.2f}x the true acceleration (rms error "
+        f"{r['free_fall_rms']:.2f}x)"
+    )
+    if r["diverged_at_step"] >= 0:
+        line += (
+            f"; DIVERGED: particles clumped or ran away, rollout stopped before frame {r['diverged_at_step']}"
+        )
+    return line
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    n_diverged = sum(d >= 0 for d in s["diverged_at_step"])
+    return (
+        f"mean over {len(s['trajectories'])} trajectories: one-step MSE {s['mean_one_step_mse']:.3e} "
+        f"(constant velocity {s['mean_cv_one_step_mse']:.3e}); rollout MSE {s['mean_rollout_mse']:.3e} "
+        f"(constant velocity {s['mean_cv_rollout_mse']:.3e}, {s['rollout_mse_ratio_cv_over_model']:.1f}x "
+        f"higher); max excursion outside the domain {s['mean_max_excursion']:.3e}; "
+        f"{s['mean_escaped_particles']:.0f} particles left it, {s['mean_escaped_beyond_tolerance']:.0f} by "
+        f"more than {s['escape_tolerance']:.2e}; free fall ({s['mean_free_fall_frames']:.0f} frames): "
+        f"{s['mean_free_fall_ratio']:.2f}x the true acceleration"
+        + (f"; {n_diverged} rollout(s) diverged" if n_diverged else "")
+    )
+
+
 @torch.no_grad()
 def evaluate(
     model: GNS,
@@ -292,82 +317,42 @@ def evaluate(
 ) -> dict[str, Any]:
     """One-step and full-rollout position MSE of the model and the constant-velocity baseline.
 
-    For each trajectory the model starts from the first ``C`` ground-truth frames and
-    predicts all remaining frames (:func:`physnet.models.gns.rollout`, graph rebuilt each
-    step); the rollout MSE is the mean of the squared position error over those frames,
-    particles and components (``learning_to_simulate``'s ``rollout MSE``), length unit^2.
-    The baseline continues every particle with its last velocity. ``max_excursion`` is the
-    largest distance of a predicted particle outside the domain (0 = all stayed inside) and
-    ``escaped_particles`` the number of particles outside it in at least one frame,
-    ``escaped_beyond_tolerance`` of those more than ``escape_tolerance`` outside (see
-    :func:`rollout_errors`).
-    ``clamp_to_bounds`` imposes the walls in the rollout (see :func:`~physnet.models.gns.rollout`);
-    the summary records it, since escapes are then impossible by construction. A rollout
-    whose particles clump (``neighbour_factor``, see :func:`rollout_errors`) stops early and
-    scores ``rollout_mse = inf``; ``diverged_at_step`` lists the frame it stopped at (-1: none).
+    Each trajectory is rolled out from its first ``C`` true frames to its end
+    (:func:`rollout_errors`, with ``clamp_to_bounds``, ``neighbour_factor`` and
+    ``escape_tolerance``); the rollout MSE is ``learning_to_simulate``'s (length unit^2). The
+    one-step MSE predicts every frame from the true previous ones (:func:`one_step_errors`),
+    and :func:`free_fall_response` scores the free-fall frames.
 
     Returns:
-        per-trajectory lists and their means, with keys ``one_step_mse``,
-        ``cv_one_step_mse``, ``rollout_mse``, ``cv_rollout_mse``, ``max_excursion``,
-        ``escaped_particles``, ``escaped_beyond_tolerance``, ``peak_neighbours``,
-        ``true_peak_neighbours``, and :func:`free_fall_response`'s ``free_fall_frames``,
-        ``free_fall_ratio`` and ``free_fall_rms``; ``mean_max_excursion`` and the
-        ``mean_*peak_neighbours`` are the largest and ``mean_escaped_*`` and
-        ``mean_free_fall_frames`` the totals over the trajectories, not means (the free-fall
-        ratios are averaged over the trajectories that have such frames).
+        ``trajectories``, ``clamp_to_bounds``, ``escape_tolerance``, per-trajectory lists of
+        ``one_step_mse``, ``cv_one_step_mse``, :func:`rollout_errors`' and
+        :func:`free_fall_response`'s keys, and for each ``mean_<key>``: the mean over the
+        trajectories, except the largest for ``max_excursion`` and the ``*peak_neighbours``,
+        the total for the counts, and the mean over the trajectories that have free-fall
+        frames for the free-fall ratios; ``rollout_mse_ratio_cv_over_model``.
     """
     model = model.eval()
     dtype = next(model.parameters()).dtype
     indices = list(range(len(data))) if indices is None else indices
     check_rollout_data(model, data, indices)
-    rows: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "one_step_mse",
-            "cv_one_step_mse",
-            "rollout_mse",
-            "cv_rollout_mse",
-            "max_excursion",
-            "escaped_particles",
-            "escaped_beyond_tolerance",
-            "peak_neighbours",
-            "true_peak_neighbours",
-            "free_fall_frames",
-            "free_fall_ratio",
-            "free_fall_rms",
-        )
-    }
-    diverged: list[int] = []
     tolerance = 0.1 * model.radius if escape_tolerance is None else float(escape_tolerance)
+    rows: dict[str, list[Any]] = {}
     for k in indices:
-        pos = data.positions[k].to(dtype)
-        ptype = data.particle_type[k]
+        pos, ptype = data.positions[k].to(dtype), data.particle_type[k]
         one, one_cv = one_step_errors(model, pos, ptype)
-        n_steps = pos.shape[0] - model.window
         start = time.perf_counter()
-        errors = rollout_errors(model, pos, ptype, clamp_to_bounds, neighbour_factor, escape_tolerance)
+        r = {"one_step_mse": one, "cv_one_step_mse": one_cv}
+        r.update(rollout_errors(model, pos, ptype, clamp_to_bounds, neighbour_factor, escape_tolerance))
         seconds = time.perf_counter() - start
-        errors.update(free_fall_response(model, pos, ptype))
-        diverged.append(int(errors["diverged_at_step"]))
-        values = (one, one_cv) + tuple(errors[key] for key in list(rows)[2:])
-        for key, value in zip(rows, values, strict=True):
-            rows[key].append(value)
+        r.update(free_fall_response(model, pos, ptype))
+        for key, value in r.items():
+            rows.setdefault(key, []).append(value)
         if verbose:
             print(
-                f"trajectory {k}: {pos.shape[1]} particles, {n_steps} rollout steps ({seconds:.1f} s): "
-                f"one-step MSE {one:.3e} (constant velocity {one_cv:.3e}); rollout MSE {values[2]:.3e} "
-                f"(constant velocity {values[3]:.3e}); max excursion outside the domain {values[4]:.3e} "
-                f"({values[5]} of {pos.shape[1]} particles left it, {values[6]} by more than "
-                f"{tolerance:.2e}); neighbours per particle up to {values[7]:.1f} (truth {values[8]:.1f}); "
-                f"in {values[9]} free-fall frames it predicts {values[10]:.2f}x the true acceleration "
-                f"(rms error {values[11]:.2f}x)"
-                + (
-                    f"; DIVERGED: particles clumped or ran away, rollout stopped before frame {diverged[-1]}"
-                    if diverged[-1] >= 0
-                    else ""
-                ),
+                _trajectory_line(k, pos.shape[1], pos.shape[0] - model.window, seconds, r, tolerance),
                 flush=True,
             )
+    diverged = [int(d) for d in rows.pop("diverged_at_step")]
     summary: dict[str, Any] = {
         "trajectories": indices,
         "clamp_to_bounds": clamp_to_bounds,
@@ -376,36 +361,12 @@ def evaluate(
         "diverged_at_step": diverged,
     }
     for key, value in rows.items():
-        reduce = {
-            "max_excursion": np.max,
-            "escaped_particles": np.sum,
-            "escaped_beyond_tolerance": np.sum,
-            "free_fall_frames": np.sum,
-            "free_fall_ratio": _nanmean,
-            "free_fall_rms": _nanmean,
-            "peak_neighbours": np.max,
-            "true_peak_neighbours": np.max,
-        }.get(key, np.mean)
-        summary[f"mean_{key}"] = float(reduce(value))
+        summary[f"mean_{key}"] = float(_REDUCE.get(key, np.mean)(value))
     summary["rollout_mse_ratio_cv_over_model"] = summary["mean_cv_rollout_mse"] / max(
         summary["mean_rollout_mse"], 1e-300
     )
-    n_diverged = sum(d >= 0 for d in diverged)
     if verbose:
-        print(
-            f"mean over {len(indices)} trajectories: one-step MSE {summary['mean_one_step_mse']:.3e} "
-            f"(constant velocity {summary['mean_cv_one_step_mse']:.3e}); "
-            f"rollout MSE {summary['mean_rollout_mse']:.3e} "
-            f"(constant velocity {summary['mean_cv_rollout_mse']:.3e}, "
-            f"{summary['rollout_mse_ratio_cv_over_model']:.1f}x higher); "
-            f"max excursion outside the domain {summary['mean_max_excursion']:.3e}; "
-            f"{summary['mean_escaped_particles']:.0f} particles left it, "
-            f"{summary['mean_escaped_beyond_tolerance']:.0f} by more than {tolerance:.2e}; "
-            f"free fall ({summary['mean_free_fall_frames']:.0f} frames): "
-            f"{summary['mean_free_fall_ratio']:.2f}x the true acceleration"
-            + (f"; {n_diverged} rollout(s) diverged" if n_diverged else ""),
-            flush=True,
-        )
+        print(_summary_line(summary), flush=True)
     return summary
 
 
@@ -443,27 +404,6 @@ def rollout_for_animation(
 
 
 # --------------------------------------------------------------------------- walls and loss
-
-
-def stays(outside: torch.Tensor) -> dict[str, int]:
-    """How long particles stay outside, from ``outside`` [T, n] bool, frame by frame.
-
-    Returns ``particles`` (outside in at least one frame), ``frames`` (particle-frames
-    outside), ``stays`` (separate runs of consecutive frames outside, over all particles)
-    and ``longest`` (frames, the longest such run).
-    """
-    run = torch.zeros(outside.shape[1], dtype=torch.long)
-    longest = torch.zeros_like(run)
-    for frame in outside:
-        run = (run + 1) * frame
-        longest = torch.maximum(longest, run)
-    starts = outside[:1].sum() + (outside[1:] & ~outside[:-1]).sum()
-    return {
-        "particles": int(outside.any(dim=0).sum()),
-        "frames": int(outside.sum()),
-        "stays": int(starts),
-        "longest": int(longest.max()) if longest.numel() else 0,
-    }
 
 
 @torch.no_grad()

@@ -22,11 +22,10 @@ from physnet.models.gns import (
     noisy_target_acceleration,
     random_walk_noise,
     rollout,
-    wall_distances,
-    wall_normals,
 )
+from physnet.sim.box import escaped_particles
 from physnet.testing import TOLERANCES, check_particle_symmetries
-from physnet.train.gns_eval import escaped_particles, free_fall_response, rollout_errors, runaway_excursion
+from physnet.train.gns_eval import free_fall_response, rollout_errors, runaway_excursion
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "data" / "mpm_water" / "water_fixture.npz"
@@ -432,23 +431,6 @@ def test_rollout_stops_when_a_particle_runs_away() -> None:
     truth = torch.cat([window.transpose(0, 1), free.clone()])  # [C + 12, n, 2]
     scores = rollout_errors(model, truth, torch.zeros(20, dtype=torch.long))
     assert scores["diverged_at_step"] == 10 and scores["rollout_mse"] == math.inf  # 0.01 * 2^10 > 10
-
-
-def test_wall_distances_and_normals_follow_one_convention() -> None:
-    """``wall_distances``: lower walls along each axis, then upper ones, > 0 inside, < 0 behind;
-    ``wall_normals`` point out of the box in the same order."""
-    bounds = torch.tensor([[0.0, 1.0], [0.0, 2.0]], dtype=torch.float64)
-    pos = torch.tensor([[0.25, 0.5], [-0.1, 2.5]], dtype=torch.float64)
-    expected = torch.tensor([[0.25, 0.5, 0.75, 1.5], [-0.1, 2.5, 1.1, -0.5]], dtype=torch.float64)
-    torch.testing.assert_close(wall_distances(pos, bounds), expected, rtol=0, atol=1e-15)
-    normals = wall_normals(2, torch.float64)
-    torch.testing.assert_close(
-        normals, torch.tensor([[-1.0, 0], [0, -1], [1, 0], [0, 1]], dtype=torch.float64)
-    )
-    # moving a point along a wall's outward normal lowers its distance inside that wall by as much
-    for w in range(4):
-        moved = wall_distances(pos + 0.01 * normals[w], bounds)
-        torch.testing.assert_close(moved[:, w], expected[:, w] - 0.01, rtol=0, atol=1e-12)
 
 
 def test_parts_are_chosen_by_name() -> None:

@@ -16,18 +16,14 @@ from physnet.data.trajectories import Trajectories, load_trajectories
 from physnet.models.gns import GNS
 from physnet.train.gns_eval import (
     check_rollout_data,
-    escaped_particles,
     evaluate,
-    excursion,
     free_fall_response,
     loss_breakdown,
     one_step_penetration,
-    outside_depth,
     peak_neighbours,
     rollout_errors,
     rollout_for_animation,
     selection_score,
-    stays,
     wall_penetration,
 )
 from physnet.train.plots import animate_rollout
@@ -77,23 +73,6 @@ def test_free_fall_response_measures_the_learnt_body_force() -> None:
     )
     still = pos[:1].expand(20, -1, -1)  # at rest: no acceleration, no free-fall frame
     assert math.isnan(free_fall_response(model, still, ptype)["free_fall_ratio"])
-
-
-def test_excursion_and_escaped_particles() -> None:
-    bounds = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
-    pos = torch.full((3, 4, 2), 0.5)  # [T, n, dim], all inside
-    assert excursion(pos, bounds) == 0.0 and escaped_particles(pos, bounds) == 0
-    pos[1, 0, 0] = -0.25  # particle 0 leaves through x_lo in frame 1 only
-    pos[2, 2, 1] = 2.5  # particle 2 through y_hi
-    pos[0, 2, 0] = 1.125  # and through x_hi earlier
-    assert excursion(pos, bounds) == pytest.approx(0.5)
-    assert escaped_particles(pos, bounds) == 2
-    pos[:, 3] = bounds[:, 1]  # exactly on the wall counts as inside
-    assert escaped_particles(pos, bounds) == 2
-    # with a tolerance: particle 0 reaches 0.25 beyond x_lo, particle 2 0.5 beyond y_hi
-    assert escaped_particles(pos, bounds, tolerance=0.2) == 2
-    assert escaped_particles(pos, bounds, tolerance=0.3) == 1
-    assert escaped_particles(pos, bounds, tolerance=0.5) == 0
 
 
 def test_evaluate_and_animation(tmp_path: Path) -> None:
@@ -173,28 +152,6 @@ def test_selection_score_ranks_diverged_rollouts_last() -> None:
     assert (
         1 <= selection_score(one_diverged) < 2 <= selection_score(all_late) < selection_score(all_early) < 3
     )
-
-
-def test_outside_depth_per_wall() -> None:
-    bounds = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
-    pos = torch.tensor([[[0.5, 0.5], [-0.02, 0.5], [0.5, -0.01], [1.03, 1.2]]])  # [1, 4, 2]
-    depth = outside_depth(pos, bounds)  # left, floor, right, lid
-    expected = torch.tensor([[[0, 0, 0, 0], [0.02, 0, 0, 0], [0, 0.01, 0, 0], [0, 0, 0.03, 0.2]]])
-    torch.testing.assert_close(depth, expected, atol=1e-6, rtol=0)
-
-
-def test_stays_counts_runs_of_frames_outside() -> None:
-    # 3 particles, 6 frames: the first is out twice (2 frames, then 1), the second once for 3 frames
-    outside = torch.tensor(
-        [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool
-    )
-    assert stays(outside) == {"particles": 2, "frames": 6, "stays": 3, "longest": 3}
-    assert stays(torch.zeros(4, 2, dtype=torch.bool)) == {
-        "particles": 0,
-        "frames": 0,
-        "stays": 0,
-        "longest": 0,
-    }
 
 
 def _falling_model() -> GNS:
