@@ -105,12 +105,9 @@ def is_free_fall(acceleration: torch.Tensor, rtol: float = 1e-2) -> torch.Tensor
 def free_fall_response(
     model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, rtol: float = 1e-2
 ) -> dict[str, float]:
-    """How much of a uniform body acceleration (gravity in free flight) the model predicts.
-
-    A frame is *free flight* when every particle has the same true acceleration
-    ``x_{t+1} - 2 x_t + x_{t-1}`` to within ``rtol`` of its size (no contact with a wall
-    or between separate blocks: in the MPM water that is exactly ``g dt^2``). For those
-    frames, from true input windows, the model's accelerations are compared with it.
+    """How much of a uniform body acceleration (gravity in free flight) the model predicts, from
+    true input windows of the frames where every particle has the same true acceleration
+    (:func:`is_free_fall`; in the MPM water exactly ``g dt^2``).
 
     Args:
         positions: [T, n, dim] one ground-truth trajectory.
@@ -203,27 +200,20 @@ def rollout_errors(
         positions: [T, n, dim] the true trajectory (length unit), in the model's dtype.
         particle_type: [n] long.
         clamp_to_bounds: see :func:`~physnet.models.gns.rollout`.
-        neighbour_factor: the rollout stops as diverged once the predicted particles have
-            more than this many times the neighbours per particle of the densest true frame
-            (:func:`peak_neighbours`); ``None``: never stop (a clumping rollout can then run
-            for tens of minutes, see :class:`~physnet.models.gns.RolloutDiverged`).
-        escape_tolerance: length unit; ``escaped_beyond_tolerance`` counts the particles
-            more than this far outside the domain. ``None``: ``0.1 * model.radius`` (1.5 mm
-            for the water config, a fifth of its particle spacing). The MPM truth has
-            particles resting exactly on the walls, so the strict count also records a
-            model that is right to 1e-6 m.
+        neighbour_factor: stop as diverged once the prediction has more than this many times the
+            neighbours per particle of the densest true frame (``None``: never; a clumping
+            rollout can then run for tens of minutes).
+        escape_tolerance: ``escaped_beyond_tolerance`` counts particles more than this (length
+            unit) outside the box; ``None``: ``0.1 * model.radius`` (the MPM truth rests particles
+            exactly on the walls, so the strict count also records a model right to 1e-6 m).
 
     Returns:
-        ``rollout_mse`` and ``cv_rollout_mse`` (model and constant-velocity baseline,
-        mean squared position error over the ``T - C`` predicted frames, length unit^2,
-        accumulated in float64), ``max_excursion`` (length unit), ``escaped_particles``
-        and ``escaped_beyond_tolerance`` (over the frames predicted),
-        ``diverged_at_step`` (-1 if the rollout finished),
-        ``peak_neighbours`` and ``true_peak_neighbours``: the largest mean number of
-        neighbours per particle in a predicted frame and in a true one (every 10th), a
-        measure of how far the prediction compresses the fluid.
-        A diverged rollout scores ``rollout_mse = inf``: it never wins model selection and
-        a mean over trajectories that includes it says so.
+        ``rollout_mse`` / ``cv_rollout_mse`` (model / constant velocity, mean squared position
+        error over the ``T - C`` predicted frames, length unit^2; ``inf`` for a diverged
+        rollout, which never wins model selection), ``max_excursion`` (length unit),
+        ``escaped_particles``, ``escaped_beyond_tolerance``, ``diverged_at_step`` (-1: finished)
+        and the largest neighbours per particle of a predicted and a true frame
+        (``peak_neighbours``, ``true_peak_neighbours``).
     """
     c = model.window
     window = positions[:c].transpose(0, 1)  # [n, C, dim]
