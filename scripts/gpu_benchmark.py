@@ -318,15 +318,9 @@ def section_gns(args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
     import torch
 
     from physnet.data import keys as K
+    from physnet.data.trajectories import WindowDataset, collate_windows, load_trajectories
     from physnet.models.gns import rollout
-    from physnet.train.gns import (
-        GNSTask,
-        WindowDataset,
-        build_from_data,
-        collate_windows,
-        load_gns_config,
-        load_trajectories,
-    )
+    from physnet.train.gns import GNSTask, build_from_data, load_gns_config
 
     fixture = ROOT / "data" / "mpm_water" / "water_fixture.npz"
     overrides = [

@@ -72,7 +72,7 @@ def test_gns_forward_on_the_meta_device(walls: bool) -> None:
     """The GNS forward pass (edges given: the neighbour list itself cannot run on meta)."""
     model = physnet.models.build_simulator(
         "gns", dim=2, bounds=[[0.0, 1.0], [0.0, 1.0]], radius=0.15, latent_size=8, hidden_size=8,
-        n_message_passing=2, wall_features=walls,
+        n_message_passing=2, walls="features" if walls else "none",
     )  # fmt: skip
     window = torch.rand(30, 6, 2)
     edges = model.build_edges(window[:, -1])

@@ -86,7 +86,7 @@ def test_gns_symmetries_and_cpu_agreement_on_the_device(device: torch.device) ->
     torch.manual_seed(0)
     model = physnet.models.build_simulator(
         "gns", dim=3, bounds=[[0.0, 1.0]] * 3, radius=0.2, latent_size=16, hidden_size=16,
-        n_message_passing=3, wall_features=False,
+        n_message_passing=3, walls="none",
     ).double().eval()  # fmt: skip
     g = torch.Generator().manual_seed(1)
     start = 0.2 + 0.6 * torch.rand(60, 1, 3, generator=g, dtype=torch.float64)

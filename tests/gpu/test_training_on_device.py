@@ -116,7 +116,8 @@ def test_gns_training_checkpoint_and_resume_on_the_device(device: torch.device, 
     from the checkpoint's weights and Adam state (6 Adam steps at the end) and trains on."""
     import pytorch_lightning as pl
 
-    from physnet.train.gns import GNSTask, WindowDataset, collate_windows, load_trajectories
+    from physnet.data.trajectories import WindowDataset, collate_windows, load_trajectories
+    from physnet.train.gns import GNSTask
 
     data = load_trajectories(WATER)
 
