@@ -30,7 +30,13 @@ def _rollout(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_simulator(args.model)
+    try:
+        model = load_simulator(args.model)
+    except TypeError as err:  # hparams of the options removed in the GNS refactor (issue 33)
+        raise ValueError(
+            f"{args.model} was written by an older physnet whose GNS options are gone ({err}); "
+            "retrain it with the current config (docs/experiments/gns.md lists the renamed keys)"
+        ) from None
     data = load_trajectories(args.data, next(model.parameters()).dtype)
     indices = [int(k) for k in args.trajectories.split(",")] if args.trajectories else list(range(len(data)))
     factor = args.max_neighbour_factor or None

@@ -336,3 +336,18 @@ def test_cli_train_and_rollout_on_the_fixture(tmp_path: Path, capsys: pytest.Cap
     assert "rollout MSE" in printed and "constant velocity" in printed and "max excursion" in printed
     assert gif.stat().st_size > 0 and json.loads(out.read_text())["trajectories"] == [1]
     assert main(["gns-rollout", str(run / "gns.pt"), fixture, "--trajectories", "7"]) == 2  # out of range
+
+
+def test_rollout_of_a_checkpoint_from_before_the_refactor_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``gns.pt`` whose hparams name removed options is refused in one line that says why."""
+    from physnet.cli import main
+
+    old = tmp_path / "old.pt"
+    torch.save(
+        {"hparams": {"name": "gns", "wall_edges": True, "pairwise_decoder": True}, "state_dict": {}}, old
+    )
+    assert main(["gns-rollout", str(old), str(FIXTURE)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "older physnet whose GNS options are gone" in err[0] and "wall_edges" in err[0]
