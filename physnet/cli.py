@@ -32,6 +32,7 @@ def _demo(args: argparse.Namespace) -> int:
     from ase.md.langevin import Langevin
 
     import physnet
+    from physnet.md.guard import BlowUpGuard, MDBlowUp
     from physnet.md.velocities import thermalize
     from physnet.runtime import CpuShare, set_threads
     from physnet.train.config import load_config
@@ -73,6 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
     atoms = physnet.data.from_smiles(args.smiles, seed=args.seed)[0]
     atoms.calc = physnet.Calculator(str(run_dir / "potential.pt"), device=args.device)
     thermalize(atoms, args.temperature, args.seed)
+    guard = BlowUpGuard(atoms, float(atoms.calc.potential.cutoff) * atoms.calc._l, args.temperature)
     atoms.set_constraint(FixCom())  # with fixcm=False: correct NVT sampling (ASE >= 3.28 advice)
     dyn = Langevin(
         atoms,
@@ -90,15 +92,23 @@ def _demo(args: argparse.Namespace) -> int:
 
     def report() -> None:
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-        if not np.isfinite(epot):
-            raise RuntimeError("non-finite energy during MD")
+        guard.check(atoms, dyn.nsteps, epot)
         step = dyn.nsteps
         temp = atoms.get_temperature()
         print(f"{step:6d} {step * args.dt:8.1f} {epot:12.5f} {ekin:10.5f} {epot + ekin:12.5f} {temp:8.1f}")
 
     dyn.attach(report, interval=args.log_every)
     start = time.perf_counter()
-    dyn.run(args.md_steps)
+    try:
+        dyn.run(args.md_steps)
+    except MDBlowUp as err:
+        print(
+            f"physnet demo: error: MD blew up at step {err.step} (t = {err.step * args.dt:g} fs): "
+            f"{err.what}; "
+            f"the potential in {run_dir} needs more training (a longer --minutes) or a smaller --dt",
+            file=sys.stderr,
+        )
+        return 1
     elapsed = time.perf_counter() - start
     per_step = 1e3 * elapsed / max(args.md_steps, 1)
     print(f"{args.md_steps} MD steps in {elapsed:.2f} s ({per_step:.2f} ms/step); run directory {run_dir}")

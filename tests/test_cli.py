@@ -29,6 +29,13 @@ def test_demo_trains_then_runs_md(tmp_path, capsys: pytest.CaptureFixture[str]) 
     assert "ms/step" in out
 
 
+def test_demo_md_that_blows_up_says_so(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["demo", "--minutes", "0.05", "--md-steps", "200", "--log-every", "5", "--dt", "50"]
+    assert main([*args, "--run-dir", str(tmp_path / "demo"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "physnet demo: error: MD blew up at step" in err and "smaller --dt" in err
+
+
 def test_entry_point_help_lists_demo_options() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "physnet.cli", "demo", "--help"], capture_output=True, text=True, check=True

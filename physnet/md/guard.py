@@ -12,7 +12,8 @@ interval and raises :class:`MDBlowUp` with one line that names what happened whe
   (distance below 1.2 times the sum of the covalent radii) is stretched beyond
   ``bond_factor`` times the sum of the radii;
 - the temperature exceeds ``temperature_factor`` times the larger of the target, the
-  starting temperature and ``min_temperature`` (Langevin and NVE alike).
+  starting temperature and ``min_temperature`` (Langevin and NVE alike);
+- a force (from the calculator's last results) is not finite or larger than ``max_force``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class BlowUpGuard:
         bond_factor: a bond longer than ``bond_factor`` times the sum of covalent radii is torn.
         temperature_factor: the run stops above this multiple of the reference temperature.
         min_temperature: lower bound in K of the reference temperature (runs near 0 K).
+        max_force: the largest force in eV/Å an atom may feel; MD that samples a thermal
+            ensemble stays far below it, a potential outside its data or two atoms pressed
+            together go above.
     """
 
     def __init__(
@@ -76,8 +80,10 @@ class BlowUpGuard:
         bond_factor: float = 2.0,
         temperature_factor: float = 5.0,
         min_temperature: float = 100.0,
+        max_force: float = 50.0,
     ) -> None:
         self.cutoff = float(cutoff)
+        self.max_force = float(max_force)
         self.apart_factor = float(apart_factor)
         self.apart = apart_factor * self.cutoff
         i, j, d = neighbor_list("ijd", atoms, self.cutoff)
@@ -121,6 +127,17 @@ class BlowUpGuard:
             bad = np.nonzero(~np.isfinite(pos).all(axis=1))[0]
             raise MDBlowUp(step, f"{len(bad)} atom(s) have non-finite positions (atom {bad[0]} first)")
         symbols = atoms.get_chemical_symbols()
+        forces = getattr(atoms.calc, "results", {}).get("forces") if atoms.calc is not None else None
+        if forces is not None:
+            norms = np.linalg.norm(np.asarray(forces), axis=-1)
+            bad = np.nonzero(~(norms <= self.max_force))[0]
+            if len(bad):
+                a = bad[np.argmax(np.nan_to_num(norms[bad], nan=np.inf))]
+                raise MDBlowUp(
+                    step,
+                    f"the force on {symbols[a]}{a} is {norms[a]:.3g} eV/Å, above the bound "
+                    f"{self.max_force:g} eV/Å ({len(bad)} atom(s))",
+                )
         if len(self.bonds):
             lengths = np.linalg.norm(pos[self.bonds[:, 0]] - pos[self.bonds[:, 1]], axis=1)
             torn = np.nonzero(lengths > self.bond_limits)[0]

@@ -125,3 +125,20 @@ def test_atom_flying_out_of_an_orthorhombic_box() -> None:
     atoms.positions[top, 2] += 9.0
     with pytest.raises(MDBlowUp, match=rf"1 atom\(s\) flew apart: Cu{top} has no neighbour within 8 Å"):
         guard.check(atoms, 3, 0.0)
+
+
+@pytest.mark.parametrize("value", [80.0, np.nan])
+def test_force_above_the_bound_or_not_finite(value: float) -> None:
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = _ethanol()
+    guard = BlowUpGuard(atoms, CUTOFF, temperature=300.0, max_force=50.0)
+    forces = np.zeros((len(atoms), 3))
+    forces[4] = [value, 0.0, 0.0]
+    atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=forces)
+    guard.check(atoms.copy(), 2, 0.0)  # no calculator on the copy: nothing to check
+    with pytest.raises(MDBlowUp, match=r"step 2: the force on H4 is (80|nan) eV/Å, above the bound 50 eV/Å"):
+        guard.check(atoms, 2, 0.0)
+    forces[4] = [49.0, 0.0, 0.0]
+    atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=forces)
+    guard.check(atoms, 3, 0.0)
