@@ -100,7 +100,10 @@ def _demo(args: argparse.Namespace) -> int:
     dyn.attach(report, interval=args.log_every)
     start = time.perf_counter()
     try:
-        dyn.run(args.md_steps)
+        try:
+            dyn.run(args.md_steps)
+        except FloatingPointError as err:  # the Calculator's non-finite energy or forces
+            raise MDBlowUp(dyn.nsteps, str(err)) from err
     except MDBlowUp as err:
         print(
             f"physnet demo: error: MD blew up at step {err.step} (t = {err.step * args.dt:g} fs): "
@@ -522,10 +525,14 @@ def _md(args: argparse.Namespace) -> int:
             try:
                 dyn.run(chunk)
             except (ValueError, FloatingPointError, RuntimeError) as err:
-                if guard is None or isinstance(err, MDBlowUp) or np.isfinite(atoms.positions).all():
+                if guard is None or isinstance(err, MDBlowUp):
                     raise
-                # the neighbour list or the model refused non-finite coordinates between two checks
-                raise MDBlowUp(dyn.nsteps, "non-finite positions") from err
+                if not np.isfinite(atoms.positions).all():
+                    # the neighbour list or the model refused non-finite coordinates between two checks
+                    raise MDBlowUp(dyn.nsteps, "non-finite positions") from err
+                if isinstance(err, FloatingPointError):  # the Calculator's non-finite energy or forces
+                    raise MDBlowUp(dyn.nsteps, str(err)) from err
+                raise
             bar.update(chunk)
     except UncertaintyExceeded as err:
         bar.close()

@@ -267,6 +267,11 @@ class Calculator(_ASECalculator):
         self.results["free_energy"] = energy
         self.results["energies"] = out[K.ATOMIC_ENERGY].cpu().double().numpy() * e
         self.results["forces"] = out[K.FORCES].cpu().double().numpy() * (e / l)
+        if not (np.isfinite(energy) and np.isfinite(self.results["forces"]).all()):
+            raise FloatingPointError(
+                f"the potential gave a non-finite energy ({energy}) or forces for this structure of "
+                f"{len(atoms)} atoms: its weights hold NaN, or the geometry is far outside its training data"
+            )
         if periodic:
             s = out[K.STRESS][0].cpu().double().numpy() * (e / l**3)
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])

@@ -436,3 +436,24 @@ def test_distance_filter_is_skipped_only_when_no_pair_can_cross(
     )
     calc, _ = run_md_against_fresh_list(physnet.Potential(model), ethanol, skin=0.5, steps=40, seed=1)
     assert calc._nl is not None and calc._nl["filter"] is filtered
+
+
+def test_non_finite_energy_is_an_error_not_a_result(ethanol: Atoms) -> None:
+    potential = physnet.Potential(
+        physnet.models.build(
+            "schnet",
+            species=["H", "C", "O"],
+            cutoff=4.0,
+            n_features=8,
+            n_filters=8,
+            n_interactions=1,
+            n_rbf=8,
+        ),
+        energy_unit="eV",
+        length_unit="Å",
+    ).eval()
+    with torch.no_grad():
+        next(potential.model.parameters()).fill_(float("nan"))
+    ethanol.calc = physnet.Calculator(potential)
+    with pytest.raises(FloatingPointError, match="non-finite energy .* for this structure of 9 atoms"):
+        ethanol.get_potential_energy()
