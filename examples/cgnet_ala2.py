@@ -1,11 +1,14 @@
 """CGnet on alanine dipeptide: priors by Boltzmann inversion, force matching, held-out losses.
 
-Reads the 5-bead CG data of ``../shared/data`` (Å, kcal/mol, 300 K; never copied
-into the project), splits it 80/20 by time-contiguous blocks (10 blocks of 1,000
-frames; blocks 4 and 9 are held out), fits the harmonic bond / angle priors, the
-bead repulsion and (unless ``--no-dihedral-prior``) a Fourier dihedral prior
-(Boltzmann inversion of the φ and ψ marginals) on the training frames, then trains
-two CGnets by force matching
+Reads a 5-bead alanine dipeptide CG data set (beads C(ACE) N CA C N(NME), 300 K):
+by default the embedded set ``ala2_cg_amber`` (OpenMM amber14 + OBC2 implicit solvent,
+5,000 frames, stored in eV and Å and converted here to kcal/mol and Å), or, with
+``--data-dir DIR``, the pair ``ala2_cg_coordinates.npy`` (Å) / ``ala2_cg_forces.npy``
+(kcal/mol/Å) in DIR (e.g. the CGnet paper's explicit-solvent subset). It splits the
+frames 80/20 by time-contiguous blocks (10 equal blocks; blocks 4 and 9 are held
+out), fits the harmonic bond / angle priors, the bead repulsion and (unless
+``--no-dihedral-prior``) a Fourier dihedral prior (Boltzmann inversion of the φ and ψ
+marginals) on the training frames, then trains two CGnets by force matching
 (Wang et al., ACS Cent. Sci. 5, 755 (2019)): one on top of the prior, one alone.
 Block 2 of the training part is the validation set of early stopping (the weights
 with the lowest validation loss are kept); ``--lipschitz`` applies the paper's
@@ -21,6 +24,7 @@ force is what is learnt); differences between models are what matters.
 Usage::
 
     python examples/cgnet_ala2.py --minutes 2 --output cgnet_ala2.pt
+    python examples/cgnet_ala2.py --data-dir ../shared/data --minutes 2   # the .npy pair
 """
 
 from __future__ import annotations
@@ -40,24 +44,61 @@ from physnet.models.cgnet import lipschitz_projection
 from physnet.nn.cg_geometry import bead_graph
 from physnet.nn.priors import fit_cg_priors
 
-ROOT = Path(__file__).resolve().parents[1]
 Z = torch.tensor([6, 7, 6, 6, 7])  # C(ACE) N CA C N(NME)
 TEMPERATURE = 300.0  # K
 
 
-def load(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (Å) and mapped forces (kcal/mol/Å), each [n_frames, 5, 3]."""
-    pos_file, force_file = data_dir / "ala2_cg_coordinates.npy", data_dir / "ala2_cg_forces.npy"
-    if not pos_file.is_file() or not force_file.is_file():
-        raise SystemExit(f"alanine dipeptide CG data not found in {data_dir} (see ../shared/data/README.md)")
-    return np.load(pos_file), np.load(force_file)
+def load(data: str = "ala2_cg_amber", data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Bead positions [n_frames, 5, 3] in Å, mapped forces [n_frames, 5, 3] in kcal/mol/Å, and a label.
+
+    With ``data_dir``, reads ``ala2_cg_coordinates.npy`` (Å) and ``ala2_cg_forces.npy``
+    (kcal/mol/Å) there. Otherwise reads the embedded set ``data`` and converts its forces
+    from the units its sidecar json declares (``ala2_cg_amber``: eV/Å) to kcal/mol/Å.
+    """
+    if data_dir is not None:
+        pos_file, force_file = data_dir / "ala2_cg_coordinates.npy", data_dir / "ala2_cg_forces.npy"
+        if not pos_file.is_file() or not force_file.is_file():
+            raise SystemExit(
+                f"ala2_cg_coordinates.npy / ala2_cg_forces.npy not found in {data_dir}; "
+                "give the folder that holds them, or leave out --data-dir to use the embedded set"
+            )
+        positions, forces = np.load(pos_file), np.load(force_file)
+        label = f"{data_dir}/ala2_cg_*.npy"
+    else:
+        from physnet.data import embedded
+        from physnet.units import energy_factor, length_factor
+
+        try:
+            meta = embedded.info(data)
+        except embedded.UnknownDataSetError as err:
+            raise SystemExit(f"--data: {err}") from None
+        units = meta["units"]
+        to_angstrom = length_factor(units["length"])
+        to_kcal_per_angstrom = energy_factor(units["energy"]) / energy_factor("kcal/mol") / to_angstrom
+        frames = embedded.load(data)
+        if any(list(a.numbers) != Z.tolist() for a in frames):
+            raise SystemExit(f"--data {data}: the beads are not C(ACE) N CA C N(NME) (elements C N C C N)")
+        positions = np.stack([a.positions for a in frames]) * to_angstrom
+        forces = np.stack([a.get_forces() for a in frames]) * to_kcal_per_angstrom
+        label = f"{data} ({units['energy']}, {units['length']} -> kcal/mol, Å)"
+    if positions.ndim != 3 or positions.shape[1:] != (5, 3) or forces.shape != positions.shape:
+        raise SystemExit(
+            f"expected positions and forces of shape [n_frames, 5, 3] (beads C(ACE) N CA C N(NME)), "
+            f"got {positions.shape} and {forces.shape}"
+        )
+    return positions, forces, label
+
+
+def time_blocks(n_frames: int, n_blocks: int = 10) -> list[np.ndarray]:
+    """Frame indices of ``n_blocks`` time-contiguous blocks of (nearly) equal length."""
+    return np.array_split(np.arange(n_frames), n_blocks)
 
 
 def block_split(
     n_frames: int, n_blocks: int = 10, test_blocks: tuple[int, ...] = (4, 9)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train / test frame indices from time-contiguous blocks (20 % held out by default)."""
-    blocks = np.array_split(np.arange(n_frames), n_blocks)
+    blocks = time_blocks(n_frames, n_blocks)
     test = np.concatenate([blocks[b] for b in test_blocks])
     train = np.concatenate([blocks[b] for b in range(n_blocks) if b not in test_blocks])
     return train, test
@@ -141,7 +182,15 @@ def make_potential(train_pos: torch.Tensor, priors: dict, args: argparse.Namespa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--data", default="ala2_cg_amber", help="embedded 5-bead CG set (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="read ala2_cg_coordinates.npy (Å) and ala2_cg_forces.npy (kcal/mol/Å) here instead",
+    )
     parser.add_argument("--minutes", type=float, default=2.0, help="training wall time per model")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -170,16 +219,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    positions, forces = load(args.data_dir)
+    positions, forces, label = load(args.data, args.data_dir)
+    print(f"data: {label}, {len(positions)} frames")
     train_idx, test_idx = block_split(len(positions))
     pos = torch.tensor(positions, dtype=torch.float32)
     frc = torch.tensor(forces, dtype=torch.float32)
     tr = (pos[train_idx], frc[train_idx])
     te = (pos[test_idx], frc[test_idx])
     # early-stopping validation: one time block of the training part (block 2 of 10)
-    is_val = (
-        (train_idx >= 2000) & (train_idx < 3000) if args.early_stopping else np.zeros(len(train_idx), bool)
-    )
+    is_val = np.isin(train_idx, time_blocks(len(positions))[2]) & args.early_stopping
     fit = (tr[0][~is_val], tr[1][~is_val])
     va = (tr[0][is_val], tr[1][is_val]) if args.early_stopping else te
     print(

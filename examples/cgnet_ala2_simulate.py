@@ -2,11 +2,14 @@
 
 Loads potentials written by ``examples/cgnet_ala2.py``, runs ``--replicas`` copies in
 parallel with BAOAB Langevin dynamics at 300 K (replicas start from training frames
-of ``../shared/data``, drawn at random), saves the trajectory, and compares the
-simulated φ/ψ free energy F = -kT ln p (30 x 30 bins over [-180°, 180°)^2) with the
-reference one of the data. The printed figure is the mean |ΔF| over bins populated
-in both, after aligning the two surfaces by their mean difference over those bins
-(F is defined up to a constant). The PNG shows reference and simulation side by side.
+of the data, drawn at random), saves the trajectory, and compares the simulated φ/ψ
+free energy F = -kT ln p (kcal/mol; 30 x 30 bins over [-180°, 180°)^2) with the
+reference one of the data. The data are those ``examples/cgnet_ala2.py`` reads: the
+embedded set ``ala2_cg_amber`` by default (``--data``), or the ``.npy`` pair in
+``--data-dir``; give the same data the potentials were trained on. The printed figure
+is the mean |ΔF| over bins populated in both, after aligning the two surfaces by their
+mean difference over those bins (F is defined up to a constant). The PNG shows
+reference and simulation side by side.
 
 Usage::
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cgnet_ala2 import load, time_blocks  # examples/cgnet_ala2.py, next to this file
 
 import physnet
 import physnet.models.cgnet  # noqa: F401  (registers "cgnet")
@@ -29,7 +33,6 @@ from physnet.md.langevin import langevin
 from physnet.nn.cg_geometry import dihedrals, distances
 from physnet.nn.priors import boltzmann_constant
 
-ROOT = Path(__file__).resolve().parents[1]
 Z = torch.tensor([6, 7, 6, 6, 7])  # C(ACE) N CA C N(NME)
 PHI_PSI = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
 BONDS = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]])
@@ -79,7 +82,15 @@ def plot(surfaces: dict[str, np.ndarray], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--data", default="ala2_cg_amber", help="embedded 5-bead CG set (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="read ala2_cg_coordinates.npy (Å) and ala2_cg_forces.npy (kcal/mol/Å) here instead",
+    )
     parser.add_argument("--potential", type=Path, action="append", help="potential file(s); repeatable")
     parser.add_argument("--label", action="append", help="plot label of each potential (default: file name)")
     parser.add_argument("--replicas", type=int, default=100)
@@ -92,20 +103,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--png", type=Path, default=ROOT / "examples" / "cgnet_ala2_fes.png")
+    parser.add_argument("--png", type=Path, default=Path("cgnet_ala2_fes.png"), help="picture to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     potentials = args.potential or [Path("cgnet_ala2.pt")]
 
-    data = np.load(args.data_dir / "ala2_cg_coordinates.npy")
+    data, _, data_label = load(args.data, args.data_dir)
+    print(f"data: {data_label}, {len(data)} frames")
     kT = boltzmann_constant("kcal/mol") * args.temperature
     ref = free_energy(phi_psi(data), kT)
     rng = np.random.default_rng(args.seed)
-    train = np.concatenate([np.arange(b * 1000, (b + 1) * 1000) for b in range(10) if b not in (4, 9)])
+    blocks = time_blocks(len(data))
+    train = np.concatenate([blocks[b] for b in range(len(blocks)) if b not in (4, 9)])
+    if args.replicas > len(train):
+        raise SystemExit(f"--replicas {args.replicas} is more than the {len(train)} training frames")
     start = torch.tensor(data[rng.choice(train, size=args.replicas, replace=False)], device=args.device)
-    r0 = distances(torch.tensor(data[:1000], dtype=torch.float64), BONDS).max().item()
+    r0 = distances(torch.tensor(data[blocks[0]], dtype=torch.float64), BONDS).max().item()
 
-    surfaces = {"reference (AMBER, 10,000 frames)": ref}
+    surfaces = {f"reference ({len(data):,} frames)": ref}
     summary = []
     labels = args.label or [p.stem for p in potentials]
     if len(labels) != len(potentials):
