@@ -346,7 +346,10 @@ class FourierDihedrals(_BeadPrior):
     E = sum_d sum_{n=1}^{N} a_dn cos(n phi_d) + b_dn sin(n phi_d), the truncated Fourier series
     of the potential of mean force -kT ln p(phi_d) of each dihedral's marginal distribution in
     the training frames (``n_bins`` histogram bins over [-pi, pi), weighted least squares with
-    weights sqrt(count), empty bins left out). It gives the network a prior with the right
+    weights sqrt(count)). Every bin gets a pseudo-count of ``EMPTY_BIN_COUNT`` (half a visit), so
+    a bin the data never reached has a high free energy -kT ln(0.5 / n_frames) in the fit: left
+    out, nothing would constrain the series there, and its minimum can fall in a region without
+    data, which drives Langevin runs there. It gives the network a prior with the right
     basin depths along each backbone dihedral, as the dihedral priors of later CG force fields
     do (Charron et al., arXiv:2310.18278 (2023), Sec. "Prior"), where the harmonic bond and
     angle priors of Wang et al. (2019) are flat. Buffers ``a`` and ``b`` [n_dihedrals, N]
@@ -362,6 +365,8 @@ class FourierDihedrals(_BeadPrior):
     """
 
     _name = "fourier_dihedrals"
+    #: pseudo-count added to every histogram bin before the Boltzmann inversion
+    EMPTY_BIN_COUNT = 0.5
 
     def __init__(
         self,
@@ -401,9 +406,10 @@ class FourierDihedrals(_BeadPrior):
             seen = count > 0
             if seen.sum() < design.shape[1]:
                 raise ValueError(f"dihedral {d} visits only {int(seen.sum())} of {self.n_bins} bins; too few")
-            pmf = -self.kT * np.log(count[seen] / count.sum())
-            w = np.sqrt(count[seen])[:, None]
-            coef, *_ = np.linalg.lstsq(design[seen] * w, pmf * w[:, 0], rcond=None)
+            filled = count + self.EMPTY_BIN_COUNT
+            pmf = -self.kT * np.log(filled / filled.sum())
+            w = np.sqrt(filled)[:, None]
+            coef, *_ = np.linalg.lstsq(design * w, pmf * w[:, 0], rcond=None)
             k = len(n)
             self.a[d] = torch.as_tensor(coef[:k])
             self.b[d] = torch.as_tensor(coef[k : 2 * k])

@@ -196,3 +196,21 @@ def test_fourier_dihedral_prior_recovers_the_pmf() -> None:
     assert prior.hparams["name"] == "fourier_dihedrals" and bool(prior.fitted)
     with pytest.raises(ValueError, match="4 beads"):
         FourierDihedrals(3)
+
+
+def test_fourier_dihedral_prior_keeps_its_minimum_where_the_data_are() -> None:
+    """Data only in -120..-20 degrees (half the bins empty, as in a short alanine-dipeptide run):
+    the fitted series has its minimum inside the sampled range and is high where no frame went
+    (empty bins count as half a visit; left out, the minimum can fall in the empty half)."""
+    rng = np.random.default_rng(1)
+    phi = np.deg2rad(np.concatenate([rng.normal(-70.0, 15.0, 4000), rng.uniform(-120.0, -20.0, 500)]))
+    phi = phi[(phi > np.deg2rad(-120)) & (phi < np.deg2rad(-20))]
+    pos = _chains_with_dihedral(phi)
+    sign = float(np.sign(dihedrals(torch.tensor(pos[:1]), torch.tensor([[0, 1, 2, 3]]))[0, 0] * phi[0]))
+    prior = FourierDihedrals(4, n_terms=3, temperature=300.0).double().fit(pos)
+    grid = np.deg2rad(np.arange(-180.0, 180.0, 1.0))
+    energy = prior(bead_graph(torch.tensor(_chains_with_dihedral(sign * grid)), torch.full((4,), 6))).numpy()
+    lowest = np.rad2deg(grid[np.argmin(energy)])
+    assert -120.0 < lowest < -20.0, f"prior minimum at {lowest:.0f} degrees, outside the data"
+    unseen = (grid > np.deg2rad(20)) & (grid < np.deg2rad(160))
+    assert energy[unseen].min() - energy.min() > 3 * KT  # the empty half is uphill
