@@ -60,15 +60,16 @@ def test_registries_know_every_model_module() -> None:
     """Every module that registers a model is in its registry's lazy table, and vice versa, so that
     ``available()`` is complete before any model module is imported."""
     import physnet.models
-    from physnet.models import registry, simulator
+    from physnet.models import registry
 
     for info in pkgutil.iter_modules(physnet.models.__path__):
         importlib.import_module(f"physnet.models.{info.name}")
-    assert set(registry._REGISTRY) == set(registry._BUILTIN)
-    assert set(simulator._SIMULATORS) == set(simulator._BUILTIN)
-    for name, module in {**registry._BUILTIN, **simulator._BUILTIN}.items():
-        builder = registry._REGISTRY.get(name) or simulator._SIMULATORS[name]
-        assert builder.__module__ == module, (name, builder.__module__)
+    kinds = {table.kind for table in registry.REGISTRIES}
+    assert kinds == {"model", "simulator", "dynamics model"}, kinds
+    for table in registry.REGISTRIES:
+        assert set(table.builders) == set(table.builtin), table.kind
+        for name, module in table.builtin.items():
+            assert table.builders[name].__module__ == module, (table.kind, name)
 
 
 @pytest.mark.parametrize("package", ["physnet", "physnet.data", "physnet.models"])

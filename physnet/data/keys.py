@@ -40,6 +40,11 @@ NEXT_POS: Final[str] = "next_pos"  # [n_particles, dim] float, position one fram
 FUTURE_POS: Final[str] = "future_pos"  # [n_particles, U, dim] float, the U frames after NEXT_POS
 TRAJECTORY: Final[str] = "trajectory"  # [n_frames, n_particles, dim] float, a whole trajectory
 
+# --- N-body dynamics models (batches of B systems of N particles) --------------
+VEL: Final[str] = "vel"  # [B, N, 3] float, velocities (length unit / time unit of the data)
+CHARGES: Final[str] = "charges"  # [B, N] float, particle charges
+TARGET_POS: Final[str] = "target_pos"  # [B, N, 3] float, the positions a dynamics model predicts
+
 # Prefix of the separate energy terms a Potential returns, e.g. "energy_model",
 # "energy_reference", "energy_prior_bonds"; each [n_graphs].
 ENERGY_TERM_PREFIX: Final[str] = "energy_"

@@ -1,9 +1,11 @@
-"""Energy models and the name -> builder registry; learned simulators and theirs.
+"""Energy models, learned simulators and N-body dynamics models, each kind in a name -> builder table.
 
 ``physnet.models.available()`` lists energy-model names; ``physnet.models.build(name,
-species=[...], **hparams)`` returns a model. Learned simulators (GNS), which are not energy
-models, have their own registry: ``available_simulators()`` and ``build_simulator(name, **hparams)``
-(see :mod:`physnet.models.simulator`).
+species=[...], **hparams)`` returns a model. Learned simulators (GNS) and dynamics models
+(EGNN / SE(3)-Transformer on the N-body task), which are not energy models, have tables of their
+own with the same mechanism (:class:`physnet.models.registry.Registry`):
+``available_simulators()`` / ``build_simulator(name, **hparams)`` and ``available_dynamics()`` /
+``build_dynamics(name, **hparams)``.
 
 A model's module is imported the first time its name is built or its class is used (the
 registries know the built-in names and their modules), so that a user of SchNet does not
@@ -33,6 +35,12 @@ _LAZY: dict[str, str] = {
     "build_simulator": "physnet.models.simulator",
     "load_simulator": "physnet.models.simulator",
     "register_simulator": "physnet.models.simulator",
+    "DynamicsModel": "physnet.models.dynamics",
+    "available_dynamics": "physnet.models.dynamics",
+    "build_dynamics": "physnet.models.dynamics",
+    "load_dynamics": "physnet.models.dynamics",
+    "register_dynamics": "physnet.models.dynamics",
+    "Registry": "physnet.models.registry",
     "SE3Transformer": "physnet.models.se3_transformer",
     "SE3TransformerDynamics": "physnet.models.se3_transformer",
 }
@@ -54,6 +62,12 @@ __all__ = [
     "build_simulator",
     "load_simulator",
     "register_simulator",
+    "DynamicsModel",
+    "available_dynamics",
+    "build_dynamics",
+    "load_dynamics",
+    "register_dynamics",
+    "Registry",
     "SE3Transformer",
     "SE3TransformerDynamics",
 ]
@@ -62,6 +76,7 @@ __all__ = [
 _SUBMODULES = (
     "registry",
     "simulator",
+    "dynamics",
     "schnet",
     "behler_parrinello",
     "cgnet",
@@ -73,9 +88,16 @@ _SUBMODULES = (
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from physnet.models.behler_parrinello import BehlerParrinello
     from physnet.models.cgnet import CGnet
+    from physnet.models.dynamics import (
+        DynamicsModel,
+        available_dynamics,
+        build_dynamics,
+        load_dynamics,
+        register_dynamics,
+    )
     from physnet.models.egnn import EGNN, EGNNDynamics
     from physnet.models.gns import GNS, rollout
-    from physnet.models.registry import EnergyModel, available, build, register
+    from physnet.models.registry import EnergyModel, Registry, available, build, register
     from physnet.models.schnet import SchNet
     from physnet.models.se3_transformer import SE3Transformer, SE3TransformerDynamics
     from physnet.models.simulator import (

@@ -55,6 +55,7 @@ import torch
 
 from physnet.data import keys as K
 from physnet.data.neighbors import edge_vectors
+from physnet.models.dynamics import DynamicsModel, register_dynamics
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import GaussianRBF, activation, mlp, scatter_sum
 from physnet.nn.tracing import is_exporting
@@ -357,7 +358,8 @@ class EGNN(EnergyModel):
         return self.readout(h).squeeze(-1)  # [n_atoms]
 
 
-class EGNNDynamics(torch.nn.Module):
+@register_dynamics("egnn")
+class EGNNDynamics(DynamicsModel):
     """EGNN for N-body dynamics (Satorras et al. 2021, Sec. 5.1): predicts positions ahead.
 
     Fully connected graph of each system; h^0 = Linear(||v_i||); edge attributes
@@ -409,15 +411,6 @@ class EGNNDynamics(torch.nn.Module):
             )
             for _ in range(n_layers)
         )
-        self.hparams = {
-            "n_features": n_features,
-            "n_layers": n_layers,
-            "act": act,
-            "attention": attention,
-            "normalize": normalize,
-            "tanh": tanh,
-            "coord_range": coord_range,
-        }
 
     def forward(
         self, pos: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor

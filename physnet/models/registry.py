@@ -1,4 +1,8 @@
-"""Name -> builder registry: the public entry point every model joins.
+"""Name -> builder registries: one mechanism (:class:`Registry`) for every kind of model.
+
+Energy models join :data:`ENERGY_MODELS` (``register`` / ``build`` / ``available`` below),
+learned simulators :data:`physnet.models.simulator.SIMULATORS`, N-body dynamics models
+:data:`physnet.models.dynamics.DYNAMICS_MODELS`; all record ``hparams`` and rebuild alike.
 
 >>> import physnet
 >>> "schnet" in physnet.models.available()
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +25,7 @@ import torch
 from physnet.data.graph import SpeciesIndex
 from physnet.errors import UnknownKeyError, UserError, close_match
 
-__all__ = ["EnergyModel", "register", "build", "available"]
+__all__ = ["EnergyModel", "Registry", "ENERGY_MODELS", "register", "build", "available", "save_model"]
 
 
 class EnergyModel(torch.nn.Module):
@@ -75,48 +80,132 @@ class EnergyModel(torch.nn.Module):
         """
 
 
-_REGISTRY: dict[str, Callable[..., EnergyModel]] = {}
-# built-in names -> the module whose import registers them; imported on first look-up, so that
-# building SchNet does not import e3nn (the SE(3)-Transformer's)
-_BUILTIN: dict[str, str] = {
-    "behler_parrinello": "physnet.models.behler_parrinello",
-    "cgnet": "physnet.models.cgnet",
-    "egnn": "physnet.models.egnn",
-    "schnet": "physnet.models.schnet",
-    "se3_transformer": "physnet.models.se3_transformer",
-}
 M = TypeVar("M", bound=Callable[..., Any])
+# every registry, for tests that check the lazy tables against the modules
+REGISTRIES: list[Registry] = []
+
+
+class Registry:
+    """A name -> builder table of one kind of model (energy models, simulators, dynamics models).
+
+    Every kind of model joins one of these and is built, recorded and rebuilt the same way:
+    :meth:`build` checks the keyword arguments against the builder's signature, fills in the
+    defaults and stores ``{"name": name, **arguments}`` as ``model.hparams``, so that
+    ``registry.build(**model.hparams)`` (or :meth:`load` of a :func:`save_model` file) rebuilds the
+    model. Built-in names map to the module whose import registers them; that module is imported
+    on the first look-up, so that building SchNet does not import e3nn.
+
+    Args:
+        kind: what the table holds, for messages ("model", "simulator", "dynamics model").
+        builtin: built-in name -> module that registers it.
+        fixed: arguments every builder of this kind takes from the caller rather than from the
+            user's hyper-parameters (``species`` for energy models); left out of the list of
+            allowed keywords in the unknown-argument message.
+    """
+
+    def __init__(self, kind: str, builtin: dict[str, str], fixed: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self.builtin = dict(builtin)
+        self.fixed = fixed
+        self.builders: dict[str, Callable[..., Any]] = {}
+        REGISTRIES.append(self)
+
+    def register(self, name: str) -> Callable[[M], M]:
+        """Class decorator adding a builder under ``name``; a taken name is a ``ValueError``."""
+
+        def wrap(builder: M) -> M:
+            builtin = self.builtin.get(name)
+            if name in self.builders or (builtin is not None and builder.__module__ != builtin):
+                raise ValueError(f"a {self.kind} named {name!r} is already registered")
+            self.builders[name] = builder
+            return builder
+
+        return wrap
+
+    def available(self) -> list[str]:
+        """Registered names (built-in ones included, imported or not), sorted."""
+        return sorted(set(self.builders) | set(self.builtin))
+
+    def lookup(self, name: str) -> Callable[..., Any]:
+        """The builder registered under ``name``, importing a built-in module on first use."""
+        if name not in self.builders and name in self.builtin:
+            importlib.import_module(self.builtin[name])
+        if name not in self.builders:
+            names = self.available()
+            raise UserError(f"unknown {self.kind} {name!r}{close_match(name, names)}; available: {names}")
+        return self.builders[name]
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        """Build ``name`` from keyword arguments; unknown ones are an :class:`UnknownKeyError`.
+
+        Returns:
+            the model, with ``model.hparams`` = ``{"name": name, **arguments}`` (defaults filled
+            in, tuples as lists).
+        """
+        builder = self.lookup(name)
+        sig = inspect.signature(builder)
+        unknown = sorted(set(kwargs) - set(sig.parameters))
+        if unknown:
+            allowed = sorted(p for p in sig.parameters if p not in self.fixed)
+            raise UnknownKeyError(
+                f"{self.kind} {name!r} got unknown argument(s) {unknown}{close_match(unknown[0], allowed)}; "
+                f"it takes {allowed}"
+            )
+        bound = sig.bind(**kwargs)
+        bound.apply_defaults()
+        model = builder(*bound.args, **bound.kwargs)
+        # tuples (default sequences) as lists, so that the record is plain YAML / JSON
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()}
+        model.hparams = {"name": name, **plain}
+        return model
+
+    def rebuild(self, hparams: dict[str, Any]) -> Any:
+        """The model a ``model.hparams`` record describes (fresh weights)."""
+        hparams = dict(hparams)
+        return self.build(hparams.pop("name"), **hparams)
+
+    def load(self, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+        """Rebuild a model written by :func:`save_model` (weights and buffers), in eval mode."""
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        model = self.rebuild(payload["hparams"])
+        # keep the saved precision: a float64-trained model must not come back as float32
+        dtypes = {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()}
+        if len(dtypes) == 1:
+            model = model.to(dtypes.pop())
+        model.load_state_dict(payload["state_dict"])
+        return model.eval()
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Write ``{"hparams", "state_dict"}`` of a registry-built model, read back by :meth:`Registry.load`."""
+    torch.save({"hparams": dict(model.hparams), "state_dict": model.state_dict()}, path)
+
+
+ENERGY_MODELS = Registry(
+    "model",
+    {
+        "behler_parrinello": "physnet.models.behler_parrinello",
+        "cgnet": "physnet.models.cgnet",
+        "egnn": "physnet.models.egnn",
+        "schnet": "physnet.models.schnet",
+        "se3_transformer": "physnet.models.se3_transformer",
+    },
+    fixed=("species",),
+)
 
 
 def register(name: str) -> Callable[[M], M]:
-    """Class decorator adding a model builder under ``name``."""
-
-    def wrap(builder: M) -> M:
-        taken = name in _REGISTRY or (name in _BUILTIN and builder.__module__ != _BUILTIN[name])
-        if taken:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
+    """Class decorator adding an energy-model builder under ``name``."""
+    return ENERGY_MODELS.register(name)
 
 
 def available() -> list[str]:
-    """Names of the registered models (built-in ones included, imported or not), sorted."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN))
-
-
-def _lookup(name: str) -> Callable[..., EnergyModel]:
-    """The builder registered under ``name``, importing a built-in model's module on first use."""
-    if name not in _REGISTRY and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}{close_match(name, available())}; available: {available()}")
-    return _REGISTRY[name]
+    """Names of the registered energy models (built-in ones included, imported or not), sorted."""
+    return ENERGY_MODELS.available()
 
 
 def build(name: str, species: Sequence[int | str], **hparams: Any) -> EnergyModel:
-    """Build a registered model.
+    """Build a registered energy model.
 
     Args:
         name: a name from :func:`available`.
@@ -127,17 +216,4 @@ def build(name: str, species: Sequence[int | str], **hparams: Any) -> EnergyMode
         the model, with ``model.hparams`` recording ``name``, ``species`` and every
         keyword argument (defaults filled in) so a checkpoint can rebuild it.
     """
-    builder = _lookup(name)
-    sig = inspect.signature(builder)
-    unknown = sorted(set(hparams) - set(sig.parameters))
-    if unknown:
-        allowed = sorted(p for p in sig.parameters if p != "species")
-        raise UnknownKeyError(
-            f"model {name!r} got unknown argument(s) {unknown}{close_match(unknown[0], allowed)}; "
-            f"it takes {allowed}"
-        )
-    bound = sig.bind(species=list(species), **hparams)
-    bound.apply_defaults()
-    model = builder(*bound.args, **bound.kwargs)
-    model.hparams = {"name": name, **bound.arguments}
-    return model
+    return ENERGY_MODELS.build(name, species=list(species), **hparams)

@@ -75,6 +75,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 
 from physnet.data import keys as K
 from physnet.data.neighbors import edge_vectors
+from physnet.models.dynamics import DynamicsModel, register_dynamics
 from physnet.models.egnn import fully_connected_edges, polynomial_envelope
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import GaussianRBF, mlp, scatter_sum, segment_softmax
@@ -464,7 +465,8 @@ class SE3Transformer(EnergyModel):
         return self.readout(scalars).squeeze(-1)
 
 
-class SE3TransformerDynamics(torch.nn.Module):
+@register_dynamics("se3_transformer")
+class SE3TransformerDynamics(DynamicsModel):
     """SE(3)-Transformer for N-body dynamics (EGNN paper, Sec. 5.1): predicts positions ahead.
 
     Fully connected graph of each system (no cutoff, no envelope); node inputs
@@ -517,16 +519,6 @@ class SE3TransformerDynamics(torch.nn.Module):
         )
         self.head = o3.Linear(self.irreps_hidden + self.irreps_in, vector)
         self.eps = 1e-6
-        self.hparams = {
-            "channels": list(channels),
-            "n_layers": n_layers,
-            "n_heads": n_heads,
-            "n_rbf": n_rbf,
-            "rbf_max": rbf_max,
-            "radial_hidden": list(radial_hidden),
-            "parity": parity,
-            "layer_norm": layer_norm,
-        }
 
     def forward(
         self, pos: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor

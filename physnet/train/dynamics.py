@@ -1,7 +1,8 @@
 """Lightning task for dynamics models that predict future positions (EGNN's N-body task).
 
-A batch is a dict of tensors for B systems of N particles: ``pos`` [B, N, 3], ``vel``
-[B, N, 3], ``charges`` [B, N] and the target positions ``target`` [B, N, 3]. The loss
+A batch is a dict of tensors for B systems of N particles under the keys of
+:mod:`physnet.data.keys`: ``POS`` [B, N, 3], ``VEL`` [B, N, 3], ``CHARGES`` [B, N] and the
+target positions ``TARGET_POS`` [B, N, 3]. The loss
 is the mean squared error of the predicted positions, the metric of Satorras et al.,
 ICML 2021, Table 2.
 """
@@ -13,17 +14,19 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from physnet.data import keys as K
+
 __all__ = ["DynamicsTask", "flatten_systems"]
 
 
 def flatten_systems(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """[B, N, ...] system tensors -> flat particle tensors and the [B * N] system index."""
-    n_systems, n_particles = batch["pos"].shape[:2]
-    index = torch.arange(n_systems, device=batch["pos"].device).repeat_interleave(n_particles)
+    n_systems, n_particles = batch[K.POS].shape[:2]
+    index = torch.arange(n_systems, device=batch[K.POS].device).repeat_interleave(n_particles)
     return (
-        batch["pos"].reshape(-1, 3),
-        batch["vel"].reshape(-1, 3),
-        batch["charges"].reshape(-1),
+        batch[K.POS].reshape(-1, 3),
+        batch[K.VEL].reshape(-1, 3),
+        batch[K.CHARGES].reshape(-1),
         index,
     )
 
@@ -46,17 +49,17 @@ class DynamicsTask(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Predicted positions [B, N, 3]."""
         pos, vel, charges, index = flatten_systems(batch)
-        return self.model(pos, vel, charges, index).reshape(batch["pos"].shape)
+        return self.model(pos, vel, charges, index).reshape(batch[K.POS].shape)
 
     def _step(self, stage: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        loss = (self(batch) - batch["target"]).pow(2).mean()
+        loss = (self(batch) - batch[K.TARGET_POS]).pow(2).mean()
         self.log(
             f"{stage}/mse",
             loss,
             prog_bar=True,
             on_step=False,
             on_epoch=True,
-            batch_size=batch["pos"].shape[0],
+            batch_size=batch[K.POS].shape[0],
         )
         return loss
 

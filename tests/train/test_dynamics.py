@@ -4,6 +4,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from physnet.data import keys as K
 from physnet.models import EGNNDynamics
 from physnet.train.dynamics import DynamicsTask
 
@@ -18,7 +19,7 @@ def _loader(n: int, seed: int) -> DataLoader:
 
     def collate(items):
         p, v, q, t = (torch.stack(x) for x in zip(*items, strict=True))
-        return {"pos": p, "vel": v, "charges": q, "target": t}
+        return {K.POS: p, K.VEL: v, K.CHARGES: q, K.TARGET_POS: t}
 
     return DataLoader(data, batch_size=16, shuffle=False, collate_fn=collate)
 
