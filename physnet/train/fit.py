@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from physnet.data.graph import atomic_number
 from physnet.errors import UnknownKeyError, UserError, atomic_write
 from physnet.models.registry import build
 from physnet.potential import Potential
-from physnet.train.config import RunConfig, apply_tf32
+from physnet.train.config import RunConfig
 from physnet.train.finetune import (
     FINETUNE_KEYS,
     freeze,
@@ -39,6 +38,8 @@ from physnet.train.finetune import (
     resolve_model,
     split_model_config,
 )
+from physnet.train.runner import rank as _rank
+from physnet.train.runner import say as _say
 from physnet.units import energy_factor, length_factor
 
 __all__ = [
@@ -53,15 +54,6 @@ __all__ = [
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
-
-
-def _say(msg: str) -> None:
-    if _rank() == 0:
-        print(msg, flush=True)
 
 
 def fit_reference_energies(
@@ -459,42 +451,16 @@ def train(
     """
     if cfg.trainer.committee > 1:
         return train_committee(cfg, resume=resume, callbacks=callbacks, overwrite=overwrite)
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from physnet.train.checkpoint_io import AtomicCheckpointIO
     from physnet.train.plots import plot_learning_curves, plot_parity
+    from physnet.train.runner import guard_run_dir, last_checkpoint, make_trainer, resume_from, start_run
     from physnet.train.tasks import PotentialTask
 
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"cannot resume: {last} does not exist")
-    if not resume and _rank() == 0:
-        has_checkpoints = ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
-        results = [name for name in RUN_RESULTS if (run_dir / name).exists()]
-        own = run_dir / "config.yaml"
-        if config_file is not None and own.exists() and own.samefile(config_file):
-            results.remove("config.yaml")
-        if has_checkpoints and not overwrite:
-            raise FileExistsError(
-                f"run directory {run_dir} already has checkpoints; resume with --resume {run_dir}, "
-                "set run_dir or pass --overwrite"
-            )
-        if results and not has_checkpoints and not overwrite:
-            raise FileExistsError(
-                f"{run_dir} already holds a finished or foreign run ({', '.join(results)}); "
-                "choose another run_dir or pass --overwrite"
-            )
-        if overwrite and ckpt_dir.is_dir():
-            shutil.rmtree(ckpt_dir)
-    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    from physnet.runtime import CpuShare, set_threads
-
-    share = CpuShare(set_threads(cfg.trainer.threads))
-    apply_tf32(cfg.trainer.tf32)
+    guard_run_dir(run_dir, resume, overwrite, RUN_RESULTS, config_file)
+    share = start_run(cfg.trainer)
     started = time.perf_counter()
     potential, dataset, split = prepare(cfg, run_dir, resume)
     if _rank() == 0:
@@ -530,59 +496,24 @@ def train(
     # prepare() checked species, dtype and cells of every frame: steps skip the per-batch check
     task = PotentialTask(potential, cfg.task, run_config=cfg.to_dict(), checked_data=True)
 
-    checkpoints = [
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="best",
-            monitor="val/loss",
-            mode="min",
-            save_top_k=1,
-            auto_insert_metric_name=False,
-        ),
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            save_top_k=0,
-            save_last=True,
-            every_n_train_steps=max(t.checkpoint_every_n_steps, 1),
-        ),
-    ]
-    all_callbacks: list[Any] = [*checkpoints, *callbacks]
-    if cfg.task.ema_decay > 0:
-        all_callbacks.append(EMAWeightAveraging(decay=cfg.task.ema_decay))
-    log_dir = run_dir / "logs"
-    if resume and _rank() == 0 and (log_dir / "metrics.csv").is_file():
-        # Lightning's CSVLogger deletes an existing metrics.csv: keep the killed run's part.
-        n = len(list(log_dir.glob("metrics_part*.csv")))
-        os.replace(log_dir / "metrics.csv", log_dir / f"metrics_part{n:03d}.csv")
-    loggers: list[Any] = [CSVLogger(run_dir, name="logs", version="")]
-    try:
-        import tensorboard  # noqa: F401
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
-    except ImportError:
-        pass
-    trainer = pl.Trainer(
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        num_nodes=t.num_nodes,
-        precision="64-true" if t.dtype == "float64" else "32-true",
-        gradient_clip_val=t.gradient_clip_val or None,
-        log_every_n_steps=max(1, min(t.log_every_n_steps, len(train_loader))),
-        check_val_every_n_epoch=t.check_val_every_n_epoch,
-        enable_progress_bar=t.progress_bar,
-        inference_mode=False,  # validation needs autograd for forces
-        default_root_dir=run_dir,
-        logger=loggers,
-        callbacks=all_callbacks,
-        enable_model_summary=False,
-        plugins=[AtomicCheckpointIO()],
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        auto_insert_metric_name=False,
     )
-    trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    trainer = make_trainer(
+        t,
+        run_dir,
+        [best, last_checkpoint(t, run_dir), *callbacks],
+        ema_decay=cfg.task.ema_decay,
+        resume=resume,
+        log_every_n_steps=max(1, min(t.log_every_n_steps, len(train_loader))),
+        inference_mode=False,  # validation needs autograd for forces
+    )
+    trainer.fit(task, train_loader, val_loader, ckpt_path=resume_from(run_dir, resume))
     if trainer.global_rank != 0:
         return run_dir
     # After fit the EMA callback has swapped the averaged weights into the model.
@@ -602,7 +533,7 @@ def train(
                 plot_parity(pred, run_dir / f"parity_{stage}.png", d.energy_unit, d.length_unit, title=stage)
     text = json.dumps(report, indent=2)
     atomic_write(run_dir / "test_metrics.json", lambda tmp: Path(tmp).write_text(text))
-    plot_learning_curves(log_dir, run_dir / "learning_curves.png", d.energy_unit, d.length_unit)
+    plot_learning_curves(run_dir / "logs", run_dir / "learning_curves.png", d.energy_unit, d.length_unit)
     _say(_summary(report, d.energy_unit, d.length_unit))
     _say(f"run directory: {run_dir} (potential.pt, checkpoints/, logs/, PNGs)")
     share.report("train")

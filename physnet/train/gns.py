@@ -46,7 +46,7 @@ from physnet.models.gns import (
 )
 from physnet.models.simulator import build_simulator
 from physnet.sim.box import wall_distances, wall_normals
-from physnet.train.config import TrainerConfig, _coerce, apply_tf32, read_raw
+from physnet.train.config import TrainerConfig, _coerce, read_raw
 from physnet.train.gns_eval import evaluate, free_fall_response, is_free_fall, rollout_errors, selection_score
 
 __all__ = [
@@ -410,6 +410,9 @@ def load_gns_config(
 
 # --------------------------------------------------------------------------- training
 
+# what a GNS run leaves in its directory (see physnet.train.runner.guard_run_dir)
+RUN_RESULTS = ("gns.pt", "config.yaml", "test_metrics.json")
+
 
 def build_from_data(cfg: GNSRunConfig, train: Trajectories) -> GNS:
     """Build the simulator: box, type count and frame step from the data unless the config gives them."""
@@ -485,20 +488,13 @@ def _loaders(cfg: GNSRunConfig, train_data: Trajectories, window: int, dtype: to
     return train_loader, val_loader
 
 
-def _trainer(
-    cfg: GNSRunConfig, run_dir: Path, dtype: torch.dtype, val_every: int | None
-) -> tuple[pl.Trainer, Any]:
+def _trainer(cfg: GNSRunConfig, run_dir: Path, val_every: int | None, resume: bool) -> tuple[pl.Trainer, Any]:
     """The Lightning trainer with its callbacks; returns it and the best-model checkpoint (or None)."""
-    from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
-    t = cfg.trainer
-    every = max(t.checkpoint_every_n_steps, 1)
-    callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True, every_n_train_steps=every
-        )
-    ]
+    from physnet.train.runner import last_checkpoint, make_trainer
+
+    callbacks: list[Any] = [last_checkpoint(cfg.trainer, run_dir)]
     best = None
     if cfg.data.val_rollouts:  # with EMA, validation and checkpoints both see the averaged weights
         best = ModelCheckpoint(
@@ -510,26 +506,14 @@ def _trainer(
             save_last=False,
         )
         callbacks.append(best)
-    if cfg.task.ema_decay > 0:
-        callbacks.append(EMAWeightAveraging(decay=cfg.task.ema_decay))
-    trainer = pl.Trainer(
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        max_time={"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        num_nodes=t.num_nodes,
-        precision="64-true" if dtype == torch.float64 else "32-true",
-        gradient_clip_val=t.gradient_clip_val or None,
-        log_every_n_steps=t.log_every_n_steps,
+    trainer = make_trainer(
+        cfg.trainer,
+        run_dir,
+        callbacks,
+        ema_decay=cfg.task.ema_decay,
+        resume=resume,
         val_check_interval=val_every,
         limit_val_batches=1.0 if val_every is not None else 0,
-        enable_progress_bar=t.progress_bar,
-        default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="logs", version=""),
-        callbacks=callbacks,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
     )
     return trainer, best
@@ -558,35 +542,44 @@ def _load_best(task: GNSTask, best: Any, n_rollouts: int) -> dict[str, Any]:
     }
 
 
-def train_gns(cfg: GNSRunConfig) -> Path:
-    """Train a GNS, save ``gns.pt`` and evaluate on the test file; returns the run directory."""
+def train_gns(
+    cfg: GNSRunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    config_file: str | os.PathLike | None = None,
+) -> Path:
+    """Train (or resume) a GNS, save ``gns.pt`` and evaluate on the test file; returns the run directory.
+
+    The run directory is guarded as for a potential (:func:`physnet.train.runner.guard_run_dir`):
+    a new run refuses one with checkpoints or results unless ``overwrite``; ``resume`` continues
+    from ``checkpoints/last.ckpt`` (the random draws of noise, unrolls and excursions restart
+    from the seed, so a resumed run is not bitwise the uninterrupted one).
+    """
+    from physnet.train.runner import guard_run_dir, rank, resume_from, say, start_run
+
     if not cfg.data.train:
         raise ValueError(
             "data.train is empty: give the training trajectories, e.g. data.train=runs/water/train.npz"
         )
     run_dir = Path(cfg.run_dir)
-    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        raise FileExistsError(f"run directory {run_dir} already has checkpoints; choose another run_dir")
     t = cfg.trainer
     if t.dtype not in ("float32", "float64"):
         raise ValueError(f"trainer.dtype must be float32 or float64, got {t.dtype!r}")
     dtype = torch.float64 if t.dtype == "float64" else torch.float32
-    pl.seed_everything(t.seed, workers=True, verbose=False)
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    apply_tf32(t.tf32)
+    guard_run_dir(run_dir, resume, overwrite, RUN_RESULTS, config_file)
+    start_run(t)
     started = time.perf_counter()
     train_data = load_trajectories(cfg.data.train, dtype)
     model = build_from_data(cfg, train_data).to(dtype)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {**cfg.to_dict(), "model": dict(model.hparams)}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    if rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {**cfg.to_dict(), "model": dict(model.hparams)}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
     train_loader, val_loader = _loaders(cfg, train_data, model.window, dtype)
-    print(
+    say(
         f"data: {len(train_data)} training trajectories, {len(train_loader.dataset)} windows; model "
         f"{sum(p.numel() for p in model.parameters())} parameters; vel std {model.vel_std.tolist()}, "
-        f"acc std {model.acc_std.tolist()} (length/frame, /frame^2)",
-        flush=True,
+        f"acc std {model.acc_std.tolist()} (length/frame, /frame^2)"
     )
     task = GNSTask(
         model,
@@ -602,8 +595,10 @@ def train_gns(cfg: GNSRunConfig) -> Path:
         seed=t.seed,
     )
     val_every = None if val_loader is None else min(cfg.task.val_every_n_steps, len(train_loader))
-    trainer, best = _trainer(cfg, run_dir, dtype, val_every)
-    trainer.fit(task, train_loader, val_loader)
+    trainer, best = _trainer(cfg, run_dir, val_every, resume)
+    trainer.fit(task, train_loader, val_loader, ckpt_path=resume_from(run_dir, resume))
+    if trainer.global_rank != 0:
+        return run_dir
     report: dict[str, Any] = {
         "optimizer_steps": trainer.global_step,
         "train_wall_time_s": round(time.perf_counter() - started, 1),

@@ -1,0 +1,197 @@
+"""What every training driver shares: the run-directory guard, seeding and threads, and the one
+Lightning ``Trainer`` (checkpoints, EMA, loggers, precision, DDP).
+
+The potential driver (:func:`physnet.train.fit.train`), the GNS driver
+(:func:`physnet.train.gns.train_gns`) and the N-body dynamics driver
+(:func:`physnet.train.dynamics.train_dynamics`) each build their task and data loaders and then
+call, in order, :func:`guard_run_dir`, :func:`start_run`, :func:`make_trainer` and
+``trainer.fit(..., ckpt_path=resume_from(run_dir, resume))``. The fields of
+:class:`physnet.train.config.TrainerConfig` (``strategy``, ``num_nodes``, ``devices``,
+``check_val_every_n_epoch``, ``checkpoint_every_n_steps``, ``dtype``, ``threads``, ``seed``...)
+therefore mean the same for every task.
+
+Lightning is imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from physnet.train.config import TrainerConfig, apply_tf32
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pytorch_lightning as pl
+
+    from physnet.runtime import CpuShare
+
+__all__ = [
+    "rank",
+    "say",
+    "guard_run_dir",
+    "start_run",
+    "last_checkpoint",
+    "resume_from",
+    "make_trainer",
+]
+
+
+def rank() -> int:
+    """This process's rank under DDP (``LOCAL_RANK`` / ``RANK``; 0 without DDP)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+
+
+def say(msg: str) -> None:
+    """Print on rank 0 only (DDP starts one process per device)."""
+    if rank() == 0:
+        print(msg, flush=True)
+
+
+def guard_run_dir(
+    run_dir: str | os.PathLike,
+    resume: bool,
+    overwrite: bool,
+    results: Sequence[str],
+    config_file: str | os.PathLike | None = None,
+) -> Path:
+    """Refuse to mix two runs in one directory; returns the path of ``checkpoints/last.ckpt``.
+
+    A resumed run needs ``last.ckpt``. A new run refuses a directory that already holds
+    checkpoints or one of ``results`` (the files a finished run leaves) unless ``overwrite``;
+    then the old checkpoints are deleted first, so that a later ``--resume`` cannot mix the two
+    runs. ``config_file`` is the YAML the config was read from: the run directory's own
+    ``config.yaml`` (written there before the first run) is no sign of an earlier run.
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"cannot resume: {last} does not exist")
+    if not resume and rank() == 0:
+        has_checkpoints = ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
+        found = [name for name in results if (run_dir / name).exists()]
+        own = run_dir / "config.yaml"
+        if config_file is not None and own.exists() and own.samefile(config_file) and "config.yaml" in found:
+            found.remove("config.yaml")
+        if has_checkpoints and not overwrite:
+            raise FileExistsError(
+                f"run directory {run_dir} already has checkpoints; resume with --resume {run_dir}, "
+                "set run_dir or pass --overwrite"
+            )
+        if found and not has_checkpoints and not overwrite:
+            raise FileExistsError(
+                f"{run_dir} already holds a finished or foreign run ({', '.join(found)}); "
+                "choose another run_dir or pass --overwrite"
+            )
+        if overwrite and ckpt_dir.is_dir():
+            shutil.rmtree(ckpt_dir)
+    return last
+
+
+def resume_from(run_dir: str | os.PathLike, resume: bool) -> str | None:
+    """``ckpt_path`` for ``trainer.fit``: the run's ``last.ckpt`` when resuming, else None."""
+    return str(Path(run_dir) / "checkpoints" / "last.ckpt") if resume else None
+
+
+def start_run(t: TrainerConfig) -> CpuShare:
+    """Seed every generator (``t.seed``), set torch's threads (``t.threads``; 0 picks a number
+    for this machine) and TF32 (``t.tf32``); returns the CPU-share meter of the run."""
+    import pytorch_lightning as pl
+
+    from physnet.runtime import CpuShare, set_threads
+
+    pl.seed_everything(t.seed, workers=True, verbose=False)
+    share = CpuShare(set_threads(t.threads))
+    apply_tf32(t.tf32)
+    return share
+
+
+def last_checkpoint(t: TrainerConfig, run_dir: str | os.PathLike) -> Any:
+    """The callback writing ``checkpoints/last.ckpt`` every ``t.checkpoint_every_n_steps``
+    optimiser steps (and at each epoch end): what ``--resume`` continues from."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(
+        dirpath=Path(run_dir) / "checkpoints",
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=max(t.checkpoint_every_n_steps, 1),
+    )
+
+
+def _loggers(run_dir: Path, resume: bool) -> list[Any]:
+    """CSV metrics in ``logs/metrics.csv`` (and TensorBoard in ``tensorboard/`` when installed)."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    log_dir = run_dir / "logs"
+    if resume and rank() == 0 and (log_dir / "metrics.csv").is_file():
+        # Lightning's CSVLogger deletes an existing metrics.csv: keep the killed run's part.
+        n = len(list(log_dir.glob("metrics_part*.csv")))
+        os.replace(log_dir / "metrics.csv", log_dir / f"metrics_part{n:03d}.csv")
+    loggers: list[Any] = [CSVLogger(run_dir, name="logs", version="")]
+    try:
+        import tensorboard  # noqa: F401
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    return loggers
+
+
+def make_trainer(
+    t: TrainerConfig,
+    run_dir: str | os.PathLike,
+    callbacks: Sequence[Any],
+    ema_decay: float = 0.0,
+    resume: bool = False,
+    **options: Any,
+) -> pl.Trainer:
+    """The Lightning ``Trainer`` of every physnet training run.
+
+    Args:
+        t: the config's ``trainer`` section: run length, device, strategy, nodes, precision
+            (``dtype``), gradient clipping, logging and validation intervals, progress bar.
+        run_dir: where checkpoints (``checkpoints/``, through :class:`AtomicCheckpointIO`) and
+            logs (``logs/metrics.csv``) go.
+        callbacks: the task's callbacks, in order (e.g. its best-model checkpoint and
+            :func:`last_checkpoint`).
+        ema_decay: > 0 appends Lightning's ``EMAWeightAveraging``: validation, checkpoints and
+            the weights left in the model after ``fit`` are the exponential moving average.
+        resume: a resumed run keeps the killed run's ``metrics.csv`` as ``metrics_partNNN.csv``.
+        **options: further ``pl.Trainer`` arguments of the task, which win over the defaults
+            (e.g. ``inference_mode=False`` where validation needs autograd, ``val_check_interval``).
+    """
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EMAWeightAveraging
+
+    from physnet.train.checkpoint_io import AtomicCheckpointIO
+
+    run_dir = Path(run_dir)
+    all_callbacks = list(callbacks)
+    if ema_decay > 0:
+        all_callbacks.append(EMAWeightAveraging(decay=ema_decay))
+    kwargs: dict[str, Any] = {
+        "max_epochs": t.max_epochs,
+        "max_steps": t.max_steps,
+        "max_time": {"minutes": t.max_time_minutes} if t.max_time_minutes > 0 else None,
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "strategy": t.strategy,
+        "num_nodes": t.num_nodes,
+        "precision": "64-true" if t.dtype == "float64" else "32-true",
+        "gradient_clip_val": t.gradient_clip_val or None,
+        "log_every_n_steps": t.log_every_n_steps,
+        "check_val_every_n_epoch": t.check_val_every_n_epoch,
+        "enable_progress_bar": t.progress_bar,
+        "default_root_dir": run_dir,
+        "logger": _loggers(run_dir, resume),
+        "callbacks": all_callbacks,
+        "enable_model_summary": False,
+        "plugins": [AtomicCheckpointIO()],
+    }
+    kwargs.update(options)
+    return pl.Trainer(**kwargs)
