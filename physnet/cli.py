@@ -1,11 +1,13 @@
 """The ``physnet`` command line.
 
-- ``physnet train CONFIG.yaml [section.key=value ...]`` trains a potential
-  (``--resume RUN_DIR`` continues a killed run);
+- ``physnet train CONFIG.yaml [section.key=value ...]`` trains what the config's ``job`` names:
+  a potential (default), a GNS (``job: gns``) or an N-body dynamics model (``job: dynamics``);
+  ``--resume RUN_DIR`` continues a killed run;
 - ``physnet eval CHECKPOINT DATA`` reports errors and draws parity plots;
 - ``physnet md CHECKPOINT STRUCTURE`` runs ASE molecular dynamics;
-- ``physnet gns-train CONFIG.yaml`` trains the GNS learned simulator and
-  ``physnet gns-rollout MODEL DATA --gif OUT.gif`` rolls it out and animates it;
+- ``physnet gns-train CONFIG.yaml`` (an alias of ``physnet train`` for ``job: gns``) trains the
+  GNS learned simulator and ``physnet gns-rollout MODEL DATA --gif OUT.gif`` rolls it out and
+  animates it;
 - ``physnet export POTENTIAL OUT.pt2`` compiles a potential to a file that needs only
   libtorch (``torch.export`` + AOTInductor), for ASE, C++ and LAMMPS;
 - ``physnet data NAME`` downloads MD17 / rMD17 with a hash check;
@@ -243,8 +245,7 @@ def _check_geometry(atoms, what: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from physnet.train.config import check_resume_changes, load_config
-    from physnet.train.fit import train
+    from physnet.train.runner import train_from_config
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).is_file():
@@ -252,6 +253,8 @@ def _train(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]
     if args.threads is not None:
         overrides.append(f"trainer.threads={args.threads}")
+    if getattr(args, "job", None):  # physnet gns-train: the job is fixed
+        overrides.append(f"job={args.job}")
     if args.resume:
         run_dir = Path(args.resume)
         if args.overwrite:
@@ -263,18 +266,39 @@ def _train(args: argparse.Namespace) -> int:
                 f"--resume {run_dir} uses the run's own config.yaml, not {config}; "
                 "give only section.key=value overrides after --resume"
             )
-        saved = load_config(run_dir / "config.yaml")
-        cfg = load_config(run_dir / "config.yaml", overrides)
-        cfg.run_dir = saved.run_dir = str(run_dir)
-        changed = check_resume_changes(saved, cfg)
-        if changed:
-            print(f"physnet train: resuming {run_dir} with {', '.join(overrides)}")
-        train(cfg, resume=True)
+        train_from_config(None, overrides, resume=run_dir)
     else:
         if config is None and not overrides:
             raise SystemExit("physnet train: give a CONFIG.yaml or --resume RUN_DIR")
-        train(load_config(config, overrides), overwrite=args.overwrite, config_file=config)
+        train_from_config(config, overrides, overwrite=args.overwrite)
     return 0
+
+
+def _add_train_parser(sub: argparse._SubParsersAction, command: str, job: str | None) -> None:
+    """``physnet train`` (the job from the config) or its alias ``physnet gns-train`` (job gns)."""
+    from physnet.train.config import describe
+
+    helps = {
+        "train": "train a potential, a GNS or an N-body dynamics model from a YAML config (its job key)",
+        "gns-train": "train a GNS learned simulator (physnet train with job: gns)",
+    }
+    tr = sub.add_parser(
+        command, help=helps[command], epilog=describe(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    tr.add_argument("config", nargs="?", help="YAML config (see examples/configs/)")
+    tr.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.max_epochs=10")
+    tr.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from RUN_DIR/checkpoints/last.ckpt (overrides may change trainer.max_steps...)",
+    )
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a run_dir that holds an earlier run, replacing its results and checkpoints",
+    )
+    tr.add_argument("--threads", type=int, default=None, help=THREADS_HELP + "; sets trainer.threads")
+    tr.set_defaults(func=_train, job=job)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -660,26 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     demo.set_defaults(func=_demo)
 
-    from physnet.train.config import describe
-
-    fmt = argparse.RawDescriptionHelpFormatter
-    tr = sub.add_parser(
-        "train", help="train a potential from a YAML config", epilog=describe(), formatter_class=fmt
-    )
-    tr.add_argument("config", nargs="?", help="YAML config (see examples/configs/)")
-    tr.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.max_epochs=10")
-    tr.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue a run from RUN_DIR/checkpoints/last.ckpt (overrides may change trainer.max_steps...)",
-    )
-    tr.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="train into a run_dir that holds an earlier run, replacing its results and checkpoints",
-    )
-    tr.add_argument("--threads", type=int, default=None, help=THREADS_HELP + "; sets trainer.threads")
-    tr.set_defaults(func=_train)
+    for command, job in (("train", None), ("gns-train", "gns")):
+        _add_train_parser(sub, command, job)
 
     ev = sub.add_parser(
         "eval",
@@ -817,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from physnet.train.gns_cli import add_gns_commands
 
-    add_gns_commands(sub)  # gns-train, gns-rollout (learned simulator)
+    add_gns_commands(sub)  # gns-rollout (learned simulator)
     return parser
 
 

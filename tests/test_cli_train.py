@@ -133,6 +133,9 @@ def test_train_help_shows_every_option_with_default() -> None:
         [sys.executable, "-m", "physnet.cli", "train", "--help"], capture_output=True, text=True, check=True
     )
     assert "--resume" in result.stdout and "task.forces_weight: 10.0" in result.stdout
+    # every job's fields: the GNS's and the N-body dynamics models'
+    assert "job: gns" in result.stdout and "task.noise_std: 0.00067" in result.stdout
+    assert "job: dynamics" in result.stdout and "data.frame_out: 40" in result.stdout
 
 
 @pytest.mark.parametrize(

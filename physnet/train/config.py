@@ -24,7 +24,17 @@ __all__ = [
     "TaskConfig",
     "TrainerConfig",
     "RunConfig",
+    "GNSDataConfig",
+    "GNSTaskConfig",
+    "GNSRunConfig",
+    "DynamicsDataConfig",
+    "DynamicsTaskConfig",
+    "DynamicsRunConfig",
+    "JOBS",
+    "job_of",
     "load_config",
+    "load_gns_config",
+    "load_dynamics_config",
     "describe",
     "apply_tf32",
 ]
@@ -115,21 +125,18 @@ class RunConfig:
 _SECTIONS = {"data": DataConfig, "task": TaskConfig, "trainer": TrainerConfig}
 
 
-def _from_dict(raw: dict[str, Any]) -> RunConfig:
-    unknown = sorted(set(raw) - {"run_dir", "model", "priors", *_SECTIONS})
+def _sections(raw: dict[str, Any], sections: dict[str, type], top: list[str]) -> dict[str, Any]:
+    """The config dataclasses of ``sections`` from a raw mapping; unknown sections or keys are an
+    :class:`UnknownKeyError` naming the allowed ones (``top`` are the other top-level keys)."""
+    allowed_top = [*top, *sections]
+    unknown = sorted(set(raw) - set(allowed_top))
     if unknown:
-        top = ["run_dir", "model", "priors", *_SECTIONS]
         raise UnknownKeyError(
-            f"unknown config section(s) {unknown}{close_match(unknown[0], top)}; allowed: {', '.join(top)}"
-        )
-    priors = raw.get("priors") or {}
-    if not isinstance(priors, dict) or not all(isinstance(v, dict) and "name" in v for v in priors.values()):
-        raise ValueError(
-            "config section 'priors' must map term names to mappings with a 'name', e.g. "
-            "priors: {bonds: {name: harmonic_bonds, temperature: 300}}"
+            f"unknown config section(s) {unknown}{close_match(unknown[0], allowed_top)}; "
+            f"allowed: {', '.join(allowed_top)}"
         )
     kwargs: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
+    for name, cls in sections.items():
         section = raw.get(name) or {}
         if not isinstance(section, dict):
             raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
@@ -141,6 +148,19 @@ def _from_dict(raw: dict[str, Any]) -> RunConfig:
                 f"allowed: {sorted(allowed)}"
             )
         kwargs[name] = cls(**{k: _coerce(cls, name, k, v) for k, v in section.items()})
+    return kwargs
+
+
+def _from_dict(raw: dict[str, Any]) -> RunConfig:
+    _check_job(raw, "potential")
+    raw = {k: v for k, v in raw.items() if k != "job"}
+    kwargs = _sections(raw, _SECTIONS, ["run_dir", "model", "priors"])
+    priors = raw.get("priors") or {}
+    if not isinstance(priors, dict) or not all(isinstance(v, dict) and "name" in v for v in priors.values()):
+        raise ValueError(
+            "config section 'priors' must map term names to mappings with a 'name', e.g. "
+            "priors: {bonds: {name: harmonic_bonds, temperature: 300}}"
+        )
     model = {"name": "schnet", **(raw.get("model") or {})}
     return RunConfig(
         run_dir=str(raw.get("run_dir", RunConfig.run_dir)), model=model, priors=dict(priors), **kwargs
@@ -223,6 +243,152 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     return _from_dict(raw)
 
 
+@dataclass
+class GNSDataConfig:
+    """Trajectory files (``scripts/generate_mpm_water.py``) and batching."""
+
+    train: str = ""  # .npz of training trajectories (required)
+    valid: str = ""  # .npz of validation trajectories ("" = no validation)
+    test: str = ""  # .npz of held-out trajectories evaluated after training ("" = none)
+    batch_size: int = 2  # windows per optimiser step (paper: 2)
+    val_stride: int = 10  # validate on every n-th window of the validation trajectories
+    eval_trajectories: int = 0  # test trajectories to roll out after training (0 = all)
+    # validation trajectories rolled out in full at every validation (0 = none); with > 0 the
+    # saved gns.pt is the validated model with the best selection score, not the last one
+    val_rollouts: int = 0
+
+
+@dataclass
+class GNSTaskConfig:
+    """Loss, noise and optimiser (paper Sec. 4) and the options of :class:`GNSTask`."""
+
+    noise_std: float = 6.7e-4  # random-walk noise on the last input position, length unit (paper: 6.7e-4)
+    lr: float = 1e-4  # initial Adam learning rate (paper: 1e-4)
+    min_lr: float = 1e-6  # final learning rate (paper: 1e-6)
+    lr_decay_steps: float = 5e6  # lr - min_lr shrinks 10x per this many steps (paper: 5e6)
+    ema_decay: float = 0.0  # EMA of weights for validation and the saved model; 0 disables
+    val_every_n_steps: int = 500  # validate every this many optimiser steps
+    pushforward_unroll: int = 0  # largest number of steps a batch is unrolled by the model (0 = off)
+    pushforward_prob: float = 0.5  # probability that a batch is unrolled
+    pushforward_start_step: int = 0  # optimiser steps before the first unroll
+    wall_excursion_prob: float = 0.0  # probability that a particle near a wall is moved behind it (0 = off)
+    wall_excursion_depth: float = 0.0  # largest depth behind the wall, length unit
+
+
+@dataclass
+class GNSRunConfig:
+    """A GNS training run: ``physnet train CONFIG.yaml`` with ``job: gns`` (or ``physnet gns-train``)."""
+
+    job: str = "gns"
+    run_dir: str = "runs/gns"
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "gns"})  # name + GNS keyword arguments
+    data: GNSDataConfig = field(default_factory=GNSDataConfig)
+    task: GNSTaskConfig = field(default_factory=GNSTaskConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_GNS_SECTIONS = {"data": GNSDataConfig, "task": GNSTaskConfig, "trainer": TrainerConfig}
+
+
+def load_gns_config(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+) -> GNSRunConfig:
+    """Read a YAML config (or defaults) and apply ``section.key=value`` overrides (as ``physnet train``)."""
+    raw = read_raw(path, overrides)
+    _check_job(raw, "gns")
+    kwargs = _sections(raw, _GNS_SECTIONS, ["job", "run_dir", "model"])
+    model = {"name": "gns", **(raw.get("model") or {})}
+    return GNSRunConfig(run_dir=str(raw.get("run_dir", GNSRunConfig.run_dir)), model=model, **kwargs)
+
+
+@dataclass
+class DynamicsDataConfig:
+    """N-body systems (the ``.npz`` format of Satorras et al.'s generator) and batching."""
+
+    path: str = ""  # .npz with loc_/vel_/charges_ arrays of the train, valid and test splits (required)
+    n_train: int = 3000  # training systems (paper: 3000); 0 = all
+    frame_in: int = 30  # input frame: positions and velocities (paper: 30)
+    frame_out: int = 40  # target frame (paper: 40, 1000 integration steps later)
+    batch_size: int = 100  # systems per optimiser step (paper: 100)
+    eval_batch_size: int = 500  # systems per validation / test batch
+
+
+@dataclass
+class DynamicsTaskConfig:
+    """Optimiser, schedule and weight averaging of :class:`physnet.train.dynamics.DynamicsTask`."""
+
+    lr: float = 5e-4  # Adam learning rate (paper: 5e-4)
+    weight_decay: float = 1e-12  # authors' code: 1e-12
+    optimizer: str = "adam"  # adam | adamw (decoupled weight decay)
+    schedule: str = "constant"  # constant | cosine (over trainer.max_epochs) | plateau (on val/mse)
+    warmup_epochs: int = 0  # linear learning-rate warm-up over this many epochs
+    plateau_patience: int = 10  # validations without a new best before the lr drops (schedule plateau)
+    plateau_factor: float = 0.5  # lr factor of schedule plateau
+    # EMA of the weights, decay min(ema_decay, (1 + k) / (10 + k)) at optimiser step k, used for
+    # validation, model selection and test; 0 disables
+    ema_decay: float = 0.0
+
+
+@dataclass
+class DynamicsRunConfig:
+    """An N-body dynamics run: ``physnet train CONFIG.yaml`` with ``job: dynamics``."""
+
+    job: str = "dynamics"
+    run_dir: str = "runs/nbody"
+    # name (physnet.models.available_dynamics()) + the model's keyword arguments
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "egnn"})
+    data: DynamicsDataConfig = field(default_factory=DynamicsDataConfig)
+    task: DynamicsTaskConfig = field(default_factory=DynamicsTaskConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_DYNAMICS_SECTIONS = {"data": DynamicsDataConfig, "task": DynamicsTaskConfig, "trainer": TrainerConfig}
+
+
+def load_dynamics_config(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+) -> DynamicsRunConfig:
+    """Read a YAML config (or defaults) of ``job: dynamics`` and apply ``section.key=value`` overrides."""
+    raw = read_raw(path, overrides)
+    _check_job(raw, "dynamics")
+    kwargs = _sections(raw, _DYNAMICS_SECTIONS, ["job", "run_dir", "model"])
+    model = {"name": "egnn", **(raw.get("model") or {})}
+    return DynamicsRunConfig(
+        run_dir=str(raw.get("run_dir", DynamicsRunConfig.run_dir)), model=model, **kwargs
+    )
+
+
+# what ``physnet train`` trains, chosen by the config's top-level ``job`` key
+JOBS = ("potential", "gns", "dynamics")
+
+
+def job_of(raw: dict[str, Any]) -> str:
+    """The job of a raw config: its ``job`` key; without one ``gns`` for ``model.name: gns``
+    (configs written before the key existed) and ``potential`` otherwise."""
+    job = raw.get("job")
+    if job is None:
+        model = raw.get("model")
+        return "gns" if isinstance(model, dict) and model.get("name") == "gns" else "potential"
+    if job not in JOBS:
+        raise UserError(f"job must be one of {', '.join(JOBS)}, got {job!r}{close_match(str(job), JOBS)}")
+    return str(job)
+
+
+def _check_job(raw: dict[str, Any], expected: str) -> None:
+    """Refuse a config whose ``job`` key names another job than the loader's."""
+    if raw.get("job") is not None and job_of(raw) != expected:
+        raise UserError(
+            f"this config is for job {raw['job']!r}, not {expected!r}: train it with physnet train "
+            "(which picks the job from the config's job key)"
+        )
+
+
 def apply_tf32(enabled: bool) -> None:
     """Allow (or forbid) TF32 for float32 matrix products and cuDNN convolutions on CUDA.
 
@@ -291,19 +457,40 @@ def check_resume_changes(saved: RunConfig, resumed: RunConfig) -> list[str]:
     return changed
 
 
+def _field_lines(sections: dict[str, type]) -> list[str]:
+    lines = []
+    for name, cls in sections.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"  {name}.{f.name}: {default!r}")
+    return lines
+
+
 def describe() -> str:
-    """Every config field with its default, for ``--help``."""
+    """Every config field of every job with its default, for ``--help``."""
     lines = [
-        "config fields (YAML sections; override with section.key=value):",
+        "The config's top-level key job picks what is trained: potential (default), gns, dynamics.",
+        "",
+        "job: potential -- config fields (YAML sections; override with section.key=value):",
         "  run_dir: runs/run",
         "  model.name: schnet   (plus the model's own keyword arguments, e.g. model.n_features=128)",
         "  model.init_from: ''   (fine-tune a potential.pt / .ckpt; with model.references: refit|keep, "
         "model.scale: keep|refit, model.freeze: [embedding, ...], model.add_species: false; "
         "see docs/finetune_and_committees.md)",
         "  priors: {}   (term: {name: zbl | harmonic_bonds | harmonic_angles | bead_repulsion, **kwargs})",
+        *_field_lines(_SECTIONS),
+        "",
+        "job: gns -- the GNS learned simulator (also physnet gns-train):",
+        f"  run_dir: {GNSRunConfig.run_dir}",
+        "  model.name: gns   (plus the GNS's keyword arguments, e.g. model.walls=features)",
+        *(line for line in _field_lines(_GNS_SECTIONS) if not line.startswith("  trainer.")),
+        "  trainer.*: as for job: potential",
+        "",
+        "job: dynamics -- N-body dynamics models (EGNN paper, Sec. 5.1):",
+        f"  run_dir: {DynamicsRunConfig.run_dir}",
+        "  model.name: egnn   (or se3_transformer; plus the model's keyword arguments, "
+        "e.g. model.n_layers=6)",
+        *(line for line in _field_lines(_DYNAMICS_SECTIONS) if not line.startswith("  trainer.")),
+        "  trainer.*: as for job: potential",
     ]
-    for name, cls in _SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {name}.{f.name}: {default!r}")
     return "\n".join(lines)

@@ -16,12 +16,10 @@ the self-contained ``gns.pt`` (:func:`physnet.models.load_simulator`) and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,7 @@ from physnet.models.gns import (
 )
 from physnet.models.simulator import build_simulator
 from physnet.sim.box import wall_distances, wall_normals
-from physnet.train.config import TrainerConfig, _coerce, read_raw
+from physnet.train.config import GNSDataConfig, GNSRunConfig, GNSTaskConfig, load_gns_config
 from physnet.train.gns_eval import evaluate, free_fall_response, is_free_fall, rollout_errors, selection_score
 
 __all__ = [
@@ -333,79 +331,6 @@ def _validation_line(step: int, m: dict[str, float]) -> str:
 
 
 # --------------------------------------------------------------------------- config
-
-
-@dataclass
-class GNSDataConfig:
-    """Trajectory files (``scripts/generate_mpm_water.py``) and batching."""
-
-    train: str = ""  # .npz of training trajectories (required)
-    valid: str = ""  # .npz of validation trajectories ("" = no validation)
-    test: str = ""  # .npz of held-out trajectories evaluated after training ("" = none)
-    batch_size: int = 2  # windows per optimiser step (paper: 2)
-    val_stride: int = 10  # validate on every n-th window of the validation trajectories
-    eval_trajectories: int = 0  # test trajectories to roll out after training (0 = all)
-    # validation trajectories rolled out in full at every validation (0 = none); with > 0 the
-    # saved gns.pt is the validated model with the best selection score, not the last one
-    val_rollouts: int = 0
-
-
-@dataclass
-class GNSTaskConfig:
-    """Loss, noise and optimiser (paper Sec. 4) and the options of :class:`GNSTask`."""
-
-    noise_std: float = 6.7e-4  # random-walk noise on the last input position, length unit (paper: 6.7e-4)
-    lr: float = 1e-4  # initial Adam learning rate (paper: 1e-4)
-    min_lr: float = 1e-6  # final learning rate (paper: 1e-6)
-    lr_decay_steps: float = 5e6  # lr - min_lr shrinks 10x per this many steps (paper: 5e6)
-    ema_decay: float = 0.0  # EMA of weights for validation and the saved model; 0 disables
-    val_every_n_steps: int = 500  # validate every this many optimiser steps
-    pushforward_unroll: int = 0  # largest number of steps a batch is unrolled by the model (0 = off)
-    pushforward_prob: float = 0.5  # probability that a batch is unrolled
-    pushforward_start_step: int = 0  # optimiser steps before the first unroll
-    wall_excursion_prob: float = 0.0  # probability that a particle near a wall is moved behind it (0 = off)
-    wall_excursion_depth: float = 0.0  # largest depth behind the wall, length unit
-
-
-@dataclass
-class GNSRunConfig:
-    """A GNS training run: ``physnet gns-train CONFIG.yaml``."""
-
-    run_dir: str = "runs/gns"
-    model: dict[str, Any] = field(default_factory=lambda: {"name": "gns"})  # name + GNS keyword arguments
-    data: GNSDataConfig = field(default_factory=GNSDataConfig)
-    task: GNSTaskConfig = field(default_factory=GNSTaskConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-_SECTIONS = {"data": GNSDataConfig, "task": GNSTaskConfig, "trainer": TrainerConfig}
-
-
-def load_gns_config(
-    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
-) -> GNSRunConfig:
-    """Read a YAML config (or defaults) and apply ``section.key=value`` overrides (as ``physnet train``)."""
-    raw = read_raw(path, overrides)
-    unknown = set(raw) - {"run_dir", "model", *_SECTIONS}
-    if unknown:
-        raise ValueError(
-            f"unknown config section(s) {sorted(unknown)}; allowed: run_dir, model, {sorted(_SECTIONS)}"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        section = raw.get(name) or {}
-        if not isinstance(section, dict):
-            raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        bad = set(section) - allowed
-        if bad:
-            raise ValueError(f"unknown key(s) {sorted(bad)} in section {name!r}; allowed: {sorted(allowed)}")
-        kwargs[name] = cls(**{k: _coerce(cls, name, k, v) for k, v in section.items()})
-    model = {"name": "gns", **(raw.get("model") or {})}
-    return GNSRunConfig(run_dir=str(raw.get("run_dir", GNSRunConfig.run_dir)), model=model, **kwargs)
 
 
 # --------------------------------------------------------------------------- training

@@ -1,4 +1,4 @@
-"""``physnet gns-train`` and ``physnet gns-rollout``: argument parsers and handlers.
+"""``physnet gns-rollout``: argument parser and handler (``physnet gns-train`` is ``physnet train``).
 
 Heavy imports (Lightning, matplotlib) happen inside the handlers so that ``physnet --help``
 stays fast.
@@ -11,13 +11,6 @@ import json
 from pathlib import Path
 
 __all__ = ["add_gns_commands"]
-
-
-def _train(args: argparse.Namespace) -> int:
-    from physnet.train.gns import load_gns_config, train_gns
-
-    train_gns(load_gns_config(args.config, args.overrides))
-    return 0
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -71,17 +64,7 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def add_gns_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``gns-train`` and ``gns-rollout`` to the ``physnet`` sub-command parser."""
-    tr = sub.add_parser(
-        "gns-train",
-        help="train a GNS learned simulator from a YAML config (e.g. examples/configs/gns_water.yaml)",
-    )
-    tr.add_argument("config", help="YAML config with run_dir, model, data, task, trainer sections")
-    tr.add_argument(
-        "overrides", nargs="*", help="section.key=value overrides, e.g. trainer.max_time_minutes=5"
-    )
-    tr.set_defaults(func=_train)
-
+    """Add ``gns-rollout`` to the ``physnet`` sub-command parser."""
     ro = sub.add_parser(
         "gns-rollout",
         help="roll a trained GNS out on held-out trajectories: MSEs vs a constant-velocity baseline, GIF",

@@ -195,3 +195,46 @@ def make_trainer(
     }
     kwargs.update(options)
     return pl.Trainer(**kwargs)
+
+
+# job -> (module, loader of its config, driver); imported on use so that ``physnet --help`` stays light
+_JOBS: dict[str, tuple[str, str, str]] = {
+    "potential": ("physnet.train.fit", "load_config", "train"),
+    "gns": ("physnet.train.gns", "load_gns_config", "train_gns"),
+    "dynamics": ("physnet.train.dynamics", "load_dynamics_config", "train_dynamics"),
+}
+
+
+def train_from_config(
+    config: str | os.PathLike | None,
+    overrides: Sequence[str] = (),
+    resume: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """``physnet train``: train the job (potential | gns | dynamics) a config names; returns its run_dir.
+
+    Args:
+        config: the YAML config (None: defaults and ``overrides`` only; must be None with ``resume``).
+        overrides: ``section.key=value`` items applied on top of the config.
+        resume: a run directory to continue from its ``checkpoints/last.ckpt`` with its own
+            ``config.yaml``; ``overrides`` may then change only the keys of
+            :data:`physnet.train.config.RESUMABLE`.
+        overwrite: a new run may replace the results and checkpoints of an earlier one.
+    """
+    import importlib
+
+    from physnet.train import config as configs
+
+    source = Path(resume) / "config.yaml" if resume is not None else config
+    job = configs.job_of(configs.read_raw(source, list(overrides)))
+    module, loader_name, driver_name = _JOBS[job]
+    load = getattr(configs, loader_name)
+    driver = getattr(importlib.import_module(module), driver_name)
+    if resume is None:
+        return driver(load(config, list(overrides)), overwrite=overwrite, config_file=config)
+    saved = load(source)
+    cfg = load(source, list(overrides))
+    cfg.run_dir = saved.run_dir = str(resume)
+    if configs.check_resume_changes(saved, cfg):
+        say(f"physnet train: resuming {resume} with {', '.join(overrides)}")
+    return driver(cfg, resume=True)

@@ -78,3 +78,19 @@ def test_example_configs_load(path: Path) -> None:
         return
     cfg = load_config(path)
     assert cfg.data.energy_unit and cfg.data.length_unit
+
+
+def test_the_job_key_picks_the_config_and_names_a_wrong_one() -> None:
+    """``job`` chooses potential | gns | dynamics; without it a GNS config is known by its model."""
+    from physnet.errors import UserError
+    from physnet.train.config import job_of, load_dynamics_config, load_gns_config
+
+    assert job_of({}) == "potential" and job_of({"model": {"name": "gns"}}) == "gns"
+    assert job_of({"job": "dynamics", "model": {"name": "egnn"}}) == "dynamics"
+    with pytest.raises(UserError, match="job must be one of potential, gns, dynamics, got 'dynamic'"):
+        job_of({"job": "dynamic"})
+    with pytest.raises(UserError, match="for job 'gns', not 'potential'"):
+        load_config(None, ["job=gns"])
+    cfg = load_dynamics_config(None, ["model.n_layers=6", "task.ema_decay=0.999"])
+    assert cfg.job == "dynamics" and cfg.model == {"name": "egnn", "n_layers": 6} and cfg.task.ema_decay == 0.999
+    assert load_gns_config(None, []).job == "gns"

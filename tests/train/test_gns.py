@@ -351,3 +351,42 @@ def test_rollout_of_a_checkpoint_from_before_the_refactor_says_so(
     assert main(["gns-rollout", str(old), str(FIXTURE)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "older physnet whose GNS options are gone" in err[0] and "wall_edges" in err[0]
+
+
+def test_physnet_train_runs_a_gns_config_resumes_it_and_guards_its_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``physnet train`` picks the GNS from the config (model.name: gns); ``--resume`` continues
+    from last.ckpt to the new step limit and keeps the first part's log; a new run into the same
+    directory is refused; ``gns-train`` is the same command."""
+    import csv
+
+    from physnet.cli import main
+
+    run = tmp_path / "run"
+    overrides = [
+        f"run_dir={run}",
+        f"data.train={FIXTURE}",
+        FIXTURE_GRAVITY,
+        "data.valid=",
+        "data.test=",
+        "data.val_rollouts=0",
+        "model.latent_size=8",
+        "model.hidden_size=8",
+        "model.n_message_passing=1",
+        "trainer.max_steps=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.progress_bar=false",
+        "trainer.checkpoint_every_n_steps=1",
+    ]
+    assert main(["train", str(CONFIG), *overrides]) == 0
+    assert json.loads((run / "test_metrics.json").read_text())["optimizer_steps"] == 2
+    assert main(["gns-train", str(CONFIG), *overrides]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "trainer.max_steps=4"]) == 0
+    assert json.loads((run / "test_metrics.json").read_text())["optimizer_steps"] == 4
+    with open(run / "logs" / "metrics_part000.csv") as f:
+        first = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    with open(run / "logs" / "metrics.csv") as f:
+        second = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    assert [int(r["step"]) for r in first] == [0, 1] and [int(r["step"]) for r in second] == [2, 3]
