@@ -1,15 +1,20 @@
 """N-body benchmark of the EGNN paper: train :class:`physnet.models.egnn.EGNNDynamics`, print test MSE.
 
+A thin command line around :func:`physnet.train.dynamics.train_dynamics` (``physnet train`` with
+``job: dynamics``): the options below become that config's keys.
+
 Satorras, Hoogeboom & Welling, ICML 2021, Sec. 5.1 and Table 2: 5 charged particles, input
 positions and velocities at frame 30 plus charges, target positions at frame 40 (1000
 integration steps later), 3000 training systems, test MSE of the positions. Paper protocol:
 4 layers, 64 features, Adam lr 5e-4, batch 100, 10000 epochs, model selected on the validation
 set. Here the run is bounded by ``--epochs`` and ``--minutes``; the model with the best
-validation MSE is evaluated on the test set.
+validation MSE is evaluated on the test set. The run directory (``--run-dir``) holds the
+config, logs, checkpoints and ``dynamics.pt``; a new run replaces an earlier one there.
 
 Training-procedure options beyond the paper's (all off by default): ``--ema DECAY`` evaluates,
 selects and tests an exponential moving average of the weights; ``--optimizer adamw`` with
-``--weight-decay`` (decoupled); ``--schedule cosine|plateau`` and ``--warmup-epochs``;
+``--weight-decay`` (decoupled); ``--schedule cosine|plateau`` and ``--warmup-epochs`` (with
+constant or cosine);
 ``--grad-clip``; ``--no-test`` for exploratory runs that must not see the test set.
 
 Baselines measured in the same run: zero displacement (x40 = x30) and constant velocity
@@ -23,107 +28,36 @@ Example (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import copy
-import math
-import time
+import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from physnet.models.egnn import EGNNDynamics
+from physnet.train.config import load_dynamics_config
 
 PAPER = {"EGNN": 0.0071, "GNN": 0.0107, "SE(3)-Transformer": 0.0244, "Radial Field": 0.0104, "Linear": 0.0819}
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nbody" / "nbody_charged5.npz"
-
-
-def load_split(
-    data: np.lib.npyio.NpzFile,
-    split: str,
-    n_max: int | None,
-    frame_in: int,
-    frame_out: int,
-    dtype: torch.dtype,
-) -> dict[str, torch.Tensor]:
-    """One split as tensors: pos, vel, target [n_sims, n_particles, 3], charges [n_sims, n_particles]."""
-    loc = data[f"loc_{split}"][:n_max]  # (n_sims, frames, 3, n_particles)
-    vel = data[f"vel_{split}"][:n_max]
-    charges = data[f"charges_{split}"][:n_max]  # (n_sims, n_particles, 1)
-
-    def frame(a: np.ndarray, t: int) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a[:, t].transpose(0, 2, 1)), dtype=dtype)
-
-    return {
-        "pos": frame(loc, frame_in),
-        "vel": frame(vel, frame_in),
-        "target": frame(loc, frame_out),
-        "charges": torch.as_tensor(charges[..., 0].astype(np.float64), dtype=dtype),
-    }
-
-
-def predict(model: EGNNDynamics, split: dict[str, torch.Tensor], index: torch.Tensor) -> torch.Tensor:
-    """Predicted positions [len(index), n_particles, 3] of the systems ``index``."""
-    pos, vel, q = split["pos"][index], split["vel"][index], split["charges"][index]
-    b, n = pos.shape[:2]
-    batch = torch.arange(b).repeat_interleave(n)
-    out = model(pos.reshape(-1, 3), vel.reshape(-1, 3), q.reshape(-1), batch)
-    return out.reshape(b, n, 3)
-
-
-@torch.no_grad()
-def mse(model: EGNNDynamics, split: dict[str, torch.Tensor], batch_size: int = 500) -> float:
-    """Mean squared error of the predicted positions over a whole split."""
-    model.eval()
-    total, count = 0.0, 0
-    n = split["pos"].shape[0]
-    for start in range(0, n, batch_size):
-        index = torch.arange(start, min(start + batch_size, n))
-        err = (predict(model, split, index) - split["target"][index]) ** 2
-        total += float(err.sum())
-        count += err.numel()
-    return total / count
-
-
-class Plateau:
-    """Reduce-on-plateau learning rate: ``lr *= factor`` after ``patience`` validation passes
-    without a new best."""
-
-    def __init__(self, lr: float, patience: int, factor: float) -> None:
-        self.lr, self.patience, self.factor = lr, patience, factor
-        self.best, self.wait = float("inf"), 0
-
-    def step(self, val: float) -> None:
-        if val < self.best:
-            self.best, self.wait = val, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            self.lr *= self.factor
-            self.wait = 0
-
-
-def build_model(args: argparse.Namespace) -> torch.nn.Module:
-    """The dynamics model named by ``--model``: ``f(pos, vel, charges, batch) -> positions``."""
-    if args.model == "egnn":
-        return EGNNDynamics(n_features=args.n_features, n_layers=args.n_layers)
-    if args.model == "se3_transformer":
-        from physnet.models.se3_transformer import SE3TransformerDynamics
-
-        # hidden irreps (F/2)x0e + (F/4)x1o + (F/8)x2e: 32x0e + 16x1o + 8x2e for the default F = 64
-        f = args.n_features
-        return SE3TransformerDynamics(channels=(f // 2, f // 4, f // 8), n_layers=args.n_layers)
-    raise ValueError(f"unknown --model {args.model!r}; choose from {MODELS}")
-
-
 MODELS = ("egnn", "se3_transformer")
 
 
-def main(argv: list[str] | None = None) -> int:
+def model_overrides(model: str, n_features: int, n_layers: int) -> list[str]:
+    """The ``model.*`` keys of ``--model``, ``--n-features`` and ``--n-layers``."""
+    if model == "egnn":
+        return ["model.name=egnn", f"model.n_features={n_features}", f"model.n_layers={n_layers}"]
+    # hidden irreps (F/2)x0e + (F/4)x1o + (F/8)x2e: 32x0e + 16x1o + 8x2e for the default F = 64
+    f = n_features
+    return [
+        "model.name=se3_transformer",
+        f"model.channels=[{f // 2}, {f // 4}, {f // 8}]",
+        f"model.n_layers={n_layers}",
+    ]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model", default="egnn", choices=MODELS)
+    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/nbody_<model>")
     parser.add_argument("--epochs", type=int, default=10000, help="paper: 10000")
     parser.add_argument("--minutes", type=float, default=None, help="stop training after this wall time")
     parser.add_argument("--n-train", type=int, default=3000)
@@ -137,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         "--schedule",
         choices=("constant", "cosine", "plateau"),
         default="constant",
-        help="cosine: lr * (1 + cos(pi f)) / 2, f = the larger of the epoch and wall-time fractions; "
-        "plateau: lr * --plateau-factor when the validation MSE has not improved for --plateau-patience "
-        "validation passes",
+        help="cosine: lr * (1 + cos(pi e / epochs)) / 2 at epoch e; plateau: lr * --plateau-factor when the "
+        "validation MSE has not improved for --plateau-patience validation passes",
     )
     parser.add_argument(
         "--warmup-epochs", type=int, default=0, help="linear lr warm-up over this many epochs"
@@ -166,97 +99,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=5, help="epochs between validation passes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    return parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    dtype = torch.float32
-    with np.load(args.data) as data:
-        train = load_split(data, "train", args.n_train, 30, 40, dtype)
-        valid = load_split(data, "valid", None, 30, 40, dtype)
-        test = load_split(data, "test", None, 30, 40, dtype)
-    device = torch.device(args.device)
-    train, valid, test = ({k: v.to(device) for k, v in s.items()} for s in (train, valid, test))
 
-    # Baselines, same splits.
-    zero = float(((test["pos"] - test["target"]) ** 2).mean())
-    dx, v = train["target"] - train["pos"], train["vel"]
-    t_fit = float((dx * v).sum() / (v * v).sum())
-    const_vel = float(((test["pos"] + t_fit * test["vel"] - test["target"]) ** 2).mean())
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The ``job: dynamics`` config of the command line, as ``section.key=value`` items."""
+    run_dir = args.run_dir or Path("runs") / f"nbody_{args.model}"
+    return [
+        f"run_dir={run_dir}",
+        f"data.path={args.data}",
+        f"data.n_train={args.n_train}",
+        f"data.batch_size={args.batch_size}",
+        f"data.test={not args.no_test}",
+        *model_overrides(args.model, args.n_features, args.n_layers),
+        f"task.lr={args.lr}",
+        f"task.weight_decay={args.weight_decay}",
+        f"task.optimizer={args.optimizer}",
+        f"task.schedule={args.schedule}",
+        f"task.warmup_epochs={args.warmup_epochs}",
+        f"task.plateau_patience={args.plateau_patience}",
+        f"task.plateau_factor={args.plateau_factor}",
+        f"task.ema_decay={args.ema}",
+        f"trainer.max_epochs={args.epochs}",
+        f"trainer.max_time_minutes={args.minutes or 0}",
+        f"trainer.gradient_clip_val={args.grad_clip or 0}",
+        f"trainer.check_val_every_n_epoch={args.eval_every}",
+        f"trainer.threads={args.threads}",
+        f"trainer.seed={args.seed}",
+        f"trainer.accelerator={'gpu' if args.device.startswith('cuda') else args.device}",
+        "trainer.devices=1",
+        "trainer.progress_bar=false",
+    ]
 
-    model = build_model(args).to(device)
-    optimizer = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-    opt = optimizer(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    n = train["pos"].shape[0]
-    # EMA of the weights (nequip / MACE style): a copy of the model whose parameters follow
-    # p_ema <- decay p_ema + (1 - decay) p after every optimizer step; it is the model evaluated.
-    ema = copy.deepcopy(model) if args.ema > 0 else None
-    evaluated = ema if ema is not None else model
-    steps = 0
-    plateau = Plateau(args.lr, args.plateau_patience, args.plateau_factor)
-    best = (float("inf"), 0, None)
-    start = time.perf_counter()
-    print(f"training {args.model} ({sum(p.numel() for p in model.parameters())} parameters) on {n} systems")
-    for epoch in range(1, args.epochs + 1):
-        lr = args.lr
-        if args.schedule == "cosine":
-            done = (epoch - 1) / args.epochs
-            if args.minutes is not None:
-                done = max(done, (time.perf_counter() - start) / (60 * args.minutes))
-            lr = 0.5 * args.lr * (1 + math.cos(math.pi * min(done, 1.0)))
-        elif args.schedule == "plateau":
-            lr = plateau.lr
-        if epoch <= args.warmup_epochs:
-            lr *= epoch / args.warmup_epochs
-        for group in opt.param_groups:
-            group["lr"] = lr
-        model.train()
-        perm = torch.randperm(n, device=device)
-        train_loss = 0.0
-        for b in range(0, n, args.batch_size):
-            index = perm[b : b + args.batch_size]
-            loss = ((predict(model, train, index) - train["target"][index]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            if args.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            opt.step()
-            if ema is not None:
-                steps += 1
-                decay = min(args.ema, (1 + steps) / (10 + steps))  # warm-up as in TF / nequip
-                with torch.no_grad():
-                    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                        p_ema.lerp_(p, 1.0 - decay)
-                    for b_ema, b_model in zip(ema.buffers(), model.buffers(), strict=True):
-                        b_ema.copy_(b_model)
-            train_loss += float(loss.detach()) * len(index)
-        elapsed = time.perf_counter() - start
-        out_of_time = args.minutes is not None and elapsed > 60 * args.minutes
-        if epoch % args.eval_every == 0 or epoch == args.epochs or out_of_time:
-            val = mse(evaluated, valid)
-            if val < best[0]:
-                best = (val, epoch, {k: t.clone() for k, t in evaluated.state_dict().items()})
-            plateau.step(val)
-            extra = f"  val (raw weights) {mse(model, valid):.5f}" if ema is not None else ""
-            print(
-                f"epoch {epoch:5d}  {elapsed:7.1f} s  lr {lr:.2e}  train {train_loss / n:.5f}  "
-                f"val {val:.5f}  best val {best[0]:.5f} (epoch {best[1]}){extra}",
-                flush=True,
-            )
-        if out_of_time:
-            break
-    assert best[2] is not None
-    model.load_state_dict(best[2])
-    print(f"\nbest validation MSE {best[0]:.5f} at epoch {best[1]}" + (f" (EMA {args.ema})" if ema else ""))
+
+def main(argv: list[str] | None = None) -> int:
+    from physnet.train.dynamics import train_dynamics
+
+    args = parse_args(argv)
+    run_dir = train_dynamics(load_dynamics_config(None, overrides(args)), overwrite=True)
+    report = json.loads((run_dir / "test_metrics.json").read_text())
     if args.no_test:
-        print("test set not evaluated (--no-test)")
         return 0
-    test_mse = mse(model, test)
+    minutes = report["train_wall_time_s"] / 60
+    n = report["n_train"]
     print(f"N-body (charged, 5 particles), test MSE of positions 1000 steps ahead, {n} training systems")
-    print(f"  {args.model} (this run, best val at epoch {best[1]}, {elapsed / 60:.1f} min)  {test_mse:.4f}")
-    print(f"  zero displacement (this run)                 {zero:.4f}")
-    print(f"  constant velocity, t = {t_fit:.3f} (this run)      {const_vel:.4f}")
+    this_run = f"{args.model} (this run, best val at epoch {report.get('best_epoch')}, {minutes:.1f} min)"
+    print(f"  {this_run}  {report['test_mse']:.4f}")
+    print(f"  zero displacement (this run)                 {report['zero_displacement']:.4f}")
+    t_fit = report["constant_velocity_t"]
+    print(f"  constant velocity, t = {t_fit:.3f} (this run)      {report['constant_velocity']:.4f}")
     for name, value in PAPER.items():
         print(f"  {name + ' (paper, Table 2)':<45}{value:.4f}")
     return 0

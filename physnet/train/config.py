@@ -314,6 +314,7 @@ class DynamicsDataConfig:
     frame_out: int = 40  # target frame (paper: 40, 1000 integration steps later)
     batch_size: int = 100  # systems per optimiser step (paper: 100)
     eval_batch_size: int = 500  # systems per validation / test batch
+    test: bool = True  # evaluate the test split after training (false: exploratory runs leave it unseen)
 
 
 @dataclass

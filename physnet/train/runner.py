@@ -25,6 +25,7 @@ from physnet.train.config import TrainerConfig, apply_tf32
 
 if TYPE_CHECKING:  # pragma: no cover
     import pytorch_lightning as pl
+    import torch
 
     from physnet.runtime import CpuShare
 
@@ -36,6 +37,8 @@ __all__ = [
     "last_checkpoint",
     "resume_from",
     "make_trainer",
+    "WarmupEMA",
+    "train_from_config",
 ]
 
 
@@ -142,11 +145,38 @@ def _loggers(run_dir: Path, resume: bool) -> list[Any]:
     return loggers
 
 
+class WarmupEMA:
+    """EMA update with the warm-up of TensorFlow / nequip: decay min(``decay``, (1 + k) / (10 + k))
+    at optimiser step k, so early averages do not hold on to the first weights. The first update
+    copies the weights (Lightning's ``AveragedModel``); update n >= 1 is step k = n + 1."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = float(decay)
+
+    def __call__(
+        self, averaged: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor
+    ) -> torch.Tensor:
+        import torch
+
+        k = n_averaged.to(averaged.dtype) + 1
+        decay = torch.clamp((1 + k) / (10 + k), max=self.decay)
+        return averaged + (current - averaged) * (1 - decay)
+
+
+def _ema(decay: float, warmup: bool) -> Any:
+    from pytorch_lightning.callbacks import EMAWeightAveraging, WeightAveraging
+
+    if warmup:
+        return WeightAveraging(avg_fn=WarmupEMA(decay))
+    return EMAWeightAveraging(decay=decay)
+
+
 def make_trainer(
     t: TrainerConfig,
     run_dir: str | os.PathLike,
     callbacks: Sequence[Any],
     ema_decay: float = 0.0,
+    ema_warmup: bool = False,
     resume: bool = False,
     **options: Any,
 ) -> pl.Trainer:
@@ -161,19 +191,19 @@ def make_trainer(
             :func:`last_checkpoint`).
         ema_decay: > 0 appends Lightning's ``EMAWeightAveraging``: validation, checkpoints and
             the weights left in the model after ``fit`` are the exponential moving average.
+        ema_warmup: average with :class:`WarmupEMA` (decay growing to ``ema_decay``) instead.
         resume: a resumed run keeps the killed run's ``metrics.csv`` as ``metrics_partNNN.csv``.
         **options: further ``pl.Trainer`` arguments of the task, which win over the defaults
             (e.g. ``inference_mode=False`` where validation needs autograd, ``val_check_interval``).
     """
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EMAWeightAveraging
 
     from physnet.train.checkpoint_io import AtomicCheckpointIO
 
     run_dir = Path(run_dir)
     all_callbacks = list(callbacks)
     if ema_decay > 0:
-        all_callbacks.append(EMAWeightAveraging(decay=ema_decay))
+        all_callbacks.append(_ema(ema_decay, ema_warmup))
     kwargs: dict[str, Any] = {
         "max_epochs": t.max_epochs,
         "max_steps": t.max_steps,
