@@ -92,5 +92,6 @@ def test_the_job_key_picks_the_config_and_names_a_wrong_one() -> None:
     with pytest.raises(UserError, match="for job 'gns', not 'potential'"):
         load_config(None, ["job=gns"])
     cfg = load_dynamics_config(None, ["model.n_layers=6", "task.ema_decay=0.999"])
-    assert cfg.job == "dynamics" and cfg.model == {"name": "egnn", "n_layers": 6} and cfg.task.ema_decay == 0.999
+    assert cfg.job == "dynamics" and cfg.model == {"name": "egnn", "n_layers": 6}
+    assert cfg.task.ema_decay == 0.999
     assert load_gns_config(None, []).job == "gns"
