@@ -70,11 +70,16 @@ def test_describe_lists_every_field_with_default() -> None:
 def test_example_configs_load(path: Path) -> None:
     import yaml
 
-    if (yaml.safe_load(path.read_text()).get("model") or {}).get("name") == "gns":
-        from physnet.train.gns import load_gns_config  # a simulator: physnet gns-train's config
+    from physnet.train.config import job_of, load_dynamics_config, load_gns_config
 
+    job = job_of(yaml.safe_load(path.read_text()))
+    if job == "gns":
         gns = load_gns_config(path)
         assert gns.data.train and gns.model["name"] == "gns"
+        return
+    if job == "dynamics":
+        dyn = load_dynamics_config(path)
+        assert dyn.data.path and dyn.model["name"] in ("egnn", "se3_transformer")
         return
     cfg = load_config(path)
     assert cfg.data.energy_unit and cfg.data.length_unit
