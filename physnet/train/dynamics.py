@@ -363,8 +363,13 @@ def train_dynamics(
     if d.test:
         report["test_mse"] = position_mse(model, splits["test"], d.eval_batch_size)
         report.update(baselines(splits["train"], splits["test"]))
+        say(
+            f"test MSE of positions {report['test_mse']:.5f} (zero displacement "
+            f"{report['zero_displacement']:.5f}, constant velocity {report['constant_velocity']:.5f})"
+        )
     else:
         say("test set not evaluated (data.test=false)")
     (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    say(f"run directory: {run_dir} (dynamics.pt, checkpoints/, logs/, test_metrics.json)")
     share.report("train")
     return run_dir
