@@ -74,6 +74,7 @@ __all__ = [
 
 # submodules reachable as attributes (``physnet.models.gns.rollout``) without their own import
 _SUBMODULES = (
+    "builtin",
     "registry",
     "simulator",
     "dynamics",

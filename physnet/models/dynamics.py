@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from physnet.models import builtin
 from physnet.models.registry import Registry, save_model
 
 __all__ = [
@@ -55,10 +56,7 @@ class DynamicsModel(torch.nn.Module):
         save_model(self, path)
 
 
-DYNAMICS_MODELS = Registry(
-    "dynamics model",
-    {"egnn": "physnet.models.egnn", "se3_transformer": "physnet.models.se3_transformer"},
-)
+DYNAMICS_MODELS = Registry("dynamics model", builtin.DYNAMICS_MODELS)
 D = TypeVar("D", bound=Callable[..., Any])
 
 

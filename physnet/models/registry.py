@@ -24,6 +24,7 @@ import torch
 
 from physnet.data.graph import SpeciesIndex
 from physnet.errors import UnknownKeyError, UserError, close_match
+from physnet.models import builtin
 
 __all__ = ["EnergyModel", "Registry", "ENERGY_MODELS", "register", "build", "available", "save_model"]
 
@@ -114,8 +115,8 @@ class Registry:
         """Class decorator adding a builder under ``name``; a taken name is a ``ValueError``."""
 
         def wrap(builder: M) -> M:
-            builtin = self.builtin.get(name)
-            if name in self.builders or (builtin is not None and builder.__module__ != builtin):
+            home = self.builtin.get(name)
+            if name in self.builders or (home is not None and builder.__module__ != home):
                 raise ValueError(f"a {self.kind} named {name!r} is already registered")
             self.builders[name] = builder
             return builder
@@ -183,13 +184,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 ENERGY_MODELS = Registry(
     "model",
-    {
-        "behler_parrinello": "physnet.models.behler_parrinello",
-        "cgnet": "physnet.models.cgnet",
-        "egnn": "physnet.models.egnn",
-        "schnet": "physnet.models.schnet",
-        "se3_transformer": "physnet.models.se3_transformer",
-    },
+    builtin.ENERGY_MODELS,
     fixed=("species",),
 )
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from physnet.models import builtin
 from physnet.models.registry import Registry, save_model
 
 __all__ = [
@@ -56,7 +57,7 @@ class Simulator(torch.nn.Module):
         save_model(self, path)
 
 
-SIMULATORS = Registry("simulator", {"gns": "physnet.models.gns"})
+SIMULATORS = Registry("simulator", builtin.SIMULATORS)
 S = TypeVar("S", bound=Callable[..., Any])
 
 

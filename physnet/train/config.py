@@ -468,13 +468,16 @@ def _field_lines(sections: dict[str, type]) -> list[str]:
 
 
 def describe() -> str:
-    """Every config field of every job with its default, for ``--help``."""
+    """Every config field of every job with its default, and the model names, for ``--help``."""
+    from physnet.models import builtin
+
     lines = [
         "The config's top-level key job picks what is trained: potential (default), gns, dynamics.",
         "",
         "job: potential -- config fields (YAML sections; override with section.key=value):",
         "  run_dir: runs/run",
-        "  model.name: schnet   (plus the model's own keyword arguments, e.g. model.n_features=128)",
+        f"  model.name: schnet   ({' | '.join(builtin.ENERGY_MODELS)}; plus the model's own keyword "
+        "arguments, e.g. model.n_features=128)",
         "  model.init_from: ''   (fine-tune a potential.pt / .ckpt; with model.references: refit|keep, "
         "model.scale: keep|refit, model.freeze: [embedding, ...], model.add_species: false; "
         "see docs/finetune_and_committees.md)",
@@ -489,8 +492,8 @@ def describe() -> str:
         "",
         "job: dynamics -- N-body dynamics models (EGNN paper, Sec. 5.1):",
         f"  run_dir: {DynamicsRunConfig.run_dir}",
-        "  model.name: egnn   (or se3_transformer; plus the model's keyword arguments, "
-        "e.g. model.n_layers=6)",
+        f"  model.name: egnn   ({' | '.join(builtin.DYNAMICS_MODELS)}; plus the model's keyword "
+        "arguments, e.g. model.n_layers=6)",
         *(line for line in _field_lines(_DYNAMICS_SECTIONS) if not line.startswith("  trainer.")),
         "  trainer.*: as for job: potential",
     ]
