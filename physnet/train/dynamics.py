@@ -31,6 +31,15 @@ import yaml
 from physnet.data import keys as K
 from physnet.errors import UserError
 from physnet.train.config import DynamicsRunConfig, load_dynamics_config
+from physnet.train.runner import (
+    guard_run_dir,
+    last_checkpoint,
+    make_trainer,
+    rank,
+    resume_from,
+    say,
+    start_run,
+)
 
 __all__ = [
     "DynamicsTask",
@@ -258,6 +267,16 @@ class DynamicsTask(pl.LightningModule):
         return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, self._factor)]
 
 
+def _load_best(task: DynamicsTask, best: Any, ema_decay: float) -> dict[str, Any]:
+    """Load the best-validated weights (the EMA's when EMA is on) into ``task``; what the report says."""
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    task.load_state_dict(state["state_dict"])
+    chosen = {"best_val_mse": float(best.best_model_score), "best_epoch": int(state["epoch"]) + 1}
+    ema = f" (EMA {ema_decay})" if ema_decay > 0 else ""
+    say(f"\nbest validation MSE {chosen['best_val_mse']:.5f} at epoch {chosen['best_epoch']}{ema}")
+    return chosen
+
+
 def train_dynamics(
     cfg: DynamicsRunConfig,
     resume: bool = False,
@@ -274,15 +293,6 @@ def train_dynamics(
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from physnet.models.dynamics import build_dynamics
-    from physnet.train.runner import (
-        guard_run_dir,
-        last_checkpoint,
-        make_trainer,
-        rank,
-        resume_from,
-        say,
-        start_run,
-    )
 
     d, t = cfg.data, cfg.trainer
     if not d.path:
@@ -296,14 +306,9 @@ def train_dynamics(
     guard_run_dir(run_dir, resume, overwrite, RUN_RESULTS, config_file)
     share = start_run(t)
     started = time.perf_counter()
-    splits = {
-        s: load_nbody(
-            d.path, s, (d.n_train or None) if s == "train" else None, d.frame_in, d.frame_out, dtype
-        )
-        for s in ("train", "valid", "test")
-    }
-    hparams = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = build_dynamics(cfg.model.get("name", "egnn"), **hparams).to(dtype)
+    n_max = {"train": d.n_train or None, "valid": None, "test": None}
+    splits = {s: load_nbody(d.path, s, n, d.frame_in, d.frame_out, dtype) for s, n in n_max.items()}
+    model = build_dynamics(**{"name": "egnn", **cfg.model}).to(dtype)
     if rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**cfg.to_dict(), "model": dict(model.hparams)}
@@ -351,13 +356,8 @@ def train_dynamics(
         "optimizer_steps": trainer.global_step,
         "train_wall_time_s": round(time.perf_counter() - started, 1),
     }
-    if best.best_model_path:  # the checkpoint holds the EMA weights when EMA is on
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-        task.load_state_dict(state["state_dict"])
-        report["best_val_mse"] = float(best.best_model_score)
-        report["best_epoch"] = int(state["epoch"]) + 1
-        ema = f" (EMA {cfg.task.ema_decay})" if cfg.task.ema_decay > 0 else ""
-        say(f"\nbest validation MSE {report['best_val_mse']:.5f} at epoch {report['best_epoch']}{ema}")
+    if best.best_model_path:
+        report.update(_load_best(task, best, cfg.task.ema_decay))
     model = task.model.cpu().eval()
     model.save(run_dir / "dynamics.pt")
     if d.test:
