@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 
 from physnet.models import builtin
-from physnet.models.registry import Registry, save_model
+from physnet.models.registry import Registry, SavedModel
 
 __all__ = [
     "DynamicsModel",
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-class DynamicsModel(torch.nn.Module):
+class DynamicsModel(SavedModel):
     """Base of dynamics models: ``forward(pos, vel, charges, batch) -> future positions``.
 
     Shapes: ``pos``, ``vel`` [n_particles, 3], ``charges`` [n_particles], ``batch``
@@ -46,14 +46,6 @@ class DynamicsModel(torch.nn.Module):
     Attributes:
         hparams: the name and keyword arguments that rebuild the model with :func:`build_dynamics`.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hparams: dict[str, Any] = {}
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``{"hparams", "state_dict"}``, read back by :func:`load_dynamics`."""
-        save_model(self, path)
 
 
 DYNAMICS_MODELS = Registry("dynamics model", builtin.DYNAMICS_MODELS)

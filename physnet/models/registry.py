@@ -26,7 +26,16 @@ from physnet.data.graph import SpeciesIndex
 from physnet.errors import UnknownKeyError, UserError, close_match
 from physnet.models import builtin
 
-__all__ = ["EnergyModel", "Registry", "ENERGY_MODELS", "register", "build", "available", "save_model"]
+__all__ = [
+    "EnergyModel",
+    "Registry",
+    "ENERGY_MODELS",
+    "register",
+    "build",
+    "available",
+    "save_model",
+    "SavedModel",
+]
 
 
 class EnergyModel(torch.nn.Module):
@@ -180,6 +189,19 @@ class Registry:
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Write ``{"hparams", "state_dict"}`` of a registry-built model, read back by :meth:`Registry.load`."""
     torch.save({"hparams": dict(model.hparams), "state_dict": model.state_dict()}, path)
+
+
+class SavedModel(torch.nn.Module):
+    """Base of the models that save themselves (simulators, dynamics models): ``hparams`` (set by
+    :meth:`Registry.build`) and :meth:`save`, read back by that kind's :meth:`Registry.load`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hparams: dict[str, Any] = {}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint ``{"hparams", "state_dict"}``."""
+        save_model(self, path)
 
 
 ENERGY_MODELS = Registry(

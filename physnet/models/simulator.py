@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import torch
 
 from physnet.models import builtin
-from physnet.models.registry import Registry, save_model
+from physnet.models.registry import Registry, SavedModel
 
 __all__ = [
     "Simulator",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-class Simulator(torch.nn.Module):
+class Simulator(SavedModel):
     """Base of learned particle simulators.
 
     ``forward(graph) -> acceleration [n_particles, dim]`` from the graph's window of past
@@ -47,14 +47,6 @@ class Simulator(torch.nn.Module):
     Attributes:
         hparams: the name and keyword arguments that rebuild the model with :func:`build_simulator`.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hparams: dict[str, Any] = {}
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint ``{"hparams", "state_dict"}``, read back by :func:`load_simulator`."""
-        save_model(self, path)
 
 
 SIMULATORS = Registry("simulator", builtin.SIMULATORS)
