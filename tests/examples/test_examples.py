@@ -53,6 +53,16 @@ def test_active_learning_cu_emt_quick(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"committee-mean test force MAE on 10 frames: \S+ -> \S+ eV/Å", proc.stdout)
+    for label in ("900 K", "300/600 K"):
+        assert re.search(rf"committee-mean test force MAE on 10 {label} frames: \S+ -> \S+ eV/Å", proc.stdout)
+    assert re.search(
+        r"largest per-atom force deviation on the 900 K test frames: median \S+ -> \S+", proc.stdout
+    )
     summary = json.loads((tmp_path / "al" / "active_learning.json").read_text())
     assert summary["selected"] > 0 and summary["train_frames"][1] == 10 + summary["selected"]
+    assert summary["selected"] <= 2 and summary["candidates"] >= summary["selected"]
+    for stage in ("before", "after"):
+        for name in ("900K", "300-600K"):
+            result = summary[stage][name]
+            assert result["frames"] == 10 and len(result["members_force_mae"]) == 2
+            assert 0 < result["mean_force_mae"] < 10
