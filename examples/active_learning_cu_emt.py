@@ -25,7 +25,7 @@ stop threshold is ``--stop-factor`` times that (0: never stop).
 
     python examples/active_learning_cu_emt.py                # see docs/experiments/finetune_and_committees.md
     python examples/active_learning_cu_emt.py --members 3    # fewer members, less CPU time
-    python examples/active_learning_cu_emt.py --quick        # a smoke run of a few seconds
+    python examples/active_learning_cu_emt.py --quick        # a smoke run of about a minute
 """
 
 from __future__ import annotations
