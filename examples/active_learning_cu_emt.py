@@ -10,8 +10,9 @@ frames only and explores the hotter regime itself:
    Langevin runs from different training frames; every ``--log-every`` steps a frame whose
    largest per-atom force deviation exceeds the selection threshold is written out, and a run
    stops only above the (loose) stop threshold;
-3. keep at most ``--max-new`` of the selected frames (those the committee disagrees on most) and
-   label them with the set's own engine (ASE's EMT, as the set was made);
+3. keep at most ``--max-new`` of the selected frames (those the committee disagrees on most;
+   ``--pick random``: a random draw, the control with ``--select-factor 0``) and label them
+   with the set's own engine (ASE's EMT, as the set was made);
 4. retrain the committee from scratch, same per-member step budget, on the training frames plus
    the new ones;
 5. compare, before and after, the committee mean's and each member's force MAE on two test sets
@@ -106,6 +107,12 @@ def main() -> None:
     parser.add_argument("--select-factor", type=float, default=1.0)
     parser.add_argument("--stop-factor", type=float, default=10.0, help="0: never stop a run")
     parser.add_argument("--max-new", type=int, default=40, help="most frames to label and add")
+    parser.add_argument(
+        "--pick",
+        choices=["uncertain", "random"],
+        default="uncertain",
+        help="which --max-new frames to keep: the most uncertain, or (a control) a random draw",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks that the loop runs")
     args = parser.parse_args()
@@ -185,15 +192,20 @@ def main() -> None:
             raise SystemExit(f"physnet md failed with exit code {code}")
         frames_file = out / f"md_{r}_uncertain.extxyz"
         if frames_file.is_file():
-            candidates += read(frames_file, ":")
+            candidates += [a for a in read(frames_file, ":") if a.info["step"] > 0]  # 0: a training frame
     if not candidates:
         raise SystemExit("no frame crossed the threshold: lower --select-factor or raise --temperature")
     candidates.sort(key=lambda a: -a.info["max_force_std_eV_A"])
-    selected = candidates[: args.max_new]
+    if args.pick == "random":  # the control: as many frames of the same MD, drawn at random
+        keep = np.sort(rng.choice(len(candidates), min(args.max_new, len(candidates)), replace=False))
+        selected = [candidates[k] for k in keep]
+    else:
+        selected = candidates[: args.max_new]
+    deviation = [a.info["max_force_std_eV_A"] for a in selected]
     print(
-        f"\n{len(candidates)} MD frames above the selection threshold; the {len(selected)} with the largest "
-        f"force deviation ({selected[-1].info['max_force_std_eV_A']:.4f} to "
-        f"{selected[0].info['max_force_std_eV_A']:.4f} eV/Å) go to labelling"
+        f"\n{len(candidates)} MD frames above the selection threshold; {len(selected)} "
+        + ("drawn at random" if args.pick == "random" else "with the largest force deviation")
+        + f" ({min(deviation):.4f} to {max(deviation):.4f} eV/Å) go to labelling"
     )
 
     # 3. label them with the set's engine
@@ -225,6 +237,7 @@ def main() -> None:
         "md": {"runs": args.md_runs, "steps": args.md_steps, "temperature_K": args.temperature},
         "candidates": len(candidates),
         "selected": len(labelled),
+        "pick": args.pick,
         "select_threshold_eV_A": select,
         "stop_threshold_eV_A": stop,
         "before": before,
