@@ -137,6 +137,10 @@ def test_train_help_shows_every_option_with_default() -> None:
     assert "job: gns" in result.stdout and "task.noise_std: 0.00067" in result.stdout
     assert "job: dynamics" in result.stdout and "data.frame_out: 40" in result.stdout
     assert "(behler_parrinello | cgnet | egnn | schnet | se3_transformer;" in result.stdout  # model names
+    from physnet.data import embedded
+
+    listed = next(line for line in result.stdout.splitlines() if line.startswith("Embedded data sets"))
+    assert embedded.available() and all(name in listed for name in embedded.available())
 
 
 @pytest.mark.parametrize(

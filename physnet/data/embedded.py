@@ -34,9 +34,10 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ase
+if TYPE_CHECKING:  # ase loads when a set is read, so listing the sets stays cheap
+    import ase
 
 __all__ = [
     "UnknownDataSetError",

@@ -469,6 +469,7 @@ def _field_lines(sections: dict[str, type]) -> list[str]:
 
 def describe() -> str:
     """Every config field of every job with its default, and the model names, for ``--help``."""
+    from physnet.data import embedded
     from physnet.models import builtin
 
     lines = [
@@ -496,5 +497,7 @@ def describe() -> str:
         "arguments, e.g. model.n_layers=6)",
         *(line for line in _field_lines(_DYNAMICS_SECTIONS) if not line.startswith("  trainer.")),
         "  trainer.*: as for job: potential",
+        "",
+        f"Embedded data sets (data.path=NAME): {', '.join(embedded.available()) or 'none found'}",
     ]
     return "\n".join(lines)
