@@ -24,7 +24,7 @@ force is what is learnt); differences between models are what matters.
 Usage::
 
     python examples/cgnet_ala2.py --minutes 2 --output cgnet_ala2.pt
-    python examples/cgnet_ala2.py --data-dir ../shared/data --minutes 2   # the .npy pair
+    python examples/cgnet_ala2.py --data-dir DIR --minutes 2   # a folder with the .npy pair
 """
 
 from __future__ import annotations

@@ -634,6 +634,15 @@ def _export(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from physnet.data.download import SOURCES, fetch, subset
 
+    if args.name == "nbody_charged5":  # generated here, not downloaded
+        from physnet.data.nbody import write_charged
+
+        path = write_charged(
+            Path(args.output) / "nbody_charged5.npz", seed=args.seed, overwrite=args.overwrite
+        )
+        print(f"{path}: the EGNN paper's charged 5-body set (3000/2000/2000 simulations); train on it with")
+        print(f"physnet train examples/configs/nbody_egnn.yaml data.path={path}")
+        return 0
     path = fetch(args.name, args.output, sha256=args.sha256, url=args.url)
     src = SOURCES[args.name]
     print(f"{path}: energies in {src.energy_unit}, positions in {src.length_unit} ({src.citation})")
@@ -798,13 +807,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     da = sub.add_parser(
         "data",
-        help="download MD17 / rMD17 (one molecule) with a SHA-256 check",
+        help="download MD17 / rMD17 (one molecule) with a SHA-256 check, or generate nbody_charged5",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    da.add_argument("name", help="md17_<molecule> or rmd17_<molecule>, e.g. md17_ethanol")
+    da.add_argument(
+        "name",
+        help="md17_<molecule> or rmd17_<molecule>, e.g. md17_ethanol; or nbody_charged5 (EGNN's N-body set, "
+        "generated here in about a minute)",
+    )
     da.add_argument("--output", default="downloads", help="folder for the files")
     da.add_argument("--frames", type=int, default=0, help="also write N random frames as extended XYZ")
-    da.add_argument("--seed", type=int, default=0, help="seed of the --frames draw")
+    da.add_argument("--seed", type=int, default=0, help="seed of the --frames draw or of nbody_charged5")
+    da.add_argument("--overwrite", action="store_true", help="replace an existing generated file")
     da.add_argument(
         "--sha256", default=None, help="expected SHA-256 of the download (default: pinned or recorded)"
     )
