@@ -2,38 +2,11 @@
 
 Sanchez-Gonzalez, Godwin, Pfaff, Ying, Leskovec & Battaglia, "Learning to Simulate
 Complex Physics with Graph Networks", ICML 2020 (arXiv:2002.09405); the reference code is
-DeepMind's ``learning_to_simulate`` (``learned_simulator.py``, ``graph_network.py``).
-
-Units: positions in the data's length unit; time in *frames*: velocities are
-``x_t - x_{t-1}`` (length per frame) and accelerations ``x_{t+1} - 2 x_t + x_{t-1}``
-(length per frame^2), as in the paper (Sec. 3: "we use dt = 1").
-
-- **Inputs** (Sec. 3, "Input and output representations"): the last ``C`` (paper: 6)
-  positions ``[n, C, dim]`` give ``C - 1`` finite-difference velocities, normalised with
-  the training-set statistics, and a learned embedding of the particle type. Edges join
-  particles closer than ``R`` (:func:`physnet.data.radius_graph` on the most recent
-  positions, 2D padded with ``z = 0``); edge features are ``(x_j - x_i) / R`` and its norm.
-- **Walls** (``walls``, :class:`NoWalls`, :class:`WallFeatures`, :class:`WallNodes`): none
-  (translation invariant), the paper's clipped distances to the walls as node inputs, or
-  those plus one sender node per wall joined to the particles near it.
-- **Encode-process-decode** (Sec. 2, Fig. 2; Battaglia et al. 2018 GN blocks): node and
-  edge encoder MLPs -> ``M`` (paper: 10) residual message-passing steps with unshared
-  parameters (:class:`InteractionNetwork`) -> decoder (``decoder``, :class:`NodeDecoder`,
-  the paper's, or :class:`PairwiseDecoder`) to the normalised acceleration. Every MLP has
-  two hidden layers (paper: 128 wide, ReLU); all but the decoders end in LayerNorm.
-- **Wall damping** (``wall_damping_range``, :class:`WallDamping`, optional): the walls remove
-  a learned fraction of the outward velocity of particles arriving at them.
-- **Update**: semi-implicit Euler with ``dt = 1`` (Sec. 3): ``v_{t+1} = v_t + a_t``,
-  ``x_{t+1} = x_t + v_{t+1}`` (:func:`euler_step`).
-- **Normalisation**: mean and std of velocities and accelerations over the training set,
-  each std combined with the training noise as ``sqrt(std^2 + noise_std^2)``
-  (``learning_to_simulate/train.py``; :meth:`GNS.fit_statistics`); they are buffers.
-
-``forward`` returns the acceleration in length / frame^2: the decoder output times the std
-plus the mean (or the known ``body_acceleration``); the training loss divides the error by
-the std again, which is the paper's loss on normalised accelerations.
-
-The box walls follow :mod:`physnet.sim.box`'s order: the lower wall along each axis, then the upper ones.
+DeepMind's ``learning_to_simulate``. Positions are in the data's length unit and time in
+frames (:mod:`physnet.sim.frames`). The parts, chosen by name: the wall representation
+(:data:`WALLS`), the encode-process-decode network (:class:`InteractionNetwork`, the decoder
+from :data:`DECODERS`), the optional :class:`WallDamping`, and the update by
+:func:`~physnet.sim.frames.euler_step`; :class:`GNS` documents how they fit together.
 """
 
 from __future__ import annotations
@@ -49,7 +22,13 @@ from physnet.data.neighbors import radius_graph
 from physnet.models.simulator import Simulator, register_simulator
 from physnet.nn.mlp import mlp
 from physnet.nn.scatter import scatter_sum
-from physnet.sim.box import wall_distances, wall_normals
+from physnet.sim.box import wall_distances, wall_midpoints, wall_normals
+from physnet.sim.frames import (  # noqa: F401  (re-exported: the GNS's integrator, baseline and noise)
+    constant_velocity_rollout,
+    euler_step,
+    noisy_target_acceleration,
+    random_walk_noise,
+)
 
 __all__ = [
     "GNS",
@@ -85,8 +64,8 @@ class NoWalls(torch.nn.Module):
     """``walls="none"``: the model does not see the walls (translation invariant).
 
     Every wall representation has this interface: ``n_features`` node-input columns from
-    :meth:`features`, ``n_types`` extra type-embedding rows, and :meth:`add_nodes`, which may
-    append sender-only wall nodes and their edges to the graph.
+    :meth:`features`, ``n_types`` extra type-embedding rows, and :meth:`wall_graph`: the
+    sender-only wall nodes and edges that :meth:`add_nodes` appends to the graph.
     """
 
     n_features = 0
@@ -100,6 +79,11 @@ class NoWalls(torch.nn.Module):
         """Node-input columns [n, n_features] for particles at ``pos`` [n, dim]."""
         return pos.new_zeros(pos.shape[0], 0)
 
+    def wall_graph(self, last: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """Wall nodes and edges for particles at ``last`` [n, dim]: ``(points [m, dim], receiver,
+        wall [n_edges], edge features [n_edges, dim + 1])``, or None (no wall nodes, here)."""
+        return None
+
     def add_nodes(
         self,
         last: torch.Tensor,
@@ -108,8 +92,18 @@ class NoWalls(torch.nn.Module):
         edge_index: torch.Tensor,
         static_input: Callable[[torch.Tensor], torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Append wall nodes and their edges (none here); returns ``(node_in, edge_in, edge_index)``."""
-        return node_in, edge_in, edge_index
+        """Append the nodes of :meth:`wall_graph` (indices ``n ..``) and their edges after the pair
+        edges; returns ``(node_in, edge_in, edge_index)``."""
+        graph = self.wall_graph(last)
+        if graph is None:
+            return node_in, edge_in, edge_index
+        points, receiver, wall, features = graph
+        n = node_in.shape[0]
+        return (
+            torch.cat([node_in, static_input(points)]),
+            torch.cat([edge_in, features]),
+            torch.cat([edge_index, torch.stack([receiver, wall + n])], dim=1),
+        )
 
 
 class WallFeatures(NoWalls):
@@ -177,30 +171,11 @@ class WallNodes(WallFeatures):
         disp = wall_normals(dim, pos.dtype, pos.device)[wall] * distance[:, None]
         return receiver, wall, disp, distance
 
-    def midpoints(self, dtype: torch.dtype) -> torch.Tensor:
-        """[2 dim, dim] the midpoint of each wall."""
-        bounds = self.bounds.to(dtype)
-        dim = bounds.shape[0]
-        mid = bounds.mean(-1).expand(2 * dim, dim).clone()
-        mid[torch.arange(2 * dim), torch.arange(2 * dim) % dim] = bounds.t().reshape(-1)
-        return mid
-
-    def add_nodes(
-        self,
-        last: torch.Tensor,
-        node_in: torch.Tensor,
-        edge_in: torch.Tensor,
-        edge_index: torch.Tensor,
-        static_input: Callable[[torch.Tensor], torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Append the ``2 dim`` wall nodes (indices ``n ..``) and their edges, after the pair edges."""
+    def wall_graph(self, last: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The ``2 dim`` wall nodes at the walls' midpoints and the edges of :meth:`edges`."""
         receiver, wall, disp, distance = self.edges(last)
-        n = node_in.shape[0]
-        return (
-            torch.cat([node_in, static_input(self.midpoints(last.dtype))]),
-            torch.cat([edge_in, torch.cat([disp, distance[:, None]], dim=-1)]),
-            torch.cat([edge_index, torch.stack([receiver, wall + n])], dim=1),
-        )
+        features = torch.cat([disp, distance[:, None]], dim=-1)
+        return wall_midpoints(self.bounds.to(last.dtype)), receiver, wall, features
 
 
 WALLS: dict[str, type[NoWalls]] = {"none": NoWalls, "features": WallFeatures, "nodes": WallNodes}
@@ -386,6 +361,15 @@ class InteractionNetwork(torch.nn.Module):
 @register_simulator("gns")
 class GNS(Simulator):
     """Graph Network-based Simulator (Sanchez-Gonzalez et al., ICML 2020).
+
+    Inputs (Sec. 3): the ``C - 1`` finite-difference velocities of the window, normalised, the
+    particle type's embedding and the walls' node features; edges join particles closer than
+    ``R`` (:func:`physnet.data.radius_graph` on the last positions, 2D padded with z = 0), with
+    features ``(x_j - x_i) / R`` and its norm. Encoder MLPs -> ``M`` residual
+    :class:`InteractionNetwork` steps (unshared) -> decoder; every MLP has two ReLU hidden
+    layers, all but the decoders end in LayerNorm. ``forward`` returns the acceleration
+    (length / frame^2): decoder output times ``acc_std`` plus ``acc_mean`` (or the known
+    ``body_acceleration``). The statistics are buffers (:meth:`fit_statistics`).
 
     Args:
         dim: spatial dimension of the positions (2 or 3).
@@ -600,20 +584,6 @@ class GNS(Simulator):
         return euler_step(graph[K.POS_HISTORY], self(graph))
 
 
-def euler_step(pos_history: torch.Tensor, acceleration: torch.Tensor) -> torch.Tensor:
-    """``x_{t+1} = x_t + (x_t - x_{t-1}) + a_t``, semi-implicit Euler with dt = 1 frame.
-
-    Args:
-        pos_history: [n, C, dim] positions, oldest first.
-        acceleration: [n, dim] length / frame^2.
-
-    Returns:
-        [n, dim] next positions.
-    """
-    last = pos_history[:, -1]
-    return last + (last - pos_history[:, -2]) + acceleration
-
-
 class RolloutDiverged(RuntimeError):
     """A rollout stopped because its particles clumped or flew away (see :func:`rollout`).
 
@@ -736,44 +706,3 @@ def rollout(
         out.append(nxt)
         window = torch.cat([window[:, 1:], nxt.unsqueeze(1)], dim=1)
     return torch.stack(out) if out else initial_window.new_zeros(0, *initial_window.shape[::2])
-
-
-def constant_velocity_rollout(initial_window: torch.Tensor, n_steps: int) -> torch.Tensor:
-    """Baseline: ``x_{t+k} = x_t + k v_t`` from the last velocity; [n_steps, n, dim]."""
-    last = initial_window[:, -1]
-    vel = last - initial_window[:, -2]
-    k = torch.arange(1, n_steps + 1, dtype=last.dtype, device=last.device).view(-1, 1, 1)
-    return last + k * vel
-
-
-def random_walk_noise(
-    pos_history: torch.Tensor, noise_std: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Random-walk noise [n, C, dim] for the input positions (paper Sec. 4, "Training noise").
-
-    Each of the ``C - 1`` velocities gets independent Gaussian noise of std
-    ``noise_std / sqrt(C - 1)``; its running sum is the position noise (zero on the oldest
-    position), so the noise on the most recent position has std ``noise_std``
-    (``learning_to_simulate/noise_utils.py``).
-    """
-    n, c, dim = pos_history.shape
-    # drawn where the generator lives (without one: on the data's device, no host round trip)
-    device = pos_history.device if generator is None else generator.device
-    vel_noise = torch.randn(n, c - 1, dim, generator=generator, dtype=pos_history.dtype, device=device)
-    vel_noise = (vel_noise * (noise_std / math.sqrt(c - 1))).to(pos_history.device)
-    return torch.cat([torch.zeros_like(vel_noise[:, :1]), vel_noise.cumsum(dim=1)], dim=1)
-
-
-def noisy_target_acceleration(
-    pos_history: torch.Tensor, next_pos: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    """Target acceleration [n, dim] for noisy inputs ``pos_history + noise``.
-
-    The target next position is shifted by the noise of the last input position
-    (``next_position_adjusted`` in ``learning_to_simulate/train.py``), so that the Euler step
-    from the noisy window with this acceleration reproduces the true next *velocity*
-    ``x_{t+1} - x_t``. Equals ``a_t - (n_t - n_{t-1})``.
-    """
-    noisy = pos_history + noise
-    adjusted_next = next_pos + noise[:, -1]
-    return adjusted_next - 2 * noisy[:, -1] + noisy[:, -2]

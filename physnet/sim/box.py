@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["wall_distances", "wall_normals", "outside_depth", "excursion", "escaped_particles", "stays"]
+__all__ = [
+    "wall_distances",
+    "wall_normals",
+    "wall_midpoints",
+    "outside_depth",
+    "excursion",
+    "escaped_particles",
+    "stays",
+]
 
 
 def wall_distances(pos: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
@@ -25,6 +33,14 @@ def wall_normals(
     """[2 dim, dim] outward unit normals of the walls."""
     eye = torch.eye(dim, dtype=dtype, device=device)
     return torch.cat([-eye, eye])
+
+
+def wall_midpoints(bounds: torch.Tensor) -> torch.Tensor:
+    """[2 dim, dim] the midpoint of each wall of the box ``bounds`` [dim, 2]."""
+    dim = bounds.shape[0]
+    mid = bounds.mean(-1).expand(2 * dim, dim).clone()
+    mid[torch.arange(2 * dim), torch.arange(2 * dim) % dim] = bounds.t().reshape(-1)
+    return mid
 
 
 def outside_depth(pos: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import yaml
 
 from physnet.data import keys as K
 from physnet.data.trajectories import (
@@ -36,27 +35,20 @@ from physnet.data.trajectories import (
     collate_windows,
     load_trajectories,
 )
-from physnet.models.gns import (
-    GNS,
+from physnet.models.gns import GNS
+from physnet.models.simulator import build_simulator
+from physnet.sim.box import wall_distances, wall_normals
+from physnet.sim.frames import (
     euler_step,
+    is_free_fall,
+    landing_acceleration,
     noisy_target_acceleration,
     random_walk_noise,
 )
-from physnet.models.simulator import build_simulator
-from physnet.sim.box import wall_distances, wall_normals
-from physnet.train.config import GNSDataConfig, GNSRunConfig, GNSTaskConfig, load_gns_config
-from physnet.train.gns_eval import evaluate, free_fall_response, is_free_fall, rollout_errors, selection_score
+from physnet.train.config import GNSRunConfig, load_gns_config  # noqa: F401  (physnet.train.gns's loader)
+from physnet.train.gns_eval import evaluate, free_fall_response, report_line, rollout_errors, selection_score
 
-__all__ = [
-    "GNSTask",
-    "GNSDataConfig",
-    "GNSTaskConfig",
-    "GNSRunConfig",
-    "load_gns_config",
-    "build_from_data",
-    "check_body_acceleration",
-    "train_gns",
-]
+__all__ = ["GNSTask", "build_from_data", "check_body_acceleration", "train_gns"]
 
 
 class GNSTask(pl.LightningModule):
@@ -186,10 +178,10 @@ class GNSTask(pl.LightningModule):
             if self.wall_excursion_prob == 0.0:
                 return history + noise, target, noise
             inputs, moved = self.wall_excursion(history + noise)
-            landing = next_pos - 2 * inputs[:, -1] + inputs[:, -2]  # Euler step onto the true next position
+            landing = landing_acceleration(inputs, next_pos)  # Euler step onto the true next position
             return inputs, torch.where(moved[:, None], landing, target), inputs - history
         inputs, history, next_pos = self.push_forward(batch, history + noise, unroll)
-        return inputs, next_pos - 2 * inputs[:, -1] + inputs[:, -2], inputs - history
+        return inputs, landing_acceleration(inputs, next_pos), inputs - history
 
     @torch.no_grad()
     def wall_excursion(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,20 +220,22 @@ class GNSTask(pl.LightningModule):
             return
         history, truth = batch[K.POS_HISTORY], batch[K.NEXT_POS]
         pred = self.model(batch)
-        target = truth - 2 * history[:, -1] + history[:, -2]
         values = {
-            "loss": self.loss(pred, target),
+            "loss": self.loss(pred, landing_acceleration(history, truth)),
             "one_step_mse": (euler_step(history, pred) - truth).pow(2).mean(),
             "cv_one_step_mse": (2 * history[:, -1] - history[:, -2] - truth).pow(2).mean(),
         }
+        self._log_val(values, "loss", _n_systems(batch))
+
+    def _log_val(self, values: dict[str, Any], prog_bar: str, batch_size: int) -> None:
         for name, value in values.items():
             self.log(
                 f"val/{name}",
                 value,
-                prog_bar=name == "loss",
+                prog_bar=name == prog_bar,
                 on_step=False,
                 on_epoch=True,
-                batch_size=_n_systems(batch),
+                batch_size=batch_size,
                 add_dataloader_idx=False,
             )
 
@@ -264,16 +258,7 @@ class GNSTask(pl.LightningModule):
         free_fall = free_fall_response(self.model, item[K.TRAJECTORY], item[K.Z])["free_fall_ratio"]
         if not math.isnan(free_fall):  # a trajectory without a free-fall frame says nothing
             values["free_fall_ratio"] = free_fall
-        for name, value in values.items():
-            self.log(
-                f"val/{name}",
-                value,
-                prog_bar=name == "rollout_mse",
-                on_step=False,
-                on_epoch=True,
-                batch_size=1,
-                add_dataloader_idx=False,
-            )
+        self._log_val(values, "rollout_mse", 1)
 
     def on_validation_epoch_start(self) -> None:
         self._rollouts = []
@@ -311,26 +296,11 @@ def _n_systems(batch: dict[str, torch.Tensor]) -> int:
 
 def _validation_line(step: int, m: dict[str, float]) -> str:
     """One line of validation metrics ``m`` (``val/...``) for the log of a long run."""
-    nan = float("nan")
-    line = f"step {step}: val one-step MSE {m.get('val/one_step_mse', nan):.3e}"
-    line += f" (constant velocity {m.get('val/cv_one_step_mse', nan):.3e})"
-    if "val/rollout_mse" not in m:
-        return line
-    ratio = m["val/cv_rollout_mse"] / max(m["val/rollout_mse"], 1e-300)
-    line += (
-        f"; rollout MSE {m['val/rollout_mse']:.3e} (constant velocity {m['val/cv_rollout_mse']:.3e} = "
-        f"{ratio:.1f}x the model's); {m['val/escaped_particles']:.0f} particles left the domain per rollout "
-        f"({m.get('val/escaped_beyond_tolerance', nan):.0f} by more than 0.1 R)"
-    )
-    if "val/free_fall_ratio" in m:
-        line += f"; free fall {m['val/free_fall_ratio']:.2f}x the true acceleration"
-    line += f"; peak neighbours per particle {m.get('val/compression', nan):.1f}x the truth's"
-    if m.get("val/diverged", 0.0) > 0:
-        line += f"; {100 * m['val/diverged']:.0f} % of the rollouts diverged (particles clumped or ran away)"
+    r = {k[4:]: v for k, v in m.items() if k.startswith("val/")}
+    line = f"step {step}: val " + report_line(r, "0.1 R")
+    if r.get("diverged", 0.0) > 0:
+        line += f"; {100 * r['diverged']:.0f} % of the rollouts diverged (particles clumped or ran away)"
     return line
-
-
-# --------------------------------------------------------------------------- config
 
 
 # --------------------------------------------------------------------------- training
@@ -415,26 +385,14 @@ def _loaders(cfg: GNSRunConfig, train_data: Trajectories, window: int, dtype: to
 
 def _trainer(cfg: GNSRunConfig, run_dir: Path, val_every: int | None, resume: bool) -> tuple[pl.Trainer, Any]:
     """The Lightning trainer with its callbacks; returns it and the best-model checkpoint (or None)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from physnet.train.runner import best_checkpoint, last_checkpoint, make_trainer
 
-    from physnet.train.runner import last_checkpoint, make_trainer
-
-    callbacks: list[Any] = [last_checkpoint(cfg.trainer, run_dir)]
-    best = None
-    if cfg.data.val_rollouts:  # with EMA, validation and checkpoints both see the averaged weights
-        best = ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor="val/selection_score",
-            mode="min",
-            save_top_k=1,
-            save_last=False,
-        )
-        callbacks.append(best)
+    # with EMA, validation and checkpoints both see the averaged weights
+    best = best_checkpoint(run_dir, "val/selection_score", save_last=False) if cfg.data.val_rollouts else None
     trainer = make_trainer(
         cfg.trainer,
         run_dir,
-        callbacks,
+        [last_checkpoint(cfg.trainer, run_dir), *([best] if best else [])],
         ema_decay=cfg.task.ema_decay,
         resume=resume,
         val_check_interval=val_every,
@@ -446,9 +404,9 @@ def _trainer(cfg: GNSRunConfig, run_dir: Path, val_every: int | None, resume: bo
 
 def _load_best(task: GNSTask, best: Any, n_rollouts: int) -> dict[str, Any]:
     """Load the best validated weights into ``task``; returns what the report says about them."""
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-    task.load_state_dict(state["state_dict"])
-    step = int(state["global_step"])
+    from physnet.train.runner import load_best
+
+    step = int(load_best(task, best)["global_step"])
     nan = float("nan")  # a validation this process did not run
     chosen = task.validation_history.get(step, {"rollout_mse": nan, "diverged": -1, "compression": nan})
     print(
@@ -460,9 +418,8 @@ def _load_best(task: GNSTask, best: Any, n_rollouts: int) -> dict[str, Any]:
         "checkpoint": str(best.best_model_path),
         "step": step,
         "val_selection_score": float(best.best_model_score),
-        "val_rollout_mse": chosen["rollout_mse"],
+        **{f"val_{k}": chosen[k] for k in ("rollout_mse", "compression")},
         "val_diverged_rollouts": chosen["diverged"],
-        "val_compression": chosen["compression"],
         "val_rollouts": n_rollouts,
     }
 
@@ -480,45 +437,29 @@ def train_gns(
     from ``checkpoints/last.ckpt`` (the random draws of noise, unrolls and excursions restart
     from the seed, so a resumed run is not bitwise the uninterrupted one).
     """
-    from physnet.train.runner import guard_run_dir, rank, resume_from, say, start_run
+    from physnet.train.runner import guard_run_dir, resume_from, say, start_run, torch_dtype, write_run_config
 
     if not cfg.data.train:
         raise ValueError(
             "data.train is empty: give the training trajectories, e.g. data.train=runs/water/train.npz"
         )
-    run_dir = Path(cfg.run_dir)
-    t = cfg.trainer
-    if t.dtype not in ("float32", "float64"):
-        raise ValueError(f"trainer.dtype must be float32 or float64, got {t.dtype!r}")
-    dtype = torch.float64 if t.dtype == "float64" else torch.float32
+    run_dir, t = Path(cfg.run_dir), cfg.trainer
+    dtype = torch_dtype(t)
     guard_run_dir(run_dir, resume, overwrite, RUN_RESULTS, config_file)
     start_run(t)
     started = time.perf_counter()
     train_data = load_trajectories(cfg.data.train, dtype)
     model = build_from_data(cfg, train_data).to(dtype)
-    if rank() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {**cfg.to_dict(), "model": dict(model.hparams)}
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    write_run_config(run_dir, {**cfg.to_dict(), "model": dict(model.hparams)})
     train_loader, val_loader = _loaders(cfg, train_data, model.window, dtype)
     say(
         f"data: {len(train_data)} training trajectories, {len(train_loader.dataset)} windows; model "
         f"{sum(p.numel() for p in model.parameters())} parameters; vel std {model.vel_std.tolist()}, "
         f"acc std {model.acc_std.tolist()} (length/frame, /frame^2)"
     )
-    task = GNSTask(
-        model,
-        cfg.task.lr,
-        cfg.task.min_lr,
-        cfg.task.lr_decay_steps,
-        cfg.task.noise_std,
-        pushforward_unroll=cfg.task.pushforward_unroll,
-        pushforward_prob=cfg.task.pushforward_prob,
-        pushforward_start_step=cfg.task.pushforward_start_step,
-        wall_excursion_prob=cfg.task.wall_excursion_prob,
-        wall_excursion_depth=cfg.task.wall_excursion_depth,
-        seed=t.seed,
-    )
+    fields = ("lr", "min_lr", "lr_decay_steps", "noise_std", "wall_excursion_prob", "wall_excursion_depth")
+    fields += ("pushforward_unroll", "pushforward_prob", "pushforward_start_step")
+    task = GNSTask(model, seed=t.seed, **{k: getattr(cfg.task, k) for k in fields})
     val_every = None if val_loader is None else min(cfg.task.val_every_n_steps, len(train_loader))
     trainer, best = _trainer(cfg, run_dir, val_every, resume)
     trainer.fit(task, train_loader, val_loader, ckpt_path=resume_from(run_dir, resume))

@@ -17,25 +17,20 @@ import torch
 
 from physnet.data import keys as K
 from physnet.data.trajectories import Trajectories, WindowDataset, collate_windows
-from physnet.models.gns import (
-    GNS,
-    RolloutDiverged,
-    check_particle_type,
-    constant_velocity_rollout,
-    rollout,
-)
+from physnet.models.gns import GNS, RolloutDiverged, check_particle_type, rollout
 from physnet.sim.box import escaped_particles, excursion, outside_depth, stays
+from physnet.sim.frames import constant_velocity_rollout, is_free_fall, landing_acceleration
 
 __all__ = [
     "check_rollout_data",
     "one_step_errors",
-    "is_free_fall",
     "free_fall_response",
     "peak_neighbours",
     "selection_score",
     "rollout_errors",
     "evaluate",
     "rollout_for_animation",
+    "report_line",
     "wall_penetration",
     "one_step_penetration",
     "loss_breakdown",
@@ -90,15 +85,6 @@ def one_step_errors(
         sq_cv += float((2 * history[:, -1] - history[:, -2] - truth).double().pow(2).sum())
         count += truth.numel()
     return sq_model / count, sq_cv / count
-
-
-def is_free_fall(acceleration: torch.Tensor, rtol: float = 1e-2) -> torch.Tensor:
-    """[T] bool: frames of ``acceleration`` [T, n, dim] in which every particle has the same,
-    non-zero acceleration to within ``rtol`` of its norm (free flight, no contact)."""
-    g = acceleration.mean(dim=1, keepdim=True)  # [T, 1, dim]
-    size = torch.linalg.vector_norm(g, dim=-1)[:, 0]  # [T]
-    spread = (acceleration - g).norm(dim=-1).amax(dim=1)  # [T]
-    return (size > 0) & (spread <= rtol * size)
 
 
 @torch.no_grad()
@@ -185,6 +171,27 @@ def selection_score(rollouts: list[dict[str, float]]) -> float:
     return n_diverged + 1.0 - float(np.mean([r["diverged_at_step"] / r["n_steps"] for r in rollouts]))
 
 
+def _rollout(
+    model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, clamp: bool, limit: float | None
+) -> tuple[torch.Tensor, RolloutDiverged | None]:
+    """Roll ``positions`` [T, n, dim] out from its first ``C`` frames with the divergence limits;
+    returns the predicted frames [<= T - C, n, dim] and the stop (None: finished)."""
+    c = model.window
+    try:
+        pred = rollout(
+            model,
+            positions[:c].transpose(0, 1),
+            positions.shape[0] - c,
+            particle_type,
+            clamp_to_bounds=clamp,
+            max_mean_neighbours=limit,
+            max_excursion=runaway_excursion(model),
+        )
+    except RolloutDiverged as stop:
+        return stop.positions, stop
+    return pred, None
+
+
 @torch.no_grad()
 def rollout_errors(
     model: GNS,
@@ -220,20 +227,9 @@ def rollout_errors(
     n_steps = positions.shape[0] - c
     true_peak = peak_neighbours(model, positions)
     limit = None if neighbour_factor is None else neighbour_factor * true_peak
-    diverged_at = -1
-    try:
-        pred = rollout(
-            model,
-            window,
-            n_steps,
-            particle_type,
-            clamp_to_bounds=clamp_to_bounds,
-            max_mean_neighbours=limit,
-            max_excursion=runaway_excursion(model),
-        )  # [T - C, n, dim]
-        mse = float((pred - positions[c:]).double().pow(2).mean())
-    except RolloutDiverged as stop:
-        pred, diverged_at, mse = stop.positions, stop.step, math.inf
+    pred, stop = _rollout(model, positions, particle_type, clamp_to_bounds, limit)
+    diverged_at = -1 if stop is None else stop.step
+    mse = math.inf if stop is not None else float((pred - positions[c:]).double().pow(2).mean())
     cv = constant_velocity_rollout(window, n_steps)
     bounds = model.bounds.to(positions.dtype)
     tolerance = 0.1 * model.radius if escape_tolerance is None else float(escape_tolerance)
@@ -261,38 +257,35 @@ _REDUCE = {  # how evaluate() summarises each per-trajectory list (default: the 
 }
 
 
-def _trajectory_line(
-    k: int, n: int, steps: int, seconds: float, r: dict[str, float], tolerance: float
-) -> str:
-    line = (
-        f"trajectory {k}: {n} particles, {steps} rollout steps ({seconds:.1f} s): one-step MSE "
-        f"{r['one_step_mse']:.3e} (constant velocity {r['cv_one_step_mse']:.3e}); rollout MSE "
-        f"{r['rollout_mse']:.3e} (constant velocity {r['cv_rollout_mse']:.3e}); max excursion outside the "
-        f"domain {r['max_excursion']:.3e} ({r['escaped_particles']} of {n} particles left it, "
-        f"{r['escaped_beyond_tolerance']} by more than {tolerance:.2e}); neighbours per particle up to "
-        f"{r['peak_neighbours']:.1f} (truth {r['true_peak_neighbours']:.1f}); in {r['free_fall_frames']} "
-        f"free-fall frames it predicts {r['free_fall_ratio']:.2f}x the true acceleration (rms error "
-        f"{r['free_fall_rms']:.2f}x)"
-    )
-    if r["diverged_at_step"] >= 0:
-        line += (
-            f"; DIVERGED: particles clumped or ran away, rollout stopped before frame {r['diverged_at_step']}"
+def report_line(r: dict[str, Any], tolerance: str) -> str:
+    """One line of the rollout scores in ``r`` (:func:`rollout_errors`' keys, any subset, or
+    ``compression`` for the peak-neighbour ratio); ``tolerance`` names the escape tolerance."""
+    parts = []
+    if "one_step_mse" in r:
+        parts.append(f"one-step MSE {r['one_step_mse']:.3e} (constant velocity {r['cv_one_step_mse']:.3e})")
+    if "rollout_mse" in r:
+        ratio = r["cv_rollout_mse"] / max(r["rollout_mse"], 1e-300)
+        parts.append(
+            f"rollout MSE {r['rollout_mse']:.3e} (constant velocity {r['cv_rollout_mse']:.3e} = "
+            f"{ratio:.1f}x the model's)"
         )
-    return line
-
-
-def _summary_line(s: dict[str, Any]) -> str:
-    n_diverged = sum(d >= 0 for d in s["diverged_at_step"])
-    return (
-        f"mean over {len(s['trajectories'])} trajectories: one-step MSE {s['mean_one_step_mse']:.3e} "
-        f"(constant velocity {s['mean_cv_one_step_mse']:.3e}); rollout MSE {s['mean_rollout_mse']:.3e} "
-        f"(constant velocity {s['mean_cv_rollout_mse']:.3e}, {s['rollout_mse_ratio_cv_over_model']:.1f}x "
-        f"higher); max excursion outside the domain {s['mean_max_excursion']:.3e}; "
-        f"{s['mean_escaped_particles']:.0f} particles left it, {s['mean_escaped_beyond_tolerance']:.0f} by "
-        f"more than {s['escape_tolerance']:.2e}; free fall ({s['mean_free_fall_frames']:.0f} frames): "
-        f"{s['mean_free_fall_ratio']:.2f}x the true acceleration"
-        + (f"; {n_diverged} rollout(s) diverged" if n_diverged else "")
-    )
+    if "max_excursion" in r:
+        parts.append(f"max excursion outside the domain {r['max_excursion']:.3e}")
+    if "escaped_particles" in r:
+        parts.append(
+            f"{r['escaped_particles']:.0f} particles left the domain ({r['escaped_beyond_tolerance']:.0f} "
+            f"by more than {tolerance})"
+        )
+    if "free_fall_ratio" in r:
+        parts.append(f"free fall {r['free_fall_ratio']:.2f}x the true acceleration")
+    if "compression" in r:
+        parts.append(f"peak neighbours per particle {r['compression']:.1f}x the truth's")
+    elif "peak_neighbours" in r:
+        parts.append(
+            f"neighbours per particle up to {r['peak_neighbours']:.1f} "
+            f"(truth {r['true_peak_neighbours']:.1f})"
+        )
+    return "; ".join(parts)
 
 
 @torch.no_grad()
@@ -338,10 +331,10 @@ def evaluate(
         for key, value in r.items():
             rows.setdefault(key, []).append(value)
         if verbose:
-            print(
-                _trajectory_line(k, pos.shape[1], pos.shape[0] - model.window, seconds, r, tolerance),
-                flush=True,
-            )
+            steps = pos.shape[0] - model.window
+            stop = f"; DIVERGED before frame {r['diverged_at_step']}" if r["diverged_at_step"] >= 0 else ""
+            head = f"trajectory {k}: {pos.shape[1]} particles, {steps} rollout steps ({seconds:.1f} s): "
+            print(head + report_line(r, f"{tolerance:.2e}") + stop, flush=True)
     diverged = [int(d) for d in rows.pop("diverged_at_step")]
     summary: dict[str, Any] = {
         "trajectories": indices,
@@ -356,7 +349,10 @@ def evaluate(
         summary["mean_rollout_mse"], 1e-300
     )
     if verbose:
-        print(_summary_line(summary), flush=True)
+        n_diverged = sum(d >= 0 for d in diverged)
+        means = {k[5:]: v for k, v in summary.items() if k.startswith("mean_")}
+        line = f"mean over {len(indices)} trajectories: " + report_line(means, f"{tolerance:.2e}")
+        print(line + (f"; {n_diverged} rollout(s) diverged" if n_diverged else ""), flush=True)
     return summary
 
 
@@ -377,19 +373,9 @@ def rollout_for_animation(
     pos = data.positions[index].to(dtype)
     c = model.window
     limit = None if neighbour_factor is None else neighbour_factor * peak_neighbours(model, pos)
-    try:
-        pred = rollout(
-            model,
-            pos[:c].transpose(0, 1),
-            pos.shape[0] - c,
-            data.particle_type[index],
-            clamp_to_bounds=clamp_to_bounds,
-            max_mean_neighbours=limit,
-            max_excursion=runaway_excursion(model),
-        )
-    except RolloutDiverged as stop:
+    pred, stop = _rollout(model, pos, data.particle_type[index], clamp_to_bounds, limit)
+    if stop is not None:
         print(f"trajectory {index}: {stop}; animating the {stop.step} frames before it", flush=True)
-        pred = stop.positions
     return torch.cat([pos[:c], pred]), pos[: c + pred.shape[0]]
 
 
@@ -463,8 +449,9 @@ def loss_breakdown(model: GNS, data: Trajectories, stride: int = 3, rtol: float 
     for pos, ptype in zip(data.positions, data.particle_type, strict=True):
         pos = pos.to(model.acc_std.dtype)
         for t in range(c - 1, pos.shape[0] - 1, stride):
-            acc = pos[t + 1] - 2 * pos[t] + pos[t - 1]  # [n, dim] true acceleration at frame t
-            pred = model({K.POS_HISTORY: pos[t - c + 1 : t + 1].transpose(0, 1), K.Z: ptype})
+            window = pos[t - c + 1 : t + 1].transpose(0, 1)  # [n, C, dim]
+            acc = landing_acceleration(window, pos[t + 1])  # [n, dim] true acceleration at frame t
+            pred = model({K.POS_HISTORY: window, K.Z: ptype})
             errors.append(((pred - acc) / model.acc_std).pow(2).sum(-1).double())
             targets.append(((acc - model.acc_mean) / model.acc_std).pow(2).sum(-1).double())
             free.append(torch.full_like(errors[-1], float(is_free_fall(acc[None], rtol)[0])).bool())

@@ -35,6 +35,10 @@ __all__ = [
     "guard_run_dir",
     "start_run",
     "last_checkpoint",
+    "best_checkpoint",
+    "load_best",
+    "torch_dtype",
+    "write_run_config",
     "resume_from",
     "make_trainer",
     "WarmupEMA",
@@ -123,6 +127,51 @@ def last_checkpoint(t: TrainerConfig, run_dir: str | os.PathLike) -> Any:
         save_last=True,
         every_n_train_steps=max(t.checkpoint_every_n_steps, 1),
     )
+
+
+def best_checkpoint(run_dir: str | os.PathLike, monitor: str, **options: Any) -> Any:
+    """The callback keeping ``checkpoints/best.ckpt``, the step with the lowest ``monitor``."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(
+        dirpath=Path(run_dir) / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode="min",
+        save_top_k=1,
+        **options,
+    )
+
+
+def load_best(task: pl.LightningModule, best: Any) -> dict[str, Any]:
+    """Load ``best``'s checkpoint (the EMA weights when EMA is on) into ``task``; returns the
+    checkpoint dict (``global_step``, ``epoch``...)."""
+    import torch
+
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    task.load_state_dict(state["state_dict"])
+    return state
+
+
+def torch_dtype(t: TrainerConfig) -> torch.dtype:
+    """The torch dtype of ``t.dtype``; a one-line error for anything but float32 / float64."""
+    import torch
+
+    from physnet.errors import UserError
+
+    if t.dtype not in ("float32", "float64"):
+        raise UserError(f"trainer.dtype must be float32 or float64, got {t.dtype!r}")
+    return torch.float64 if t.dtype == "float64" else torch.float32
+
+
+def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Write the resolved ``config`` as ``run_dir/config.yaml`` (rank 0 only; creates the directory)."""
+    import yaml
+
+    if rank() == 0:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        (Path(run_dir) / "config.yaml").write_text(text)
 
 
 def _loggers(run_dir: Path, resume: bool) -> list[Any]:
