@@ -17,7 +17,15 @@ import torch
 
 from physnet.data import keys as K
 
-__all__ = ["Trajectories", "load_trajectories", "WindowDataset", "RolloutDataset", "collate_windows"]
+__all__ = [
+    "Trajectories",
+    "load_trajectories",
+    "WindowDataset",
+    "RolloutDataset",
+    "collate_windows",
+    "window_loaders",
+    "n_windows",
+]
 
 
 @dataclass
@@ -139,3 +147,41 @@ def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     out[K.BATCH] = torch.repeat_interleave(torch.arange(len(items)), counts)
     out[K.N_ATOMS] = counts
     return out
+
+
+def n_windows(batch: dict[str, torch.Tensor]) -> int:
+    """Windows in a collated batch, from a shape where it can (no host sync in a training step)."""
+    return batch[K.N_ATOMS].shape[0] if K.N_ATOMS in batch else int(batch[K.BATCH][-1]) + 1
+
+
+def window_loaders(
+    train: Trajectories,
+    window: int,
+    batch_size: int,
+    seed: int,
+    future: int = 0,
+    valid: Trajectories | None = None,
+    val_stride: int = 1,
+    val_rollouts: int = 0,
+) -> tuple[torch.utils.data.DataLoader, object]:
+    """Loaders of a learned simulator's training.
+
+    Returns:
+        the training loader (shuffled by a generator seeded with ``seed``; windows with
+        ``future`` frames after the target) and, with ``valid``, the validation loader of every
+        ``val_stride``-th window, as a list ``[windows, rollouts]`` when ``val_rollouts`` > 0
+        (the first ``val_rollouts`` whole trajectories, :class:`RolloutDataset`); else None.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    train_set = WindowDataset(train, window, future=future)
+    loader = torch.utils.data.DataLoader
+    train_loader = loader(
+        train_set, batch_size=batch_size, shuffle=True, collate_fn=collate_windows, generator=generator
+    )
+    if valid is None:
+        return train_loader, None
+    val_set = WindowDataset(valid, window, stride=val_stride)
+    val_loader = loader(val_set, batch_size=batch_size, collate_fn=collate_windows)
+    if not val_rollouts:
+        return train_loader, val_loader
+    return train_loader, [val_loader, loader(RolloutDataset(valid, val_rollouts), batch_size=None)]

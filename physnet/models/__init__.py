@@ -30,7 +30,7 @@ _LAZY: dict[str, str] = {
     "EGNNDynamics": "physnet.models.egnn",
     "Simulator": "physnet.models.simulator",
     "GNS": "physnet.models.gns",
-    "rollout": "physnet.models.gns",
+    "rollout": "physnet.models.simulator",
     "available_simulators": "physnet.models.simulator",
     "build_simulator": "physnet.models.simulator",
     "load_simulator": "physnet.models.simulator",
@@ -97,7 +97,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         register_dynamics,
     )
     from physnet.models.egnn import EGNN, EGNNDynamics
-    from physnet.models.gns import GNS, rollout
+    from physnet.models.gns import GNS
     from physnet.models.registry import EnergyModel, Registry, available, build, register
     from physnet.models.schnet import SchNet
     from physnet.models.se3_transformer import SE3Transformer, SE3TransformerDynamics
@@ -107,6 +107,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         build_simulator,
         load_simulator,
         register_simulator,
+        rollout,
     )
 
 

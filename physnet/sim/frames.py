@@ -20,6 +20,7 @@ __all__ = [
     "noisy_target_acceleration",
     "landing_acceleration",
     "is_free_fall",
+    "free_fall_acceleration",
 ]
 
 
@@ -86,3 +87,16 @@ def is_free_fall(acceleration: torch.Tensor, rtol: float = 1e-2) -> torch.Tensor
     size = torch.linalg.vector_norm(g, dim=-1)[:, 0]  # [T]
     spread = (acceleration - g).norm(dim=-1).amax(dim=1)  # [T]
     return (size > 0) & (spread <= rtol * size)
+
+
+def free_fall_acceleration(trajectories: list[torch.Tensor], rtol: float = 1e-2) -> tuple[torch.Tensor, int]:
+    """Mean acceleration [dim] (float64, length / frame^2) over the free-fall frames
+    (:func:`is_free_fall`) of ``trajectories`` (each [T, n, dim]), and how many frames that is
+    (0: the mean is NaN)."""
+    total, frames = torch.zeros(trajectories[0].shape[-1], dtype=torch.float64), 0
+    for x in trajectories:
+        acc = (x[2:] - 2 * x[1:-1] + x[:-2]).double()  # [T - 2, n, dim]
+        free = is_free_fall(acc, rtol)
+        total += acc[free].mean(dim=1).sum(dim=0)
+        frames += int(free.sum())
+    return total / frames if frames else total * math.nan, frames

@@ -28,19 +28,13 @@ import pytorch_lightning as pl
 import torch
 
 from physnet.data import keys as K
-from physnet.data.trajectories import (
-    RolloutDataset,
-    Trajectories,
-    WindowDataset,
-    collate_windows,
-    load_trajectories,
-)
+from physnet.data.trajectories import Trajectories, load_trajectories, n_windows, window_loaders
 from physnet.models.gns import GNS
 from physnet.models.simulator import build_simulator
 from physnet.sim.box import wall_distances, wall_normals
 from physnet.sim.frames import (
     euler_step,
-    is_free_fall,
+    free_fall_acceleration,
     landing_acceleration,
     noisy_target_acceleration,
     random_walk_noise,
@@ -203,7 +197,7 @@ class GNSTask(pl.LightningModule):
         unroll = self.sample_unroll(self.global_step)
         inputs, target, error = self.training_example(batch, unroll)
         loss = self.loss(self.model({**batch, K.POS_HISTORY: inputs}), target)
-        log = {"on_step": True, "on_epoch": False, "batch_size": _n_systems(batch)}
+        log = {"on_step": True, "on_epoch": False, "batch_size": n_windows(batch)}
         if self.pushforward_unroll:
             self.log("train/unroll", float(unroll), **log)
             self.log("train/input_error", error[:, -1].pow(2).sum(-1).mean().sqrt(), **log)
@@ -225,7 +219,7 @@ class GNSTask(pl.LightningModule):
             "one_step_mse": (euler_step(history, pred) - truth).pow(2).mean(),
             "cv_one_step_mse": (2 * history[:, -1] - history[:, -2] - truth).pow(2).mean(),
         }
-        self._log_val(values, "loss", _n_systems(batch))
+        self._log_val(values, "loss", n_windows(batch))
 
     def _log_val(self, values: dict[str, Any], prog_bar: str, batch_size: int) -> None:
         for name, value in values.items():
@@ -289,11 +283,6 @@ class GNSTask(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _n_systems(batch: dict[str, torch.Tensor]) -> int:
-    """Windows in a batch, from a shape where it can (no host sync in the step)."""
-    return batch[K.N_ATOMS].shape[0] if K.N_ATOMS in batch else int(batch[K.BATCH][-1]) + 1
-
-
 def _validation_line(step: int, m: dict[str, float]) -> str:
     """One line of validation metrics ``m`` (``val/...``) for the log of a long run."""
     r = {k[4:]: v for k, v in m.items() if k.startswith("val/")}
@@ -330,22 +319,16 @@ def check_body_acceleration(model: GNS, train: Trajectories, rtol: float = 0.05)
 
     The body acceleration is in length / frame^2, so it depends on the frame step (gravity is
     ``[0, -g dt^2]``). In frames where every particle shares one acceleration
-    (:func:`~physnet.train.gns_eval.is_free_fall`) the data show it directly.
+    (:func:`~physnet.sim.frames.free_fall_acceleration`) the data show it directly.
 
     Raises:
         ValueError: it differs from their mean acceleration by more than ``rtol`` of its size.
     """
     if model.body_acceleration is None:
         return
-    total, frames = torch.zeros(model.dim, dtype=torch.float64), 0
-    for x in train.positions:
-        acc = (x[2:] - 2 * x[1:-1] + x[:-2]).double()  # [T - 2, n, dim]
-        free = is_free_fall(acc)
-        total += acc[free].mean(dim=1).sum(dim=0)
-        frames += int(free.sum())
+    measured, frames = free_fall_acceleration(train.positions)
     if frames == 0:
         return
-    measured = total / frames
     body = torch.tensor(model.body_acceleration, dtype=torch.float64)
     if float(torch.linalg.vector_norm(body - measured)) > rtol * float(torch.linalg.vector_norm(measured)):
         found = ", ".join(f"{v:.4g}" for v in measured.tolist())
@@ -355,32 +338,6 @@ def check_body_acceleration(model: GNS, train: Trajectories, rtol: float = 0.05)
             f"{train.frame_dt} s); set model.body_acceleration=[{found}], i.e. [0, -g dt^2] for "
             "this frame step"
         )
-
-
-def _loaders(cfg: GNSRunConfig, train_data: Trajectories, window: int, dtype: torch.dtype) -> tuple[Any, Any]:
-    """Training loader (windows with the pushforward frames) and validation loader(s) or None."""
-    generator = torch.Generator().manual_seed(cfg.trainer.seed)
-    train_set = WindowDataset(train_data, window, future=cfg.task.pushforward_unroll)
-    train_loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=cfg.data.batch_size,
-        shuffle=True,
-        collate_fn=collate_windows,
-        generator=generator,
-    )
-    if cfg.data.val_rollouts and not cfg.data.valid:
-        raise ValueError("data.val_rollouts needs validation trajectories: set data.valid=<file.npz>")
-    if not cfg.data.valid:
-        return train_loader, None
-    valid_data = load_trajectories(cfg.data.valid, dtype)
-    val_set = WindowDataset(valid_data, window, stride=cfg.data.val_stride)
-    val_loader: Any = torch.utils.data.DataLoader(
-        val_set, batch_size=cfg.data.batch_size, collate_fn=collate_windows
-    )
-    if cfg.data.val_rollouts:
-        rollouts = RolloutDataset(valid_data, cfg.data.val_rollouts)
-        val_loader = [val_loader, torch.utils.data.DataLoader(rollouts, batch_size=None)]
-    return train_loader, val_loader
 
 
 def _trainer(cfg: GNSRunConfig, run_dir: Path, val_every: int | None, resume: bool) -> tuple[pl.Trainer, Any]:
@@ -451,7 +408,20 @@ def train_gns(
     train_data = load_trajectories(cfg.data.train, dtype)
     model = build_from_data(cfg, train_data).to(dtype)
     write_run_config(run_dir, {**cfg.to_dict(), "model": dict(model.hparams)})
-    train_loader, val_loader = _loaders(cfg, train_data, model.window, dtype)
+    d = cfg.data
+    if d.val_rollouts and not d.valid:
+        raise ValueError("data.val_rollouts needs validation trajectories: set data.valid=<file.npz>")
+    valid = load_trajectories(d.valid, dtype) if d.valid else None
+    train_loader, val_loader = window_loaders(
+        train_data,
+        model.window,
+        d.batch_size,
+        t.seed,
+        cfg.task.pushforward_unroll,
+        valid,
+        d.val_stride,
+        d.val_rollouts,
+    )
     say(
         f"data: {len(train_data)} training trajectories, {len(train_loader.dataset)} windows; model "
         f"{sum(p.numel() for p in model.parameters())} parameters; vel std {model.vel_std.tolist()}, "
