@@ -319,7 +319,7 @@ def section_gns(args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
 
     from physnet.data import keys as K
     from physnet.data.trajectories import WindowDataset, collate_windows, load_trajectories
-    from physnet.models.gns import rollout
+    from physnet.models.simulator import rollout
     from physnet.train.gns import GNSTask, build_from_data, load_gns_config
 
     fixture = ROOT / "data" / "mpm_water" / "water_fixture.npz"

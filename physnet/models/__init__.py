@@ -72,7 +72,7 @@ __all__ = [
     "SE3TransformerDynamics",
 ]
 
-# submodules reachable as attributes (``physnet.models.gns.rollout``) without their own import
+# submodules reachable as attributes (``physnet.models.gns.GNS``) without their own import
 _SUBMODULES = (
     "builtin",
     "registry",

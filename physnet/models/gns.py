@@ -18,22 +18,11 @@ import numpy as np
 import torch
 
 from physnet.data import keys as K
-from physnet.models.simulator import (  # noqa: F401  (rollout is re-exported)
-    RolloutDiverged,
-    Simulator,
-    check_particle_type,
-    register_simulator,
-    rollout,
-)
+from physnet.models.simulator import Simulator, register_simulator
 from physnet.nn.mlp import mlp
 from physnet.nn.scatter import scatter_sum
 from physnet.sim.box import wall_distances, wall_midpoints, wall_normals
-from physnet.sim.frames import (  # noqa: F401  (re-exported: the GNS's integrator, baseline and noise)
-    constant_velocity_rollout,
-    euler_step,
-    noisy_target_acceleration,
-    random_walk_noise,
-)
+from physnet.sim.frames import velocities_and_accelerations
 
 __all__ = [
     "GNS",
@@ -45,12 +34,7 @@ __all__ = [
     "NodeDecoder",
     "PairwiseDecoder",
     "WallDamping",
-    "RolloutDiverged",
-    "rollout",
-    "euler_step",
-    "random_walk_noise",
-    "noisy_target_acceleration",
-    "constant_velocity_rollout",
+    "InteractionNetwork",
 ]
 
 
@@ -60,6 +44,16 @@ def _mlp(n_in: int, hidden: int, n_hidden: int, n_out: int, layer_norm: bool) ->
     if layer_norm:
         net.append(torch.nn.LayerNorm(n_out))
     return net
+
+
+def _project_nodes(node: torch.Tensor, w: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A first layer's receiver and sender terms [n, hidden] each, from its weight ``w``'s columns
+    ``start ..`` (receiver) and the next ``latent`` (sender): the nodes are projected before
+    they are gathered per edge (the same function, with no per-edge concatenation)."""
+    latent, hidden = node.shape[-1], w.shape[0]
+    receiver, sender = w[:, start : start + latent], w[:, start + latent : start + 2 * latent]
+    projected = node @ torch.cat([receiver, sender]).t()  # [n, 2 hidden]
+    return projected[:, :hidden], projected[:, hidden:]
 
 
 # --------------------------------------------------------------------------- walls
@@ -179,8 +173,8 @@ class WallNodes(WallFeatures):
     def wall_graph(self, last: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The ``2 dim`` wall nodes at the walls' midpoints and the edges of :meth:`edges`."""
         receiver, wall, disp, distance = self.edges(last)
-        features = torch.cat([disp, distance[:, None]], dim=-1)
-        return wall_midpoints(self.bounds.to(last.dtype)), receiver, wall, features
+        points = wall_midpoints(self.bounds.to(last.dtype))
+        return points, receiver, wall, torch.cat([disp, distance[:, None]], dim=-1)
 
 
 WALLS: dict[str, type[NoWalls]] = {"none": NoWalls, "features": WallFeatures, "nodes": WallNodes}
@@ -231,18 +225,13 @@ class PairwiseDecoder(torch.nn.Module):
     def forward(
         self, node: torch.Tensor, edge_in: torch.Tensor, edge_index: torch.Tensor, n: int
     ) -> torch.Tensor:
-        """``sum_j f_ij`` [n, dim] for the first ``n`` nodes.
-
-        The first layer of ``phi`` is applied to the nodes before gathering them (as in
-        :class:`InteractionNetwork`), the displacement columns once per edge with both signs.
-        """
+        """``sum_j f_ij`` [n, dim] for the first ``n`` nodes; ``phi``'s first layer projects the nodes
+        before gathering (:func:`_project_nodes`) and the displacement once per edge, with both signs."""
         i, j = edge_index[0], edge_index[1]
         first, rest = self.mlp[0], self.mlp[1:]
         latent, dim = node.shape[-1], self.dim
         w = first.weight  # [hidden, 2 latent + dim + 1]: columns for v_i, v_j, d_ij, |d_ij|
-        hidden = w.shape[0]
-        projected = node @ torch.cat([w[:, :latent], w[:, latent : 2 * latent]]).t()  # [n_nodes, 2 hidden]
-        receiver, sender = projected[:, :hidden], projected[:, hidden:]
+        receiver, sender = _project_nodes(node, w, 0)
         odd = edge_in[:, :dim] @ w[:, 2 * latent : 2 * latent + dim].t()  # [n_edges, hidden], flips with d
         even = torch.addmm(first.bias, edge_in[:, dim:], w[:, 2 * latent + dim :].t())
         ri, rj, si, sj = receiver[i], receiver[j], sender[i], sender[j]
@@ -327,9 +316,7 @@ class InteractionNetwork(torch.nn.Module):
     ``e'_ij = e_ij + phi_e(e_ij, v_i, v_j)``, ``v'_i = v_i + phi_v(v_i, sum_j e'_ij)``.
 
     Args:
-        latent: width of node and edge latents.
-        hidden: width of the hidden layers of both MLPs.
-        n_hidden: hidden layers per MLP.
+        latent, hidden, n_hidden: latent width, hidden width and hidden layers of both MLPs.
     """
 
     def __init__(self, latent: int, hidden: int, n_hidden: int) -> None:
@@ -340,20 +327,14 @@ class InteractionNetwork(torch.nn.Module):
     def forward(
         self, node: torch.Tensor, edge: torch.Tensor, edge_index: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """node [n, latent], edge [n_edges, latent], edge_index [2, n_edges] (row 0 = receiver i).
-
-        The edge MLP's first layer acts on ``[e_ij, v_i, v_j]``; it is evaluated as
-        ``W_e e_ij + (W_r v)_i + (W_s v)_j + b``, projecting the nodes before gathering
-        them (the same function, with no ``[n_edges, 3 latent]`` tensor).
-        """
+        """node [n, latent], edge [n_edges, latent], edge_index [2, n_edges] (row 0 = receiver i);
+        the edge MLP's first layer is ``W_e e_ij + (W_r v)_i + (W_s v)_j + b`` (:func:`_project_nodes`)."""
         i, j = edge_index[0], edge_index[1]
         first = self.edge_mlp[0]
-        latent = edge.shape[-1]
         w = first.weight  # [hidden, 3 latent]: columns for e_ij, v_i (receiver), v_j (sender)
-        projected = node @ torch.cat([w[:, latent : 2 * latent], w[:, 2 * latent :]]).t()  # [n, 2 hidden]
-        hidden = w.shape[0]
-        h = torch.addmm(first.bias, edge, w[:, :latent].t())  # [n_edges, hidden]
-        h = h + projected[:, :hidden].index_select(0, i) + projected[:, hidden:].index_select(0, j)
+        receiver, sender = _project_nodes(node, w, edge.shape[-1])
+        h = torch.addmm(first.bias, edge, w[:, : edge.shape[-1]].t())  # [n_edges, hidden]
+        h = h + receiver.index_select(0, i) + sender.index_select(0, j)
         new_edge = self.edge_mlp[1:](h)  # [n_edges, latent]
         aggregated = scatter_sum(new_edge, i, node.shape[0])  # [n, latent], sum over senders j
         new_node = self.node_mlp(torch.cat([node, aggregated], dim=-1))  # [n, latent]
@@ -444,16 +425,17 @@ class GNS(Simulator):
             raise ValueError(
                 'wall_damping_range acts through the wall edges: set walls="nodes" or wall_damping_range=null'
             )
-        cutoff = float(radius if wall_cutoff is None else wall_cutoff)
-        reach = float(radius if wall_reach is None else wall_reach)
+        cutoff, reach = (float(radius if v is None else v) for v in (wall_cutoff, wall_reach))
         if not (cutoff > 0 and reach > 0):
-            raise ValueError(
-                f"wall_cutoff and wall_reach must be lengths > 0, got {wall_cutoff} and {wall_reach}"
-            )
+            raise ValueError(f"wall_cutoff and wall_reach must be lengths > 0, got {cutoff}, {reach}")
         if frame_dt is not None and not (math.isfinite(frame_dt) and frame_dt > 0):
             raise ValueError(f"frame_dt must be a time > 0 (s) or null, got {frame_dt}")
-        self.dim, self.radius, self.window = dim, float(radius), window
-        self.n_particle_types = n_particle_types
+        self.dim, self.radius, self.window, self.n_particle_types = (
+            dim,
+            float(radius),
+            window,
+            n_particle_types,
+        )
         self.noise_std = float(noise_std)
         self.frame_dt = None if frame_dt is None else float(frame_dt)
         self.register_buffer("bounds", bounds_t)  # [dim, 2]
@@ -499,13 +481,7 @@ class GNS(Simulator):
         (``learning_to_simulate/train.py``, ``_combine_std``). With ``body_acceleration`` the
         acceleration offset stays the body acceleration instead of the data's mean.
         """
-        vel, acc = [], []
-        for traj in trajectories:
-            x = torch.as_tensor(np.asarray(traj), dtype=torch.float64)  # [T, n, dim]
-            v = x[1:] - x[:-1]  # [T-1, n, dim]
-            vel.append(v.reshape(-1, self.dim))
-            acc.append((v[1:] - v[:-1]).reshape(-1, self.dim))
-        v_all, a_all = torch.cat(vel), torch.cat(acc)
+        v_all, a_all = velocities_and_accelerations(trajectories)
         noise = self.noise_std**2
         for name, value in (
             ("vel_mean", v_all.mean(0)),
@@ -522,22 +498,22 @@ class GNS(Simulator):
         """Node features [n, n_node_in] and edge features [n_edges, dim + 1] (paper Sec. 3)."""
         last = pos_history[:, -1]  # [n, dim]
         vel = (pos_history[:, 1:] - pos_history[:, :-1] - self.vel_mean) / self.vel_std  # [n, C-1, dim]
-        node = torch.cat(
-            [vel.flatten(1), self.type_embedding(particle_type), self.walls.features(last)], dim=-1
-        )
         i, j = edge_index[0], edge_index[1]
         disp = (last[j] - last[i]) / self.radius  # [n_edges, dim]
-        return node, torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
+        edge = torch.cat([disp, torch.linalg.vector_norm(disp, dim=-1, keepdim=True)], dim=-1)
+        return self._node_input(vel.flatten(1), particle_type, last), edge
+
+    def _node_input(self, vel: torch.Tensor, types: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """``[normalised velocities, type embedding, wall features]`` [m, n_node_in] of nodes at ``pos``."""
+        return torch.cat([vel, self.type_embedding(types), self.walls.features(pos)], dim=-1)
 
     def _static_node_input(self, points: torch.Tensor) -> torch.Tensor:
         """Node input [m, n_node_in] of static wall nodes at ``points`` [m, dim]: zero velocity
-        (normalised), the walls' type embedding and their wall features."""
+        (normalised) and the walls' type (one past the particle types)."""
         m = points.shape[0]
         vel = (-self.vel_mean / self.vel_std).to(points.dtype).repeat(self.window - 1)  # zero, normalised
         wall_type = torch.full((m,), self.n_particle_types, dtype=torch.long, device=points.device)
-        return torch.cat(
-            [vel.expand(m, -1), self.type_embedding(wall_type), self.walls.features(points)], dim=-1
-        )
+        return self._node_input(vel.expand(m, -1), wall_type, points)
 
     def forward(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """Accelerations [n, dim] (length / frame^2).

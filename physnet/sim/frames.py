@@ -10,7 +10,9 @@ particle simulator that reads position windows (:mod:`physnet.models.gns`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "landing_acceleration",
     "is_free_fall",
     "free_fall_acceleration",
+    "velocities_and_accelerations",
 ]
 
 
@@ -100,3 +103,17 @@ def free_fall_acceleration(trajectories: list[torch.Tensor], rtol: float = 1e-2)
         total += acc[free].mean(dim=1).sum(dim=0)
         frames += int(free.sum())
     return total / frames if frames else total * math.nan, frames
+
+
+def velocities_and_accelerations(
+    trajectories: Sequence[torch.Tensor | np.ndarray],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every particle's velocities [m, dim] and accelerations [m', dim] (float64) in all frames of
+    ``trajectories`` (each [T, n, dim] positions)."""
+    vel, acc = [], []
+    for traj in trajectories:
+        x = torch.as_tensor(np.asarray(traj), dtype=torch.float64)  # [T, n, dim]
+        v = x[1:] - x[:-1]  # [T-1, n, dim]
+        vel.append(v.reshape(-1, x.shape[-1]))
+        acc.append((v[1:] - v[:-1]).reshape(-1, x.shape[-1]))
+    return torch.cat(vel), torch.cat(acc)

@@ -1,16 +1,9 @@
-"""Training of the GNS learned simulator: ``physnet gns-train CONFIG.yaml [section.key=value ...]``.
+"""Training of the GNS learned simulator: ``physnet train CONFIG.yaml`` with ``job: gns``.
 
-Training (Sanchez-Gonzalez et al., ICML 2020, Sec. 4 "Training"): windows of ``C + 1``
-consecutive frames (:class:`physnet.data.trajectories.WindowDataset`); random-walk noise on
-the ``C`` input positions with the target corrected
-(:func:`physnet.models.gns.random_walk_noise`, :func:`~physnet.models.gns.noisy_target_acceleration`);
-loss = squared error of the normalised acceleration, summed over components and averaged
-over particles; Adam with the paper's exponential learning-rate decay
-``lr(k) = min_lr + (lr - min_lr) 0.1^(k / lr_decay_steps)``. Two deviations are options of
-:class:`GNSTask`: pushforward and wall excursions.
-
-A run directory holds ``config.yaml``, ``logs/metrics.csv``, ``checkpoints/last.ckpt``,
-the self-contained ``gns.pt`` (:func:`physnet.models.load_simulator`) and
+Sanchez-Gonzalez et al., ICML 2020, Sec. 4: windows of ``C + 1`` frames, random-walk noise on
+the inputs (:mod:`physnet.sim.frames`), the normalised-acceleration loss and Adam with
+exponential learning-rate decay (:class:`GNSTask`). A run directory holds ``config.yaml``,
+``logs/metrics.csv``, ``checkpoints/``, ``gns.pt`` (:func:`physnet.models.load_simulator`) and
 ``test_metrics.json`` (:func:`physnet.train.gns_eval.evaluate` on the test file).
 """
 
@@ -63,16 +56,10 @@ class GNSTask(pl.LightningModule):
 
     Args:
         model: the :class:`GNS` to train (statistics already fitted).
-        lr: initial Adam learning rate. Paper: 1e-4.
-        min_lr: final learning rate. Paper: 1e-6.
-        lr_decay_steps: steps over which ``lr - min_lr`` shrinks tenfold. Paper: 5e6.
-        noise_std: std of the noise on the most recent input position (length unit). Paper: 6.7e-4.
-        pushforward_unroll: largest number of unrolled steps ``U`` (0 = no pushforward); the
-            training batches need ``K.FUTURE_POS`` with ``U`` frames (``WindowDataset(future=U)``).
-        pushforward_prob: probability that a batch is pushed forward.
-        pushforward_start_step: optimiser steps of plain training before the first pushforward.
-        wall_excursion_prob: probability of an excursion (0 = off).
-        wall_excursion_depth: the largest depth behind a wall (length unit).
+        lr, min_lr, lr_decay_steps, noise_std, pushforward_*, wall_excursion_*: the fields of
+            :class:`physnet.train.config.GNSTaskConfig` (units and the paper's values there).
+            With ``pushforward_unroll = U > 0`` the training batches need ``K.FUTURE_POS``
+            with ``U`` frames (``WindowDataset(future=U)``).
         seed: seed of the generators that draw the unroll lengths and the wall excursions.
     """
 
@@ -103,14 +90,14 @@ class GNSTask(pl.LightningModule):
         if not 0.0 <= pushforward_prob <= 1.0:
             raise ValueError(f"pushforward_prob must lie in [0, 1], got {pushforward_prob}")
         self.model = model
-        self.lr, self.min_lr, self.lr_decay_steps = lr, min_lr, lr_decay_steps
-        self.noise_std = noise_std
-        self.pushforward_unroll = pushforward_unroll
-        self.pushforward_prob = pushforward_prob
+        self.lr, self.min_lr, self.lr_decay_steps, self.noise_std = lr, min_lr, lr_decay_steps, noise_std
+        self.pushforward_unroll, self.pushforward_prob = pushforward_unroll, pushforward_prob
         self.pushforward_start_step = pushforward_start_step
         self._unroll_generator = torch.Generator().manual_seed(seed)
-        self.wall_excursion_prob = float(wall_excursion_prob)
-        self.wall_excursion_depth = float(wall_excursion_depth)
+        self.wall_excursion_prob, self.wall_excursion_depth = (
+            float(wall_excursion_prob),
+            float(wall_excursion_depth),
+        )
         self._excursion_generator = torch.Generator().manual_seed(seed + 1)
         self._rollouts: list[dict[str, float]] = []  # this validation's rollout scores
         self.validation_history: dict[int, dict[str, float]] = {}  # step -> rollout summary
@@ -234,21 +221,16 @@ class GNSTask(pl.LightningModule):
             )
 
     def _validation_rollout(self, item: dict[str, torch.Tensor]) -> None:
-        """Roll one validation trajectory out from its first ``C`` frames and log its scores.
-
-        Logged means over the validation trajectories: ``val/rollout_mse`` (inf if diverged),
-        ``val/cv_rollout_mse``, ``val/escaped_particles``, ``val/escaped_beyond_tolerance``
-        (:func:`~physnet.train.gns_eval.rollout_errors`), ``val/free_fall_ratio``,
-        ``val/diverged`` (fraction) and ``val/compression`` (peak neighbours per particle over
-        the truth's). The saved model is chosen by ``val/selection_score``.
-        """
+        """Roll one validation trajectory out and log (means over the trajectories) ``val/<key>`` of
+        :func:`~physnet.train.gns_eval.rollout_errors`, ``val/free_fall_ratio``, ``val/diverged``
+        (fraction) and ``val/compression`` (peak neighbours per particle over the truth's)."""
         errors = rollout_errors(self.model, item[K.TRAJECTORY], item[K.Z])
         errors["diverged"] = float(errors["diverged_at_step"] >= 0)
         errors["compression"] = errors["peak_neighbours"] / max(errors["true_peak_neighbours"], 1e-300)
         errors["n_steps"] = float(item[K.TRAJECTORY].shape[0] - self.model.window)
         self._rollouts.append(errors)
-        values = {k: float(errors[k]) for k in ("rollout_mse", "cv_rollout_mse", "escaped_particles")}
-        values.update({k: float(errors[k]) for k in ("escaped_beyond_tolerance", "diverged", "compression")})
+        keys = ("rollout_mse", "cv_rollout_mse", "escaped_particles", "escaped_beyond_tolerance", "diverged")
+        values = {k: float(errors[k]) for k in (*keys, "compression")}
         free_fall = free_fall_response(self.model, item[K.TRAJECTORY], item[K.Z])["free_fall_ratio"]
         if not math.isnan(free_fall):  # a trajectory without a free-fall frame says nothing
             values["free_fall_ratio"] = free_fall
@@ -315,15 +297,9 @@ def build_from_data(cfg: GNSRunConfig, train: Trajectories) -> GNS:
 
 
 def check_body_acceleration(model: GNS, train: Trajectories, rtol: float = 0.05) -> None:
-    """Compare the model's ``body_acceleration`` with the training data's free-fall frames.
-
-    The body acceleration is in length / frame^2, so it depends on the frame step (gravity is
-    ``[0, -g dt^2]``). In frames where every particle shares one acceleration
-    (:func:`~physnet.sim.frames.free_fall_acceleration`) the data show it directly.
-
-    Raises:
-        ValueError: it differs from their mean acceleration by more than ``rtol`` of its size.
-    """
+    """Raise ``ValueError`` if the model's ``body_acceleration`` (length / frame^2: ``[0, -g dt^2]``
+    depends on the frame step) differs by more than ``rtol`` of its size from the mean acceleration
+    of the training data's free-fall frames (:func:`~physnet.sim.frames.free_fall_acceleration`)."""
     if model.body_acceleration is None:
         return
     measured, frames = free_fall_acceleration(train.positions)
@@ -389,16 +365,15 @@ def train_gns(
 ) -> Path:
     """Train (or resume) a GNS, save ``gns.pt`` and evaluate on the test file; returns the run directory.
 
-    The run directory is guarded as for a potential (:func:`physnet.train.runner.guard_run_dir`):
-    a new run refuses one with checkpoints or results unless ``overwrite``; ``resume`` continues
-    from ``checkpoints/last.ckpt`` (the random draws of noise, unrolls and excursions restart
-    from the seed, so a resumed run is not bitwise the uninterrupted one).
+    The run directory is guarded by :func:`physnet.train.runner.guard_run_dir`. ``resume``
+    continues from ``checkpoints/last.ckpt``; the random draws of noise, unrolls and excursions
+    restart from the seed, so a resumed run is not bitwise the uninterrupted one.
     """
     from physnet.train.runner import guard_run_dir, resume_from, say, start_run, torch_dtype, write_run_config
 
     if not cfg.data.train:
         raise ValueError(
-            "data.train is empty: give the training trajectories, e.g. data.train=runs/water/train.npz"
+            "data.train is empty: give the training trajectories, e.g. data.train=water/train.npz"
         )
     run_dir, t = Path(cfg.run_dir), cfg.trainer
     dtype = torch_dtype(t)
@@ -412,16 +387,8 @@ def train_gns(
     if d.val_rollouts and not d.valid:
         raise ValueError("data.val_rollouts needs validation trajectories: set data.valid=<file.npz>")
     valid = load_trajectories(d.valid, dtype) if d.valid else None
-    train_loader, val_loader = window_loaders(
-        train_data,
-        model.window,
-        d.batch_size,
-        t.seed,
-        cfg.task.pushforward_unroll,
-        valid,
-        d.val_stride,
-        d.val_rollouts,
-    )
+    options = (d.batch_size, t.seed, cfg.task.pushforward_unroll, valid, d.val_stride, d.val_rollouts)
+    train_loader, val_loader = window_loaders(train_data, model.window, *options)
     say(
         f"data: {len(train_data)} training trajectories, {len(train_loader.dataset)} windows; model "
         f"{sum(p.numel() for p in model.parameters())} parameters; vel std {model.vel_std.tolist()}, "

@@ -1,7 +1,6 @@
 """``physnet gns-rollout``: argument parser and handler (``physnet gns-train`` is ``physnet train``).
 
-Heavy imports (Lightning, matplotlib) happen inside the handlers so that ``physnet --help``
-stays fast.
+Heavy imports (Lightning, matplotlib) happen inside the handler so that ``physnet --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -25,40 +24,24 @@ def _rollout(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         model = load_simulator(args.model)
-    except TypeError as err:  # hparams of the options removed in the GNS refactor (issue 33)
+    except TypeError as err:  # hparams of GNS options that no longer exist
         raise ValueError(
             f"{args.model} was written by an older physnet whose GNS options are gone ({err}); "
             "retrain it with the current config (docs/experiments/gns.md lists the renamed keys)"
         ) from None
     data = load_trajectories(args.data, next(model.parameters()).dtype)
     indices = [int(k) for k in args.trajectories.split(",")] if args.trajectories else list(range(len(data)))
-    factor = args.max_neighbour_factor or None
-    summary = evaluate(
-        model,
-        data,
-        indices,
-        clamp_to_bounds=args.clamp_to_bounds,
-        neighbour_factor=factor,
-        escape_tolerance=args.escape_tolerance,
-    )
+    options = {"clamp_to_bounds": args.clamp_to_bounds, "neighbour_factor": args.max_neighbour_factor or None}
+    summary = evaluate(model, data, indices, escape_tolerance=args.escape_tolerance, **options)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
         print(f"metrics: {args.output}")
     if args.gif:
         k = args.animate if args.animate is not None else indices[0]
-        pred, truth = rollout_for_animation(
-            model, data, k, clamp_to_bounds=args.clamp_to_bounds, neighbour_factor=factor
-        )
-        path = animate_rollout(
-            pred,
-            truth,
-            data.bounds,
-            args.gif,
-            frame_dt=data.frame_dt,
-            every=args.every,
-            title=f"{Path(args.data).name} #{k}",
-        )
+        pred, truth = rollout_for_animation(model, data, k, **options)
+        title = f"{Path(args.data).name} #{k}"
+        path = animate_rollout(pred, truth, data.bounds, args.gif, data.frame_dt, args.every, title=title)
         print(f"animation of trajectory {k}: {path}")
     return 0
 
@@ -80,23 +63,20 @@ def add_gns_commands(sub: argparse._SubParsersAction) -> None:
     ro.add_argument(
         "--clamp-to-bounds",
         action="store_true",
-        help="impose the walls: project predicted positions into the box every step (the MPM "
-        "solver's boundary condition); escapes are then impossible by construction",
+        help="project predicted positions into the box every step (the MPM solver's wall condition)",
     )
     ro.add_argument(
         "--max-neighbour-factor",
         type=float,
         default=10.0,
-        help="stop a rollout as diverged (rollout MSE = inf) once its particles have this many times "
-        "the neighbours per particle of the densest true frame: clumped particles make the radius "
-        "graph all-pairs and the rollout crawl (0: no limit)",
+        help="stop a rollout as diverged (MSE inf) once it has this many times the neighbours per "
+        "particle of the densest true frame (0: no limit)",
     )
     ro.add_argument(
         "--escape-tolerance",
         type=float,
         default=None,
-        help="length unit: also count the particles more than this far outside the domain "
-        "(default: 0.1 x the model's radius); the strict count is always reported",
+        help="also count particles more than this (length unit) outside the box (default: 0.1 R)",
     )
     ro.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ro.set_defaults(func=_rollout)

@@ -17,7 +17,8 @@ import torch
 
 from physnet.data import keys as K
 from physnet.data.trajectories import Trajectories, WindowDataset, collate_windows
-from physnet.models.gns import GNS, RolloutDiverged, check_particle_type, rollout
+from physnet.models.gns import GNS
+from physnet.models.simulator import RolloutDiverged, check_particle_type, rollout
 from physnet.sim.box import escaped_particles, excursion, outside_depth, stays
 from physnet.sim.frames import constant_velocity_rollout, is_free_fall, landing_acceleration
 
@@ -66,13 +67,8 @@ def check_rollout_data(model: GNS, data: Trajectories, indices: list[int] | None
 def one_step_errors(
     model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, chunk: int = 8
 ) -> tuple[float, float]:
-    """One-step position MSE of the model and of the constant-velocity baseline over every window.
-
-    Args:
-        positions: [n_frames, n, dim] one ground-truth trajectory.
-        particle_type: [n].
-        chunk: windows evaluated together (a batch of independent graphs).
-    """
+    """One-step position MSE of the model and of the constant-velocity baseline over every window
+    of one true trajectory ``positions`` [T, n, dim], ``chunk`` windows per batch."""
     c = model.window
     data = Trajectories([positions], [particle_type], model.bounds.cpu().numpy(), model.frame_dt or 1.0)
     windows = WindowDataset(data, c)
@@ -92,13 +88,8 @@ def free_fall_response(
     model: GNS, positions: torch.Tensor, particle_type: torch.Tensor, rtol: float = 1e-2
 ) -> dict[str, float]:
     """How much of a uniform body acceleration (gravity in free flight) the model predicts, from
-    true input windows of the frames where every particle has the same true acceleration
-    (:func:`is_free_fall`; in the MPM water exactly ``g dt^2``).
-
-    Args:
-        positions: [T, n, dim] one ground-truth trajectory.
-        particle_type: [n].
-        rtol: tolerance of "same acceleration", relative to its norm.
+    the true windows [T, n, dim] of the frames where every particle has the same true
+    acceleration to within ``rtol`` (:func:`~physnet.sim.frames.is_free_fall`).
 
     Returns:
         ``free_fall_frames`` (how many), ``free_fall_ratio`` (mean over those frames and
@@ -140,29 +131,18 @@ def runaway_excursion(model: GNS, box_lengths: float = 10.0) -> float:
 
 
 def peak_neighbours(model: GNS, positions: torch.Tensor, every: int = 10) -> float:
-    """Largest mean number of neighbours per particle within ``model.radius`` over frames ``0, every, ...``.
-
-    Args:
-        positions: [T, n, dim] a trajectory (0.0 if it has no frame).
-    """
+    """Largest mean number of neighbours per particle within ``model.radius`` over frames ``0,
+    every, ...`` of ``positions`` [T, n, dim] (0.0 without frames)."""
     n = positions.shape[1]
     frames = range(0, positions.shape[0], every)
     return max((model.build_edges(positions[t]).shape[1] / n for t in frames), default=0.0)
 
 
 def selection_score(rollouts: list[dict[str, float]]) -> float:
-    """Model-selection key of one validation's rollouts (lower is better), lexicographic in
-    (number of diverged rollouts, rollout error).
-
-    ``n_diverged + f`` with ``f`` in [0, 1): if some rollouts finished, ``f = m / (1 + m)``
-    with ``m`` their mean position MSE; if all diverged, ``f = 1 - mean(stop step / n_steps)``,
-    so a later divergence ranks better. A model whose rollouts clump is never preferred to
-    one with fewer clumped rollouts, and among equals the plain MSE decides; a mean MSE
-    with an inf in it could not rank models whose validations all diverged.
-
-    Args:
-        rollouts: per trajectory, :func:`rollout_errors`'s dict with ``n_steps`` added.
-    """
+    """Model-selection key (lower is better) of one validation's ``rollouts`` (:func:`rollout_errors`'
+    dicts with ``n_steps``), lexicographic in (diverged rollouts, rollout error): ``n_diverged + f``
+    with ``f = m / (1 + m)``, ``m`` the finished rollouts' mean MSE, or if all diverged
+    ``f = 1 - mean(stop step / n_steps)`` (a later divergence ranks better)."""
     finished = [r["rollout_mse"] for r in rollouts if r["diverged_at_step"] < 0]
     n_diverged = len(rollouts) - len(finished)
     if finished:
@@ -201,26 +181,21 @@ def rollout_errors(
     neighbour_factor: float | None = 10.0,
     escape_tolerance: float | None = None,
 ) -> dict[str, float]:
-    """Roll one trajectory out from its first ``C`` frames and score it against the truth.
+    """Roll one trajectory [T, n, dim] (model dtype) out from its first ``C`` frames and score it.
 
     Args:
-        positions: [T, n, dim] the true trajectory (length unit), in the model's dtype.
-        particle_type: [n] long.
-        clamp_to_bounds: see :func:`~physnet.models.gns.rollout`.
+        clamp_to_bounds: see :func:`~physnet.models.simulator.rollout`.
         neighbour_factor: stop as diverged once the prediction has more than this many times the
-            neighbours per particle of the densest true frame (``None``: never; a clumping
-            rollout can then run for tens of minutes).
+            neighbours per particle of the densest true frame (``None``: never).
         escape_tolerance: ``escaped_beyond_tolerance`` counts particles more than this (length
-            unit) outside the box; ``None``: ``0.1 * model.radius`` (the MPM truth rests particles
-            exactly on the walls, so the strict count also records a model right to 1e-6 m).
+            unit) outside the box; ``None``: ``0.1 * model.radius`` (the MPM truth rests
+            particles exactly on the walls).
 
     Returns:
-        ``rollout_mse`` / ``cv_rollout_mse`` (model / constant velocity, mean squared position
-        error over the ``T - C`` predicted frames, length unit^2; ``inf`` for a diverged
-        rollout, which never wins model selection), ``max_excursion`` (length unit),
-        ``escaped_particles``, ``escaped_beyond_tolerance``, ``diverged_at_step`` (-1: finished)
-        and the largest neighbours per particle of a predicted and a true frame
-        (``peak_neighbours``, ``true_peak_neighbours``).
+        ``rollout_mse`` / ``cv_rollout_mse`` (model / constant velocity, length unit^2 over the
+        ``T - C`` predicted frames; ``inf`` if diverged), ``max_excursion`` (length unit),
+        ``escaped_particles``, ``escaped_beyond_tolerance``, ``diverged_at_step`` (-1: finished),
+        ``peak_neighbours`` and ``true_peak_neighbours`` (per particle, predicted / true).
     """
     c = model.window
     window = positions[:c].transpose(0, 1)  # [n, C, dim]
@@ -252,8 +227,8 @@ _REDUCE = {  # how evaluate() summarises each per-trajectory list (default: the 
     "escaped_particles": np.sum,
     "escaped_beyond_tolerance": np.sum,
     "free_fall_frames": np.sum,
-    "free_fall_ratio": lambda v: _nanmean(v),
-    "free_fall_rms": lambda v: _nanmean(v),
+    "free_fall_ratio": _nanmean,
+    "free_fall_rms": _nanmean,
 }
 
 
@@ -298,21 +273,15 @@ def evaluate(
     neighbour_factor: float | None = 10.0,
     escape_tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """One-step and full-rollout position MSE of the model and the constant-velocity baseline.
-
-    Each trajectory is rolled out from its first ``C`` true frames to its end
-    (:func:`rollout_errors`, with ``clamp_to_bounds``, ``neighbour_factor`` and
-    ``escape_tolerance``); the rollout MSE is ``learning_to_simulate``'s (length unit^2). The
-    one-step MSE predicts every frame from the true previous ones (:func:`one_step_errors`),
-    and :func:`free_fall_response` scores the free-fall frames.
+    """:func:`one_step_errors`, :func:`rollout_errors` (with the options of the same names) and
+    :func:`free_fall_response` of the trajectories ``indices`` (default: all).
 
     Returns:
         ``trajectories``, ``clamp_to_bounds``, ``escape_tolerance``, per-trajectory lists of
-        ``one_step_mse``, ``cv_one_step_mse``, :func:`rollout_errors`' and
-        :func:`free_fall_response`'s keys, and for each ``mean_<key>``: the mean over the
-        trajectories, except the largest for ``max_excursion`` and the ``*peak_neighbours``,
-        the total for the counts, and the mean over the trajectories that have free-fall
-        frames for the free-fall ratios; ``rollout_mse_ratio_cv_over_model``.
+        those functions' keys and each ``mean_<key>`` (the mean; the largest for
+        ``max_excursion`` and ``*peak_neighbours``, the total for counts, the mean over the
+        trajectories with free-fall frames for the free-fall ratios);
+        ``rollout_mse_ratio_cv_over_model``.
     """
     model = model.eval()
     dtype = next(model.parameters()).dtype
@@ -399,10 +368,8 @@ def wall_penetration(
     c = model.window
     pred = rollout(model, positions[:c].transpose(0, 1), positions.shape[0] - c, particle_type)
     depth = outside_depth(pred, model.bounds)  # [T - C, n, 2 dim]
-    cells = []
-    for w in range(depth.shape[-1]):
-        cells.append({**stays(depth[:, :, w] > tolerance), "deepest": float(depth[:, :, w].max())})
-    return depth, cells
+    walls = depth.unbind(-1)  # per wall [T - C, n]
+    return depth, [{**stays(d > tolerance), "deepest": float(d.max())} for d in walls]
 
 
 @torch.no_grad()

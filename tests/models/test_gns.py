@@ -11,19 +11,15 @@ import torch
 import physnet
 from physnet.data import keys as K
 from physnet.data.trajectories import load_trajectories
-from physnet.models.gns import (
-    DECODERS,
-    GNS,
-    WALLS,
-    RolloutDiverged,
-    WallDamping,
+from physnet.models.gns import DECODERS, GNS, WALLS, WallDamping
+from physnet.models.simulator import RolloutDiverged, rollout
+from physnet.sim.box import escaped_particles
+from physnet.sim.frames import (
     constant_velocity_rollout,
     euler_step,
     noisy_target_acceleration,
     random_walk_noise,
-    rollout,
 )
-from physnet.sim.box import escaped_particles
 from physnet.testing import TOLERANCES, check_particle_symmetries
 from physnet.train.gns_eval import free_fall_response, rollout_errors, runaway_excursion
 

@@ -12,7 +12,9 @@ import torch
 import physnet
 from physnet.data import keys as K
 from physnet.data.trajectories import WindowDataset, collate_windows, load_trajectories
-from physnet.models.gns import GNS, euler_step, rollout
+from physnet.models.gns import GNS
+from physnet.models.simulator import rollout
+from physnet.sim.frames import euler_step
 from physnet.train.gns import GNSTask, build_from_data, check_body_acceleration, load_gns_config, train_gns
 
 ROOT = Path(__file__).resolve().parents[2]
