@@ -26,19 +26,21 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import yaml
 
 from physnet.data import keys as K
 from physnet.errors import UserError
 from physnet.train.config import DynamicsRunConfig, load_dynamics_config
 from physnet.train.runner import (
+    best_checkpoint,
     guard_run_dir,
     last_checkpoint,
+    load_best,
     make_trainer,
-    rank,
     resume_from,
     say,
     start_run,
+    torch_dtype,
+    write_run_config,
 )
 
 __all__ = [
@@ -269,8 +271,7 @@ class DynamicsTask(pl.LightningModule):
 
 def _load_best(task: DynamicsTask, best: Any, ema_decay: float) -> dict[str, Any]:
     """Load the best-validated weights (the EMA's when EMA is on) into ``task``; what the report says."""
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-    task.load_state_dict(state["state_dict"])
+    state = load_best(task, best)
     chosen = {"best_val_mse": float(best.best_model_score), "best_epoch": int(state["epoch"]) + 1}
     ema = f" (EMA {ema_decay})" if ema_decay > 0 else ""
     say(f"\nbest validation MSE {chosen['best_val_mse']:.5f} at epoch {chosen['best_epoch']}{ema}")
@@ -290,8 +291,6 @@ def train_dynamics(
     evaluated on the test split next to the zero-displacement and constant-velocity baselines
     (``test_metrics.json``).
     """
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     from physnet.models.dynamics import build_dynamics
 
     d, t = cfg.data, cfg.trainer
@@ -299,9 +298,7 @@ def train_dynamics(
         raise UserError(
             "data.path is empty: give the N-body .npz, e.g. data.path=../shared/data/nbody/nbody_charged5.npz"
         )
-    if t.dtype not in ("float32", "float64"):
-        raise UserError(f"trainer.dtype must be float32 or float64, got {t.dtype!r}")
-    dtype = torch.float64 if t.dtype == "float64" else torch.float32
+    dtype = torch_dtype(t)
     run_dir = Path(cfg.run_dir)
     guard_run_dir(run_dir, resume, overwrite, RUN_RESULTS, config_file)
     share = start_run(t)
@@ -309,10 +306,7 @@ def train_dynamics(
     n_max = {"train": d.n_train or None, "valid": None, "test": None}
     splits = {s: load_nbody(d.path, s, n, d.frame_in, d.frame_out, dtype) for s, n in n_max.items()}
     model = build_dynamics(**{"name": "egnn", **cfg.model}).to(dtype)
-    if rank() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {**cfg.to_dict(), "model": dict(model.hparams)}
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    write_run_config(run_dir, {**cfg.to_dict(), "model": dict(model.hparams)})
     n_train = splits["train"][K.POS].shape[0]
     say(
         f"training {model.hparams['name']} ({sum(p.numel() for p in model.parameters())} parameters) "
@@ -334,9 +328,7 @@ def train_dynamics(
         plateau_patience=cfg.task.plateau_patience,
         plateau_factor=cfg.task.plateau_factor,
     )
-    best = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val/mse", mode="min", save_top_k=1
-    )
+    best = best_checkpoint(run_dir, "val/mse")
     trainer = make_trainer(
         t,
         run_dir,

@@ -111,6 +111,52 @@ def prepare(
     Everything that can be wrong with the inputs fails here, before any training.
     """
     d = cfg.data
+    dtype = _check_inputs(cfg)
+    frames = read_frames(
+        _resolve_data_path(d.path),
+        numbers=d.numbers,
+        forces_path=d.forces_path or None,
+        drop_nonfinite=d.drop_nonfinite,
+        key_map=d.keys or None,
+    )
+    present = sorted({int(z) for a in frames for z in np.unique(a.numbers)})
+    hparams, tune = split_model_config(cfg.model)
+    init = read_init(tune["init_from"]) if tune["init_from"] else None
+    hparams, species = _model_species(cfg, hparams, tune, init, present)
+    try:
+        model = build(cfg.model["name"], species=species, **hparams)
+    except UnknownKeyError as err:
+        raise UnknownKeyError(f"config section model: {err}") from None
+    dataset = GraphDataset(
+        frames, model.cutoff, dtype=dtype, require=_labels(cfg, frames), source=d.path, progress=_rank() == 0
+    )
+    if _rank() == 0:
+        for warning in plausibility(frames, d.energy_unit, d.length_unit, cutoff=model.cutoff):
+            print(f"physnet: warning: {d.path}: {warning}", file=sys.stderr, flush=True)
+    split = _split(cfg, run_dir, resume, len(dataset))
+    if init is not None:  # fine-tuning
+        return _prepare_finetune(cfg, model, init, tune, resume, dataset, split, dtype)
+    c = cfg.task
+    if not resume:
+        model.to(dtype).fit_statistics([dataset[int(i)] for i in split["train"]])
+    train_graphs = None if resume else [dataset[int(i)] for i in split["train"]]
+    priors = build_priors(cfg.priors, model, d.energy_unit, d.length_unit, train_graphs, dtype)
+    potential = Potential(model, priors, energy_unit=d.energy_unit, length_unit=d.length_unit)
+    has_energy = dataset.energies is not None
+    if c.fit_references and has_energy:
+        refs = fit_reference_energies(dataset, split["train"], model.species.atomic_numbers)
+        potential.atom_refs.copy_(torch.tensor([refs[z] for z in model.species.atomic_numbers]))
+    if c.fit_scale:
+        scale, shift = fit_energy_scale(dataset, split["train"], potential)
+        potential.energy_scale.fill_(scale)
+        potential.energy_shift.fill_(shift)
+    return potential.to(dtype), dataset, split
+
+
+def _check_inputs(cfg: RunConfig) -> torch.dtype:
+    """Refuse a config without data or units, a bad dtype or split size before reading anything;
+    returns the dtype."""
+    d = cfg.data
     if not d.path:
         raise ValueError("data.path is empty: give the training data file, e.g. data.path=train.xyz")
     if not d.energy_unit or not d.length_unit:
@@ -122,22 +168,19 @@ def prepare(
     length_factor(d.length_unit)
     if cfg.trainer.dtype not in DTYPES:
         raise ValueError(f"trainer.dtype must be float32 or float64, got {cfg.trainer.dtype!r}")
-    dtype = DTYPES[cfg.trainer.dtype]
     for name in ("train", "val", "test"):
         split_size(name, getattr(d, name))  # refuse data.train=1.5 before reading anything
+    return DTYPES[cfg.trainer.dtype]
 
-    frames = read_frames(
-        _resolve_data_path(d.path),
-        numbers=d.numbers,
-        forces_path=d.forces_path or None,
-        drop_nonfinite=d.drop_nonfinite,
-        key_map=d.keys or None,
-    )
-    present = sorted({int(z) for a in frames for z in np.unique(a.numbers)})
-    hparams, tune = split_model_config(cfg.model)
-    init = None
-    if tune["init_from"]:  # fine-tuning: the trained model's name, hyper-parameters and species
-        init = read_init(tune["init_from"])
+
+def _model_species(
+    cfg: RunConfig, hparams: dict[str, Any], tune: dict[str, Any], init: Any, present: list[int]
+) -> tuple[dict[str, Any], Any]:
+    """The model's hyper-parameters and species: the config's (default: the elements ``present``
+    in the data), or with ``init`` (fine-tuning) the trained model's, checked against the data's
+    units; ``cfg.model`` then records the resolved model in full."""
+    d = cfg.data
+    if init is not None:
         if init[0]["length_unit"] != d.length_unit:
             raise ValueError(
                 f"model.init_from was trained in {init[0]['length_unit']} but data.length_unit is "
@@ -153,23 +196,23 @@ def prepare(
         hparams, species = resolve_model(init[0], cfg.model["name"], hparams, present, tune["add_species"])
         extra = {k: cfg.model[k] for k in FINETUNE_KEYS if k in cfg.model}
         cfg.model = {"name": cfg.model["name"], "species": species, **hparams, **extra}  # recorded in full
-        hparams = dict(hparams)
-    species = hparams.pop("species", None) if init is None else species
+        return dict(hparams), species
+    species = hparams.pop("species", None)
     if species is None:
-        species = present
-    else:
-        known = {atomic_number(s) for s in species}
-        missing = [z for z in present if z not in known]
-        if missing:
-            from ase.data import chemical_symbols
+        return hparams, present
+    known = {atomic_number(s) for s in species}
+    missing = [z for z in present if z not in known]
+    if missing:
+        from ase.data import chemical_symbols
 
-            names = [chemical_symbols[z] for z in missing]
-            raise ValueError(f"the data contains element(s) {names} outside model.species {species}")
-    try:
-        model = build(cfg.model["name"], species=species, **hparams)
-    except UnknownKeyError as err:
-        raise UnknownKeyError(f"config section model: {err}") from None
-    c = cfg.task
+        names = [chemical_symbols[z] for z in missing]
+        raise ValueError(f"the data contains element(s) {names} outside model.species {species}")
+    return hparams, species
+
+
+def _labels(cfg: RunConfig, frames: list[Any]) -> list[str]:
+    """The labels the loss needs (energy, forces, stress); stress needs every frame's cell regular."""
+    c, d = cfg.task, cfg.data
     require = (
         (["energy"] if c.energy_weight > 0 else [])
         + (["forces"] if c.forces_weight > 0 else [])
@@ -186,47 +229,25 @@ def prepare(
                 f"frame {flat[0]} of {d.path} has a singular cell; stress needs a periodic cell with "
                 "three non-zero, independent lattice vectors (or set data.stress=false)"
             )
-    dataset = GraphDataset(
-        frames, model.cutoff, dtype=dtype, require=require, source=d.path, progress=_rank() == 0
-    )
-    if _rank() == 0:
-        for warning in plausibility(frames, d.energy_unit, d.length_unit, cutoff=model.cutoff):
-            print(f"physnet: warning: {d.path}: {warning}", file=sys.stderr, flush=True)
+    return require
 
+
+def _split(cfg: RunConfig, run_dir: Path, resume: bool, n: int) -> dict[str, np.ndarray]:
+    """The run's split: its own ``split.json`` when resuming (or on DDP ranks > 0), else
+    ``data.split_file``, else a new one; train and val must not be empty."""
+    d = cfg.data
     split_path = run_dir / "split.json"
     if resume or (d.split_file == "" and split_path.is_file() and _rank() != 0):
-        split = load_split(split_path, n=len(dataset))
+        split = load_split(split_path, n=n)
     elif d.split_file:
-        split = load_split(d.split_file, n=len(dataset))
+        split = load_split(d.split_file, n=n)
     else:
-        split = make_split(
-            len(dataset),
-            split_size("train", d.train),
-            split_size("val", d.val),
-            split_size("test", d.test),
-            seed=d.seed,
-            blocks=d.blocks,
-        )
+        sizes = [split_size(name, getattr(d, name)) for name in ("train", "val", "test")]
+        split = make_split(n, *sizes, seed=d.seed, blocks=d.blocks)
     for name in ("train", "val"):
         if len(split[name]) == 0:
             raise ValueError(f"the {name} split is empty; change data.{name} or data.split_file")
-
-    if init is not None:
-        return _prepare_finetune(cfg, model, init, tune, resume, dataset, split, dtype)
-    if not resume:
-        model.to(dtype).fit_statistics([dataset[int(i)] for i in split["train"]])
-    train_graphs = None if resume else [dataset[int(i)] for i in split["train"]]
-    priors = build_priors(cfg.priors, model, d.energy_unit, d.length_unit, train_graphs, dtype)
-    potential = Potential(model, priors, energy_unit=d.energy_unit, length_unit=d.length_unit)
-    has_energy = dataset.energies is not None
-    if c.fit_references and has_energy:
-        refs = fit_reference_energies(dataset, split["train"], model.species.atomic_numbers)
-        potential.atom_refs.copy_(torch.tensor([refs[z] for z in model.species.atomic_numbers]))
-    if c.fit_scale:
-        scale, shift = fit_energy_scale(dataset, split["train"], potential)
-        potential.energy_scale.fill_(scale)
-        potential.energy_shift.fill_(shift)
-    return potential.to(dtype), dataset, split
+    return split
 
 
 def split_size(name: str, value: float | None) -> float | int | None:
@@ -451,30 +472,23 @@ def train(
     """
     if cfg.trainer.committee > 1:
         return train_committee(cfg, resume=resume, callbacks=callbacks, overwrite=overwrite)
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from physnet.train.plots import plot_learning_curves, plot_parity
-    from physnet.train.runner import guard_run_dir, last_checkpoint, make_trainer, resume_from, start_run
+    from physnet.train.runner import (
+        best_checkpoint,
+        guard_run_dir,
+        last_checkpoint,
+        make_trainer,
+        resume_from,
+        start_run,
+    )
     from physnet.train.tasks import PotentialTask
 
     run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
     guard_run_dir(run_dir, resume, overwrite, RUN_RESULTS, config_file)
     share = start_run(cfg.trainer)
     started = time.perf_counter()
     potential, dataset, split = prepare(cfg, run_dir, resume)
     if _rank() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
-        atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
-        save_split(split, run_dir / "split.json")
-        tune = split_model_config(cfg.model)[1]
-        if tune["init_from"] and not resume:
-            from physnet.train.finetune import file_record
-
-            n_frozen = sum(p.numel() for p in potential.parameters() if not p.requires_grad)
-            record = file_record(tune["init_from"], tune, {"frozen_parameters": n_frozen})
-            (run_dir / "init_from.json").write_text(record)
+        _write_run_files(cfg, run_dir, potential, split, resume)
     _say(
         f"data: {len(dataset)} frames from {cfg.data.path} ({cfg.data.energy_unit}, {cfg.data.length_unit}); "
         f"split train/val/test = {len(split['train'])}/{len(split['val'])}/{len(split.get('test', []))}; "
@@ -496,14 +510,7 @@ def train(
     # prepare() checked species, dtype and cells of every frame: steps skip the per-batch check
     task = PotentialTask(potential, cfg.task, run_config=cfg.to_dict(), checked_data=True)
 
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor="val/loss",
-        mode="min",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-    )
+    best = best_checkpoint(run_dir, "val/loss", auto_insert_metric_name=False)
     trainer = make_trainer(
         t,
         run_dir,
@@ -525,6 +532,41 @@ def train(
     }
     # Lightning's teardown moved the model to the CPU: evaluate where training ran
     pot = task.potential.to(trainer.strategy.root_device).eval()
+    _report_run(cfg, run_dir, pot, dataset, split, report)
+    share.report("train")
+    return run_dir
+
+
+def _write_run_files(
+    cfg: RunConfig, run_dir: Path, potential: Potential, split: dict[str, np.ndarray], resume: bool
+) -> None:
+    """``config.yaml``, ``split.json`` and, for a fine-tuning run, ``init_from.json`` (rank 0)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+    save_split(split, run_dir / "split.json")
+    tune = split_model_config(cfg.model)[1]
+    if tune["init_from"] and not resume:
+        from physnet.train.finetune import file_record
+
+        n_frozen = sum(p.numel() for p in potential.parameters() if not p.requires_grad)
+        record = file_record(tune["init_from"], tune, {"frozen_parameters": n_frozen})
+        (run_dir / "init_from.json").write_text(record)
+
+
+def _report_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    pot: Potential,
+    dataset: GraphDataset,
+    split: dict[str, np.ndarray],
+    report: dict[str, Any],
+) -> None:
+    """Evaluate ``pot`` on the validation and test splits into ``report``; write
+    ``test_metrics.json``, the parity and learning-curve plots, and print the summary."""
+    from physnet.train.plots import plot_learning_curves, plot_parity
+
+    d = cfg.data
     for stage in ("val", "test"):
         if len(split.get(stage, [])) > 0:
             pred = predict(pot, dataset, split[stage], d.eval_batch_size)
@@ -536,8 +578,6 @@ def train(
     plot_learning_curves(run_dir / "logs", run_dir / "learning_curves.png", d.energy_unit, d.length_unit)
     _say(_summary(report, d.energy_unit, d.length_unit))
     _say(f"run directory: {run_dir} (potential.pt, checkpoints/, logs/, PNGs)")
-    share.report("train")
-    return run_dir
 
 
 def train_committee(
