@@ -136,40 +136,17 @@ def close_pairs(
     return [(int(a), int(b), float(c)) for a, b, c in pairs]
 
 
-def plausibility(
+def _label_warnings(
     frames: Sequence[Atoms],
+    picks: np.ndarray,
+    sample: list[Atoms],
     energy_unit: str,
     length_unit: str,
-    cutoff: float | None = None,
-    max_frames: int = 50,
+    e_fac: float,
+    l_fac: float,
 ) -> list[str]:
-    """Warnings (with the numbers) for data whose values suggest a wrong unit or geometry.
-
-    Looks at up to ``max_frames`` frames spread over the set (one pass, milliseconds):
-
-    - ``|E|`` per frame above 1.5x the Thomas-Fermi all-electron energy of its atoms
-      (kcal/mol or kJ/mol data declared as eV; a reference energy can never be this large);
-    - RMS force component above 10 eV/Å (kcal/mol/Å declared as eV/Å);
-    - median nearest-neighbour distance outside 0.5-4 Å, or an H atom's outside 0.65-1.6 Å
-      (Bohr declared as Å, Å as Bohr, nm as Å, Å as nm);
-    - no atom with a neighbour within ``cutoff`` (a model would see only isolated atoms);
-    - atoms closer than 0.4x the sum of their covalent radii (:func:`close_pairs`).
-
-    Args:
-        frames: the structures with their labels (see :func:`physnet.data.read_frames`).
-        energy_unit, length_unit: the units the data is declared in.
-        cutoff: the model's cutoff in ``length_unit``, if known.
-        max_frames: frames looked at.
-    """
-    from physnet.units import energy_factor, length_factor
-
-    if not frames:
-        return []
-    e_fac, l_fac = energy_factor(energy_unit), length_factor(length_unit)
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).astype(int))
-    sample = [frames[int(k)] for k in picks]
+    """:func:`plausibility`'s energy and force checks on the frames ``sample`` (indices ``picks``)."""
     warnings: list[str] = []
-
     worst, worst_k = 0.0, -1
     forces = []
     for k, atoms in zip(picks, sample, strict=True):
@@ -197,7 +174,14 @@ def plausibility(
                 f"above {_MAX_FORCE_RMS_EV_A:g} eV/Å for typical data): are the energies really in "
                 f"{energy_unit} and the positions in {length_unit}?"
             )
+    return warnings
 
+
+def _distance_warnings(
+    sample: list[Atoms], length_unit: str, l_fac: float, cutoff: float | None
+) -> list[str]:
+    """:func:`plausibility`'s nearest-neighbour and cutoff checks on the frames ``sample``."""
+    warnings: list[str] = []
     nearest = [nearest_neighbour_distances(a) * l_fac for a in sample if len(a) > 1]
     if nearest:
         flat = np.concatenate(nearest)
@@ -236,6 +220,43 @@ def plausibility(
                 f"{float(finite.min()) / l_fac:.4g} {length_unit} apart): the model sees isolated atoms; "
                 f"are the positions in {length_unit}?"
             )
+    return warnings
+
+
+def plausibility(
+    frames: Sequence[Atoms],
+    energy_unit: str,
+    length_unit: str,
+    cutoff: float | None = None,
+    max_frames: int = 50,
+) -> list[str]:
+    """Warnings (with the numbers) for data whose values suggest a wrong unit or geometry.
+
+    Looks at up to ``max_frames`` frames spread over the set (one pass, milliseconds):
+
+    - ``|E|`` per frame above 1.5x the Thomas-Fermi all-electron energy of its atoms
+      (kcal/mol or kJ/mol data declared as eV; a reference energy can never be this large);
+    - RMS force component above 10 eV/Å (kcal/mol/Å declared as eV/Å);
+    - median nearest-neighbour distance outside 0.5-4 Å, or an H atom's outside 0.65-1.6 Å
+      (Bohr declared as Å, Å as Bohr, nm as Å, Å as nm);
+    - no atom with a neighbour within ``cutoff`` (a model would see only isolated atoms);
+    - atoms closer than 0.4x the sum of their covalent radii (:func:`close_pairs`).
+
+    Args:
+        frames: the structures with their labels (see :func:`physnet.data.read_frames`).
+        energy_unit, length_unit: the units the data is declared in.
+        cutoff: the model's cutoff in ``length_unit``, if known.
+        max_frames: frames looked at.
+    """
+    from physnet.units import energy_factor, length_factor
+
+    if not frames:
+        return []
+    e_fac, l_fac = energy_factor(energy_unit), length_factor(length_unit)
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).astype(int))
+    sample = [frames[int(k)] for k in picks]
+    warnings = _label_warnings(frames, picks, sample, energy_unit, length_unit, e_fac, l_fac)
+    warnings += _distance_warnings(sample, length_unit, l_fac, cutoff)
     for k, atoms in zip(picks, sample, strict=True):
         pairs = close_pairs(atoms, length_factor=l_fac)
         if pairs:
