@@ -100,3 +100,76 @@ def test_warmup_ema_decay_grows_to_its_limit() -> None:
     avg, cur = torch.zeros(3), torch.ones(3)
     assert torch.allclose(ema(avg, cur, torch.tensor(1)), torch.full((3,), 1 - 3 / 12))
     assert torch.allclose(ema(avg, cur, torch.tensor(1000)), torch.full((3,), 0.5))
+
+
+EGNN_TINY = ("model.n_features=8", "model.n_layers=1")
+
+
+def _train_tiny(tmp_path, *extra: str, epochs: int = 3, model: tuple[str, ...] = EGNN_TINY) -> dict:
+    """train_dynamics on a tiny random N-body file with ``extra`` overrides; returns test_metrics.json."""
+    import json
+
+    from physnet.train.config import load_dynamics_config
+    from physnet.train.dynamics import train_dynamics
+
+    data = tmp_path / "nbody.npz"
+    _tiny_nbody(data)
+    overrides = [
+        f"run_dir={tmp_path / 'run'}",
+        f"data.path={data}",
+        "data.batch_size=4",
+        *model,
+        f"trainer.max_epochs={epochs}",
+        "trainer.check_val_every_n_epoch=1",
+        f"trainer.threads={torch.get_num_threads()}",  # leave the process's thread count as it is
+        "trainer.progress_bar=false",
+        *extra,
+    ]
+    run = train_dynamics(load_dynamics_config(None, overrides), overwrite=True)
+    return json.loads((run / "test_metrics.json").read_text())
+
+
+def test_ema_selects_and_reports_the_averaged_weights(tmp_path, capsys) -> None:
+    """task.ema_decay > 0: validation, selection and test use the averaged weights (and say so)."""
+    report = _train_tiny(tmp_path, "task.ema_decay=0.9")
+    out = capsys.readouterr().out
+    assert "(EMA 0.9)" in out and report["test_mse"] > 0
+
+
+def test_ema_is_off_by_default(tmp_path, capsys) -> None:
+    _train_tiny(tmp_path)
+    assert "EMA" not in capsys.readouterr().out
+
+
+def test_warmup_ramps_the_learning_rate(tmp_path, capsys) -> None:
+    """task.warmup_epochs=2: epoch 1 trains at lr / 2, epoch 2 at lr."""
+    _train_tiny(tmp_path, "task.warmup_epochs=2", "task.lr=1e-3")
+    out = capsys.readouterr().out
+    assert "epoch     1" in out and "lr 5.00e-04" in out and "lr 1.00e-03" in out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [*EGNN_TINY, "task.schedule=plateau", "task.plateau_patience=1", "task.plateau_factor=0.1"],
+        [*EGNN_TINY, "trainer.gradient_clip_val=0.1"],
+        [
+            "model.name=se3_transformer",
+            "model.channels=[16, 8, 4]",
+            "model.n_layers=1",
+            "task.schedule=cosine",
+        ],
+    ],
+    ids=["plateau", "grad-clip", "se3-cosine-adamw"],
+)
+def test_schedules_clipping_and_models_train(tmp_path, extra: list[str]) -> None:
+    report = _train_tiny(
+        tmp_path, *extra, "task.optimizer=adamw", "task.weight_decay=1e-2", epochs=2, model=()
+    )
+    assert report["epochs"] == 2 and report["test_mse"] > 0
+
+
+def test_no_test_leaves_the_test_set_unseen(tmp_path, capsys) -> None:
+    report = _train_tiny(tmp_path, "data.test=false")
+    out = capsys.readouterr().out
+    assert "best validation MSE" in out and "test set not evaluated" in out and "test_mse" not in report
