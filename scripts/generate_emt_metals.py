@@ -120,8 +120,9 @@ def run(args: argparse.Namespace) -> tuple[list, list[dict[str, Any]]]:
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary
-    from generate_molecular_md import maxwell_boltzmann
     from tqdm import tqdm
+
+    from physnet.md.velocities import maxwell_boltzmann
 
     rng = np.random.default_rng(args.seed)
     plan = [(t, s) for t in args.temperatures for s in range(args.strains)]
@@ -197,7 +198,6 @@ def run(args: argparse.Namespace) -> tuple[list, list[dict[str, Any]]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for generate_molecular_md
     import numpy as np
 
     from physnet.data.embedded import command_line, software_versions, write_set

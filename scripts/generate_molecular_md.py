@@ -87,18 +87,6 @@ def make_calculator(accuracy: float, charge: int):  # -> tblite.ase.TBLite
     return TBLite(method="GFN2-xTB", accuracy=accuracy, charge=charge, verbosity=0)
 
 
-def maxwell_boltzmann(atoms, temperature_K: float, rng) -> None:
-    """Maxwell-Boltzmann momenta at ``temperature_K`` [K] drawn from ``rng`` (ASE's own routine)."""
-    try:
-        from ase.md.velocitydistribution import thermalize_momenta  # ASE >= 3.29
-    except ImportError:  # older ASE; same distribution
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    else:
-        thermalize_momenta(atoms, temperature_K, rng=rng)
-
-
 def run_md(atoms, args: argparse.Namespace) -> list:  # -> list[ase.Atoms]
     """Langevin MD; returns ``args.frames`` frames with energy, forces, momenta and temperature.
 
@@ -114,6 +102,8 @@ def run_md(atoms, args: argparse.Namespace) -> list:  # -> list[ase.Atoms]
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import Stationary
     from tqdm import tqdm
+
+    from physnet.md.velocities import maxwell_boltzmann
 
     rng = np.random.default_rng(args.seed)
     atoms.set_constraint(FixCom())

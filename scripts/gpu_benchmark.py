@@ -46,11 +46,10 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# run as a script, its folder (scripts/) is on sys.path; physnet comes from the environment
+from benchmark import BP, BP_HIDDEN, SCHNET, cu_box, loglog_slope, markdown_table
 
-from benchmark import BP, BP_HIDDEN, SCHNET, cu_box, loglog_slope, markdown_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTIONS = ("training", "scaling", "md", "gns", "schnetpack")
 MD17_CANDIDATES = (

@@ -146,11 +146,7 @@ def _assert_same_frames_without_energy(new: list, shipped: list, atol: float = 1
 def _load_script(name: str):
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    spec.loader.exec_module(module)
     return module
 
 
