@@ -2,15 +2,15 @@
 # GNS learned simulator (Sanchez-Gonzalez et al., ICML 2020) on physnet's own 2D MLS-MPM water:
 # 1. generate 48 training, 4 validation and 6 held-out test trajectories (~500 particles,
 #    300 frames 4 ms apart (10 MPM substeps); ~3 s per trajectory on one core; 45 + 4 + 6 MB,
-#    git-ignored in runs/),
+#    in the git-ignored downloads/gns_water/, where examples/configs/gns_water.yaml reads them),
 # 2. train for 55 minutes on one CPU thread (examples/configs/gns_water.yaml), which ends by
-#    rolling the model out on every test trajectory (runs/gns_water/run/test_metrics.json),
+#    rolling the model out on every test trajectory ($RUN/test_metrics.json),
 # 3. roll out again and animate test trajectory 0: ground truth and prediction side by side.
 # Run from the repository root after `bash scripts/install.sh`. Extra arguments are config
 # overrides, e.g. `bash examples/gns_water.sh trainer.max_time_minutes=5`.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-DATA=${DATA:-runs/gns_water/data_4ms}
+DATA=${DATA:-downloads/gns_water}
 RUN=${RUN:-runs/gns_water/run}
 PY=.venv/bin/python
 [ -f "$DATA/train.npz" ] || $PY scripts/generate_mpm_water.py --out "$DATA/train.npz" --trajectories 48 --seed 0 --substeps 10

@@ -13,8 +13,8 @@ statistics. Read it with :func:`physnet.data.trajectories.load_trajectories`.
 
 Examples::
 
-    python scripts/generate_mpm_water.py --out runs/mpm_water/train.npz --trajectories 40 --seed 0
-    python scripts/generate_mpm_water.py --out runs/mpm_water/test.npz --trajectories 5 --seed 2
+    python scripts/generate_mpm_water.py --out downloads/gns_water/train.npz --trajectories 40 --seed 0
+    python scripts/generate_mpm_water.py --out downloads/gns_water/test.npz --trajectories 5 --seed 2
 """
 
 from __future__ import annotations

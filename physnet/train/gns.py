@@ -372,9 +372,8 @@ def train_gns(
     from physnet.train.runner import guard_run_dir, resume_from, say, start_run, torch_dtype, write_run_config
 
     if not cfg.data.train:
-        raise ValueError(
-            "data.train is empty: give the training trajectories, e.g. data.train=water/train.npz"
-        )
+        example = "data.train=downloads/gns_water/train.npz"
+        raise ValueError(f"data.train is empty: give the training trajectories, e.g. {example}")
     run_dir, t = Path(cfg.run_dir), cfg.trainer
     dtype = torch_dtype(t)
     guard_run_dir(run_dir, resume, overwrite, RUN_RESULTS, config_file)
