@@ -6,8 +6,9 @@ import ASE, RDKit or the dataset readers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from physnet._lazy import lazy_attributes
 
 # public name -> module that defines it (a submodule maps to itself)
 _LAZY: dict[str, str] = {
@@ -77,16 +78,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from physnet.data.neighbors import edge_vectors, radius_graph
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module of a public name (or a submodule) the first time it is used."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"physnet.data.{name}")  # the import binds the attribute
-    if name not in _LAZY:
-        raise AttributeError(f"module 'physnet.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, _SUBMODULES, __all__)

@@ -14,8 +14,9 @@ pay for e3nn, which the SE(3)-Transformer needs.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from physnet._lazy import lazy_attributes
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -111,16 +112,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module of a public name (or a submodule) the first time it is used."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"physnet.models.{name}")  # the import binds the attribute
-    if name not in _LAZY:
-        raise AttributeError(f"module 'physnet.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, _SUBMODULES, __all__)

@@ -60,7 +60,14 @@ from physnet.models.registry import EnergyModel, register
 from physnet.nn import GaussianRBF, activation, mlp, scatter_sum
 from physnet.nn.tracing import is_exporting
 
-__all__ = ["EGNNLayer", "EGNN", "EGNNDynamics", "fully_connected_edges", "polynomial_envelope"]
+__all__ = [
+    "EGNNLayer",
+    "EGNN",
+    "EGNNDynamics",
+    "fully_connected_edges",
+    "fully_connected_pairs",
+    "polynomial_envelope",
+]
 
 # In eval mode, layers sum over the edges of graphs larger than this in chunks of this size.
 CHUNK_EDGES = 65536
@@ -98,6 +105,13 @@ def fully_connected_edges(batch: torch.Tensor) -> torch.Tensor:
     same.fill_diagonal_(False)
     i, j = torch.nonzero(same, as_tuple=True)
     return torch.stack([i, j])
+
+
+def fully_connected_pairs(pos: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fully_connected_edges` of ``batch`` [n] and the pair vectors ``x_j - x_i`` [n_edges, 3]
+    of ``pos`` [n, 3]."""
+    edge_index = fully_connected_edges(batch)
+    return edge_index, pos[edge_index[1]] - pos[edge_index[0]]
 
 
 class EGNNLayer(torch.nn.Module):
@@ -415,20 +429,9 @@ class EGNNDynamics(DynamicsModel):
     def forward(
         self, pos: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor
     ) -> torch.Tensor:
-        """Predict future positions.
-
-        Args:
-            pos: [n_nodes, 3] positions.
-            vel: [n_nodes, 3] velocities.
-            charges: [n_nodes] charges.
-            batch: [n_nodes] system index of each particle, sorted ascending.
-
-        Returns:
-            [n_nodes, 3] predicted positions.
-        """
-        edge_index = fully_connected_edges(batch)
+        """Future positions [n_nodes, 3] (shapes: :class:`~physnet.models.dynamics.DynamicsModel`)."""
+        edge_index, vec = fully_connected_pairs(pos, batch)  # vec = x_j - x_i [n_edges, 3]
         i, j = edge_index[0], edge_index[1]
-        vec = pos[j] - pos[i]  # [n_edges, 3]
         d2_input = (vec * vec).sum(-1, keepdim=True)  # [n_edges, 1]
         edge_attr = torch.cat([(charges[i] * charges[j]).unsqueeze(-1).to(pos.dtype), d2_input], dim=-1)
         h = self.embedding(torch.linalg.vector_norm(vel, dim=-1, keepdim=True))  # [n_nodes, F]

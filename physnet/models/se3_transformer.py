@@ -76,7 +76,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 from physnet.data import keys as K
 from physnet.data.neighbors import edge_vectors
 from physnet.models.dynamics import DynamicsModel, register_dynamics
-from physnet.models.egnn import fully_connected_edges, polynomial_envelope
+from physnet.models.egnn import fully_connected_pairs, polynomial_envelope
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import GaussianRBF, mlp, scatter_sum, segment_softmax
 
@@ -523,20 +523,9 @@ class SE3TransformerDynamics(DynamicsModel):
     def forward(
         self, pos: torch.Tensor, vel: torch.Tensor, charges: torch.Tensor, batch: torch.Tensor
     ) -> torch.Tensor:
-        """Predict future positions.
-
-        Args:
-            pos: [n_nodes, 3] positions.
-            vel: [n_nodes, 3] velocities.
-            charges: [n_nodes] charges.
-            batch: [n_nodes] system index of each particle, sorted ascending.
-
-        Returns:
-            [n_nodes, 3] predicted positions.
-        """
-        edge_index = fully_connected_edges(batch)
+        """Future positions [n_nodes, 3] (shapes: :class:`~physnet.models.dynamics.DynamicsModel`)."""
+        edge_index, vec = fully_connected_pairs(pos, batch)  # vec = x_j - x_i [n_edges, 3]
         i, j = edge_index[0], edge_index[1]
-        vec = pos[j] - pos[i]  # [n_edges, 3]
         q = charges.to(pos.dtype)  # [n_nodes]
         r = torch.sqrt((vec * vec).sum(-1) + self.eps * self.eps)  # [n_edges], safe norm
         radial = torch.cat([self.rbf(r), (q[i] * q[j]).unsqueeze(-1)], dim=-1)  # [n_edges, n_rbf + 1]

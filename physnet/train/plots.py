@@ -64,6 +64,14 @@ def plot_learning_curves(
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+    return _save_figure(fig, axes, out)
+
+
+def _save_figure(fig: Any, axes: Any, out: str | os.PathLike) -> Path:
+    """Grid every axis, lay the figure out, write it to ``out`` (110 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -115,12 +123,7 @@ def plot_parity(
             ylabel=f"predicted F ({unit})",
             title=f"{title} forces: MAE {fmae:.3g} {unit}",
         )
-    for a in axes.ravel():
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save_figure(fig, axes.ravel(), out)
 
 
 def animate_rollout(
