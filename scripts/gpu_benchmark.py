@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-# run as a script, its folder (scripts/) is on sys.path; physnet comes from the environment
+# run as a script, its own folder is importable (benchmark.py); physnet comes from the environment
 from benchmark import BP, BP_HIDDEN, SCHNET, cu_box, loglog_slope, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]

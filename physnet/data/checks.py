@@ -14,13 +14,21 @@ unphysical geometry.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
 
 from physnet.errors import UserError
 
-__all__ = ["nonfinite", "check_finite", "plausibility", "close_pairs", "nearest_neighbour_distances"]
+__all__ = [
+    "nonfinite",
+    "check_finite",
+    "plausibility",
+    "close_pairs",
+    "nearest_neighbour_distances",
+    "finite_difference_errors",
+]
 
 # Thomas-Fermi energy of a neutral atom, -0.7687 Z^(7/3) Hartree = -20.92 Z^(7/3) eV, is within
 # ~50 % of the true all-electron energies (H: 20.9 vs 13.6 eV, C: 1380 vs 1030 eV, O: 2680 vs
@@ -268,3 +276,72 @@ def plausibility(
             )
             break
     return warnings
+
+
+def _strained(atoms: Atoms, eps: np.ndarray) -> Atoms:
+    out = atoms.copy()
+    out.calc = atoms.calc
+    out.set_cell(atoms.get_cell()[:] @ (np.eye(3) + eps), scale_atoms=True)
+    return out
+
+
+def finite_difference_errors(
+    atoms: Atoms, calc: Any, h: float = 1e-3, components: np.ndarray | None = None
+) -> dict[str, float]:
+    """Finite-difference check of one frame's stored forces (and stress, if periodic) against ``calc``:
+    ``-(E(x + h) - E(x - h)) / 2h`` per Cartesian component, ``(E(ε + h) - E(ε - h)) / (2h V)``
+    per symmetric strain component.
+
+    Args:
+        atoms: a frame with stored results (energy eV, forces [n_atoms, 3] eV/Å, stress Voigt eV/Å^3).
+        calc: the engine's ASE calculator.
+        h: displacement, Å (and strain step for the stress).
+        components: flat indices into forces.ravel() to check (default: all).
+
+    Returns:
+        ``force_max_abs_error`` (eV/Å), ``force_max_abs`` (largest |stored component| checked),
+        ``energy_abs_error`` (recomputed minus stored, eV) and, for periodic frames,
+        ``stress_max_abs_error`` (eV/Å^3).
+    """
+    stored = atoms.calc.results
+    f_ref = np.asarray(stored["forces"]).ravel()  # [3 n_atoms]
+    idx = np.arange(f_ref.size) if components is None else np.asarray(components)
+    work = atoms.copy()
+    work.calc = calc
+    e0 = work.get_potential_energy()
+    pos0 = work.get_positions()
+    fd = np.empty(idx.size)
+    for n, c in enumerate(idx):
+        i, k = divmod(int(c), 3)
+        energies = []
+        for sign in (+1, -1):
+            p = pos0.copy()
+            p[i, k] += sign * h
+            work.set_positions(p)
+            energies.append(work.get_potential_energy())
+        fd[n] = -(energies[0] - energies[1]) / (2 * h)
+    work.set_positions(pos0)
+    out = {
+        "force_max_abs_error": float(np.abs(fd - f_ref[idx]).max()),
+        "force_max_abs": float(np.abs(f_ref[idx]).max()),
+        "energy_abs_error": float(abs(e0 - float(stored["energy"]))),
+    }
+    if atoms.pbc.any() and "stress" in stored:
+        s_ref = np.asarray(stored["stress"]).reshape(-1)
+        if s_ref.size == 9:
+            m = s_ref.reshape(3, 3)
+            s_ref = np.array([m[0, 0], m[1, 1], m[2, 2], m[1, 2], m[0, 2], m[0, 1]])
+        volume = work.get_volume()
+        fd_s = np.empty(6)
+        for v, (a, b) in enumerate([(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]):
+            energies = []
+            for sign in (+1, -1):
+                eps = np.zeros((3, 3))
+                if a == b:
+                    eps[a, a] = sign * h
+                else:  # symmetric strain ε_ab = ε_ba = h/2, so dE = V σ_ab h
+                    eps[a, b] = eps[b, a] = sign * h / 2
+                energies.append(_strained(work, eps).get_potential_energy())
+            fd_s[v] = (energies[0] - energies[1]) / (2 * h) / volume
+        out["stress_max_abs_error"] = float(np.abs(fd_s - s_ref).max())
+    return out

@@ -47,6 +47,7 @@ __all__ = [
     "info",
     "load",
     "calculator",
+    "check_set",
     "software_versions",
     "command_line",
     "write_set",
@@ -207,6 +208,45 @@ def calculator(name: str):  # -> ase.calculators.calculator.Calculator
 
 
 # --------------------------------------------------------------------------- writing (generators)
+
+
+def check_set(
+    name: str, n_frames: int = 3, h: float = 1e-3, n_components: int | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """:func:`physnet.data.checks.finite_difference_errors` of ``n_frames`` random frames of set
+    ``name`` against the engine that made it (:func:`calculator`); maxima over the frames.
+
+    Args:
+        h: displacement (Å) and strain step.
+        n_components: random force components per frame (None: all).
+        seed: seed of ``numpy.random.default_rng`` for the frames and components.
+
+    Returns:
+        ``name``, ``frames`` (the indices), ``h`` and the largest of each error.
+    """
+    import numpy as np
+
+    from physnet.data.checks import finite_difference_errors
+
+    if info(name).get("kind") == "cg_md":
+        raise ValueError(
+            f"{name} holds all-atom forces mapped onto beads, which its own engine cannot difference; "
+            "check it with scripts/check_embedded_forces.py (OpenMM, through scripts/generate_alanine_cg.py)"
+        )
+    frames = load(name)
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(len(frames), size=min(n_frames, len(frames)), replace=False).tolist())
+    results = []
+    for k in picks:
+        atoms = frames[k]
+        comps = None
+        if n_components is not None and n_components < 3 * len(atoms):
+            comps = np.sort(rng.choice(3 * len(atoms), size=n_components, replace=False))
+        results.append(finite_difference_errors(atoms, calculator(name), h=h, components=comps))
+    summary: dict[str, Any] = {"name": name, "frames": picks, "h": h}
+    for key in results[0]:
+        summary[key] = max(r[key] for r in results)
+    return summary
 
 
 def software_versions(packages: Sequence[str] = ("ase", "numpy", "rdkit", "tblite")) -> dict[str, str]:
