@@ -214,6 +214,12 @@ def _read_structure(arg: str, seed: int):
             )
         if not np.isfinite(atoms.positions).all():
             raise UserError(f"structure file {arg} has non-finite positions")
+        flat = [i for i in range(3) if atoms.pbc[i] and np.linalg.norm(atoms.cell[i]) == 0]
+        if flat:
+            raise UserError(
+                f"structure file {arg} is periodic along cell vector(s) {[i + 1 for i in flat]}, which are "
+                "zero; give the cell (extxyz Lattice=...) or make it non-periodic (pbc=F)"
+            )
         return atoms, arg
     looks_like_file = path.suffix.lower() in _STRUCTURE_SUFFIXES or "/" in arg and "." in path.name
     try:
@@ -390,6 +396,14 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"{len(indices)} frames{which}, errors in {unit} and {unit}/{potential.length_unit}:")
     for key, value in table.items():
         print(f"  {key:24s} {value:.5g}")
+    per_atom_ev = table.get("energy_per_atom_mae", 0.0) * physnet.units.energy_factor(unit)
+    if per_atom_ev > 1.0:  # no trained potential is off by 1 eV per atom: a unit or reference mix-up
+        print(
+            f"physnet eval: warning: {data}: the energies are off by {per_atom_ev:.3g} eV per atom (MAE): "
+            f"is the data really in {e_unit} (--energy-unit), from the same code and level of theory as "
+            "the potential's training data?",
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(table, indent=2)
     atomic_write(out / "eval_metrics.json", lambda tmp: Path(tmp).write_text(text))
@@ -448,6 +462,11 @@ def _md(args: argparse.Namespace) -> int:
     first = args.checkpoint[0]
     traj_path, uncertain = _md_paths(args)
     atoms, source = _read_structure(args.structure, args.seed)
+    if len(atoms) < 2:
+        raise ValueError(
+            f"structure {args.structure} has {len(atoms)} atom: the MD holds the centre of mass fixed, so a "
+            "lone atom cannot move (and has no temperature); give two or more atoms (repeat a crystal's cell)"
+        )
     if not args.no_guard:
         _check_geometry(atoms, f"structure {args.structure}")
     calc = physnet.Calculator(

@@ -688,3 +688,80 @@ def test_gzip_with_a_damaged_middle_is_one_clear_error(tmp_path, fill) -> None:
         UserError, match=r"damaged.extxyz.gz is not a readable gzip file: .*truncated or corrupt"
     ):
         read_frames(path)
+
+
+# --------------------------------------------------------------------------- second try (issue 32)
+# Inputs a new user tried in the second round (docs/experiments/bad_input_retry.md, row ids in
+# brackets) that ended in an unexpected error, a misleading one or a silent wrong answer.
+
+
+def test_model_argument_of_the_wrong_type_names_it(tmp_path, capsys) -> None:
+    """[A13] model.n_features=abc ended as an unexpected TypeError from torch.empty."""
+    with pytest.raises(UserError, match=r"model 'schnet' argument n_features='abc' is not a whole number"):
+        physnet.models.build("schnet", species=["H"], n_features="abc")
+    with pytest.raises(UserError, match=r"argument cutoff='5' is not a number \(default 5.0\)"):
+        physnet.models.build("schnet", species=["H"], cutoff="5")
+    assert physnet.models.build("schnet", species=["H"], cutoff=4, n_features=8).hparams["cutoff"] == 4
+
+
+def test_calculator_warns_when_an_atom_is_left_alone(pot_file) -> None:
+    """[A21] ASE MD with the Calculator at 100 fs steps threw atoms 1000 Å apart with finite
+    energies and no word; the Calculator now warns once when an atom has no neighbour."""
+    import warnings
+
+    atoms = physnet.data.from_smiles("CCO")[0]
+    atoms.calc = physnet.Calculator(pot_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        atoms.get_potential_energy()
+        atoms.positions[8] += [30.0, 0, 0]
+        atoms.get_potential_energy()
+        atoms.positions[7] += [0, 30.0, 0]
+        atoms.get_potential_energy()
+    lonely = [str(w.message) for w in caught if "no other atom within" in str(w.message)]
+    assert lonely == [
+        "atom H8 has no other atom within the potential's cutoff 5 Å (1 of 9 atoms isolated): the potential "
+        "sees a free atom; in MD this means the structure came apart (a time step too large, or geometries "
+        "outside the training data): attach physnet.md.guard.BlowUpGuard or use physnet md"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("atoms", "words"),
+    [
+        (Atoms("C", positions=[[0, 0, 0]]), "has 1 atom: the MD holds the centre of mass fixed"),
+        (
+            Atoms("CO", positions=[[0, 0, 0], [1.2, 0, 0]], pbc=True),
+            "is periodic along cell vector(s) [1, 2, 3], which are zero",
+        ),
+    ],
+)
+def test_md_refuses_a_lone_atom_and_a_zero_cell(tmp_path, pot_file, capsys, atoms, words) -> None:
+    """[A46] one atom ended as 'MD blew up at step 0: temperature nan K'; [A47] a periodic
+    structure without a cell as 'atoms C0 and O1 are 0.2 Å apart'."""
+    write(tmp_path / "s.extxyz", atoms)
+    traj = tmp_path / "t.traj"
+    assert main(["md", str(pot_file), str(tmp_path / "s.extxyz"), "--trajectory", str(traj)]) == 2
+    assert words in one_line_error(capsys, "md")
+    assert not traj.exists()
+
+
+def test_eval_warns_when_energies_are_off_by_electronvolts_per_atom(tmp_path, pot_file, capsys) -> None:
+    """[A40] eV data evaluated with --energy-unit kcal/mol printed an energy MAE of 33 eV per atom
+    and nothing else. Here the labels are the potential's own predictions (in eV)."""
+    import json
+    import re
+
+    frames = labelled()
+    for a in frames:
+        a.calc = physnet.Calculator(pot_file)
+        a.calc = SinglePointCalculator(a, energy=a.get_potential_energy(), forces=a.get_forces())
+    write(tmp_path / "d.extxyz", frames)
+    args = ["eval", str(pot_file), str(tmp_path / "d.extxyz"), "--length-unit", "Å", "--threads", "1"]
+    assert main([*args, "--energy-unit", "eV", "--output", str(tmp_path / "a")]) == 0
+    assert "eV per atom (MAE)" not in capsys.readouterr().err
+    assert main([*args, "--energy-unit", "Ha", "--output", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    found = re.search(r"the energies are off by ([\d.]+) eV per atom \(MAE\): is the data really in Ha ", err)
+    mae = json.loads((tmp_path / "b" / "eval_metrics.json").read_text())["energy_per_atom_mae"]
+    assert found and mae > 1.0 and float(found.group(1)) == pytest.approx(mae, rel=1e-2)

@@ -113,6 +113,7 @@ class Calculator(_ASECalculator):
         self.skin = float(skin)
         self.n_neighbor_builds = 0  # how many times the Verlet list was (re)built
         self._geometry_warned = False  # overlapping atoms are reported once per calculator
+        self._isolated_warned = False  # so are atoms with no neighbour (a structure come apart)
         self._nl: dict[str, object] | None = None
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
@@ -173,6 +174,8 @@ class Calculator(_ASECalculator):
             filter_pairs = longest >= self.potential.cutoff - skin
         if not self._geometry_warned and edge_index.shape[1] > 0:
             self._warn_close_pairs(pos, numbers, edge_index, offset)
+        if not self._isolated_warned and len(numbers) > 1:
+            self._warn_isolated(numbers, edge_index)
         self._nl = {
             "numbers": numbers.copy(),
             "cell_np": cell.copy(),
@@ -220,6 +223,29 @@ class Calculator(_ASECalculator):
                 UserWarning,
                 stacklevel=4,
             )
+
+    def _warn_isolated(self, numbers: np.ndarray, edge_index: torch.Tensor) -> None:
+        """Warn once per calculator about an atom with no other atom within the cutoff (plus skin):
+        the potential gives it its free-atom energy and no force, so an MD run whose atoms fly apart
+        (too large a time step) goes on with finite, meaningless numbers (issue 32)."""
+        import warnings
+
+        from ase.data import chemical_symbols
+
+        degree = torch.bincount(edge_index[0], minlength=len(numbers))
+        alone = torch.nonzero(degree == 0).flatten()
+        if len(alone) == 0:
+            return
+        self._isolated_warned = True
+        a = int(alone[0])
+        warnings.warn(
+            f"atom {chemical_symbols[numbers[a]]}{a} has no other atom within the potential's cutoff "
+            f"{self.potential.cutoff * self._l:.3g} Å ({len(alone)} of {len(numbers)} atoms isolated): the "
+            "potential sees a free atom; in MD this means the structure came apart (a time step too large, "
+            "or geometries outside the training data): attach physnet.md.guard.BlowUpGuard or use physnet md",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def graph(self, atoms: Atoms) -> dict[str, torch.Tensor]:
         """The graph of ``atoms`` in the potential's units, from the (reused) Verlet list."""

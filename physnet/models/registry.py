@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -161,6 +162,8 @@ class Registry:
                 f"{self.kind} {name!r} got unknown argument(s) {unknown}{close_match(unknown[0], allowed)}; "
                 f"it takes {allowed}"
             )
+        for key, value in kwargs.items():
+            _check_type(self.kind, name, key, value, sig.parameters[key].default)
         bound = sig.bind(**kwargs)
         bound.apply_defaults()
         model = builder(*bound.args, **bound.kwargs)
@@ -184,6 +187,24 @@ class Registry:
             model = model.to(dtypes.pop())
         model.load_state_dict(payload["state_dict"])
         return model.eval()
+
+
+def _check_type(kind: str, name: str, key: str, value: Any, default: Any) -> None:
+    """Refuse a value of another kind than the argument's number or flag default (``n_features="abc"``
+    from a config), before the model's constructor fails deep inside torch."""
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, numbers.Integral):
+        ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, numbers.Real):
+        ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise UserError(
+            f"{kind} {name!r} argument {key}={value!r} is not {want} (default {default!r}); "
+            f"give e.g. {key}={default!r}"
+        )
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
