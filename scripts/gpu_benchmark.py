@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("training", "scaling", "md", "gns", "schnetpack")
 MD17_CANDIDATES = (
     ROOT / ".gpu_carry" / "data" / "md17_ethanol_2000.xyz",  # carried to the lent machine
+    ROOT / "downloads" / "md17_ethanol_2000.extxyz",  # physnet data md17_ethanol --frames 2000
     ROOT.parent / "shared" / "data" / "md17_ethanol_2000.xyz",  # the development machines
 )
 TRAIN_MODELS = ("schnet", "behler_parrinello", "egnn", "se3_transformer")
@@ -570,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget of the whole run")
     parser.add_argument("--repeats", type=int, default=0, help="timed repeats (default 3, quick 2)")
     parser.add_argument(
-        "--md17", default="", help="MD17 ethanol extxyz (default: .gpu_carry/data or ../shared)"
+        "--md17", default="", help="MD17 ethanol extxyz (default: .gpu_carry/data, downloads/ or ../shared)"
     )
     parser.add_argument(
         "--cpu-reference", default="", help="benchmark.json of a --device cpu run, for ratios"

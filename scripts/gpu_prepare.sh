@@ -26,7 +26,13 @@ mkdir -p .gpu_carry/peers
 ls .gpu_carry/peers/antlr4_python3_runtime-4.9.3-*.whl > /dev/null 2>&1 || \
   "$PY" -m pip wheel --quiet --no-deps -w .gpu_carry/peers "antlr4-python3-runtime==4.9.3" \
   || echo "warning: no antlr4 wheel: the schnetpack section will be skipped" >&2
-data=../shared/data/md17_ethanol_2000.xyz
-if [ -f "$data" ]; then install -m 0644 "$data" .gpu_carry/data/; else echo "warning: $data missing: the training benchmark will be skipped" >&2; fi
+# MD17 ethanol frames: physnet data md17_ethanol --frames 2000 writes the first; the second is the
+# project machines' shared copy
+data=""
+for f in downloads/md17_ethanol_2000.extxyz ../shared/data/md17_ethanol_2000.xyz; do
+  if [ -f "$f" ]; then data=$f; break; fi
+done
+if [ -n "$data" ]; then install -m 0644 "$data" .gpu_carry/data/md17_ethanol_2000.xyz
+else echo "warning: no MD17 ethanol frames (run: physnet data md17_ethanol --frames 2000): the training benchmark will be skipped" >&2; fi
 du -sh .gpu_carry
 ls -l .gpu_carry/wheels .gpu_carry/data

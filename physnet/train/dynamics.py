@@ -296,7 +296,8 @@ def train_dynamics(
     d, t = cfg.data, cfg.trainer
     if not d.path:
         raise UserError(
-            "data.path is empty: give the N-body .npz, e.g. data.path=../shared/data/nbody/nbody_charged5.npz"
+            "data.path is empty: give the N-body .npz, e.g. data.path=downloads/nbody_charged5.npz "
+            "(written by `physnet data nbody_charged5`)"
         )
     dtype = torch_dtype(t)
     run_dir = Path(cfg.run_dir)

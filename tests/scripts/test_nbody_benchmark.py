@@ -36,3 +36,23 @@ def test_benchmark_runs_and_prints_paper_figures(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "egnn (this run" in out.stdout and "0.0071" in out.stdout and "(EMA 0.9)" in out.stdout
+
+
+def test_missing_data_is_refused_with_the_command_that_makes_it(tmp_path: Path) -> None:
+    """The default --data is what `physnet data nbody_charged5` writes (downloads/nbody_charged5.npz);
+    without it the script stops with one line naming that command, before anything is trained."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "nbody_benchmark.py"), "--run-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip() == (
+        "nbody_benchmark.py: error: no N-body data at downloads/nbody_charged5.npz; make it with "
+        "`physnet data nbody_charged5` (writes downloads/nbody_charged5.npz) or name a file with --data"
+    )
+    assert not (tmp_path / "run").exists()
