@@ -264,6 +264,10 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"job={args.job}")
     if args.resume:
         run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(
+                f"--resume {run_dir}: no such run directory; give the run_dir of an earlier physnet train run"
+            )
         if args.overwrite:
             raise ValueError(
                 f"--resume {run_dir} continues that run; --overwrite would start a new one there"
@@ -322,6 +326,8 @@ def _eval(args: argparse.Namespace) -> int:
     from physnet.train.plots import plot_parity
 
     share = CpuShare(set_threads(args.threads))
+    if not args.data and not args.split:
+        raise UserError("give the DATA to evaluate on (a file or an embedded set), or --split test")
     out = Path(args.output) if args.output else _next_to(args.checkpoint) / "eval"
     if args.split and args.output is None:
         out = out.with_name(f"eval_{args.split}")
@@ -688,7 +694,14 @@ def _export(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     from physnet.data.download import SOURCES, fetch, subset
+    from physnet.errors import UserError, close_match
 
+    names = [*SOURCES, "nbody_charged5"]
+    if args.name not in names:
+        hint = close_match(args.name, names)
+        raise UserError(f"unknown data set {args.name!r}{hint}; available: {', '.join(names)}")
+    if args.frames < 0:
+        raise UserError(f"--frames must be >= 0 (0: no subset), got {args.frames}")
     if args.name == "nbody_charged5":  # generated here, not downloaded
         from physnet.data.nbody import write_charged
 
@@ -938,6 +951,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "lammps-plugin":  # options of its own, parsed by physnet.export.lammps.main
         args.lammps_args = rest
+    elif rest and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in rest):
+        # `physnet train C.yaml --resume RUN a.b=1`: argparse leaves overrides after an option unparsed
+        args.overrides = [*args.overrides, *rest]
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

@@ -55,6 +55,11 @@ def load_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu
     if path.is_dir():
         raise UserError(f"{path} is a directory; give the path of a {what} file")
     size = path.stat().st_size
+    if path.suffix == ".pt2":
+        raise UserError(
+            f"{path} is an exported .pt2 file (compiled code, no weights to load), not a {what}; give "
+            "the potential.pt or checkpoint it was exported from (physnet md and physnet.Calculator run .pt2)"
+        )
     if size == 0:
         raise UserError(
             f"{path} is empty (0 bytes), not a {what}; it was probably cut off while being written "

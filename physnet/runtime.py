@@ -57,6 +57,13 @@ def set_threads(requested: int) -> int:
     if requested < 0:
         raise UserError(f"--threads must be >= 0 (0 picks a number for this machine), got {requested}")
     n = int(requested) or auto_threads()
+    cores = os.cpu_count() or 1
+    if n > cores:
+        print(
+            f"physnet: warning: --threads {n} is more than the {cores} CPU core(s) here: the extra threads "
+            "only wait for each other (0 picks a number for this machine)",
+            file=sys.stderr,
+        )
     torch.set_num_threads(n)
     return n
 

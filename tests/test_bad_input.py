@@ -765,3 +765,102 @@ def test_eval_warns_when_energies_are_off_by_electronvolts_per_atom(tmp_path, po
     found = re.search(r"the energies are off by ([\d.]+) eV per atom \(MAE\): is the data really in Ha ", err)
     mae = json.loads((tmp_path / "b" / "eval_metrics.json").read_text())["energy_per_atom_mae"]
     assert found and mae > 1.0 and float(found.group(1)) == pytest.approx(mae, rel=1e-2)
+
+
+TRAIN = ["train", "data.path=ethanol_gfn2", "data.energy_unit=eV", "data.length_unit=Å"]
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "words"),
+    [
+        # [B11, B12] a committee of 0 or -2 trained one potential without a word
+        (
+            [*TRAIN, "trainer.committee=0"],
+            "train",
+            "trainer.committee=0: the number of potentials to train must be >= 1",
+        ),
+        ([*TRAIN, "trainer.committee=-2"], "train", "trainer.committee=-2: the number of potentials"),
+        # [B48] the model's error listed only its own arguments
+        (
+            [*TRAIN, "model.init_form=x.pt"],
+            "train",
+            "model.init_form is neither an argument of model 'schnet' nor a fine-tuning option "
+            "(did you mean 'init_from'?)",
+        ),
+        # [B26] the list of names left out nbody_charged5
+        (["data", "nbdy_charged5"], "data", "(did you mean 'nbody_charged5'?); available: md17_aspirin"),
+        # [B27, B30] checked only after a download attempt ("could not download ...")
+        (["data", "md17_ethanol", "--frames", "-5"], "data", "--frames must be >= 0 (0: no subset), got -5"),
+        (["data", "md17_ethanol", "--sha256", "xyz"], "data", "the SHA-256 must be 64 hexadecimal digits"),
+        # [B42] without DATA, eval complained about the earlier results in its output folder
+        (
+            ["eval", "POT"],
+            "eval",
+            "give the DATA to evaluate on (a file or an embedded set), or --split test",
+        ),
+    ],
+)
+def test_second_try_arguments_are_named(
+    tmp_path, pot_file, capsys, monkeypatch, args, command, words
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval_metrics.json").write_text("{}")
+    args = [str(pot_file) if a == "POT" else a for a in args]
+    if command == "data":
+        args += ["--output", str(tmp_path / "dl")]
+    if command == "train":
+        args += [f"run_dir={tmp_path / 'run'}"]
+    assert main(args) == 2
+    assert words in one_line_error(capsys, command)
+    assert not (tmp_path / "dl").exists() and not (tmp_path / "run").exists()
+
+
+def test_config_that_is_a_directory_or_not_utf8(tmp_path, capsys) -> None:
+    """[B61] a directory was 'config file runs does not exist'; [B65] a Latin-1 config ended with
+    Python's "'utf-8' codec can't decode byte 0xe9" and no file named."""
+    assert main(["train", str(tmp_path)]) == 2
+    assert f"config file {tmp_path} is a directory; give a YAML file" in one_line_error(capsys, "train")
+    (tmp_path / "c.yaml").write_bytes("run_dir: r\n# café\n".encode("latin-1"))
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    line = one_line_error(capsys, "train")
+    assert (
+        f"config file {tmp_path / 'c.yaml'} is not UTF-8 text (byte 0xe9 at offset 16); save it as UTF-8"
+        in line
+    )
+
+
+def test_resume_of_a_missing_run_and_with_a_config(tmp_path, capsys) -> None:
+    """[B56] a missing run directory was 'config file runs/nothere/config.yaml does not exist';
+    [B58] `train C.yaml --resume RUN key=value` was 'unrecognized arguments: key=value'."""
+    assert main(["train", "--resume", str(tmp_path / "none")]) == 2
+    assert f"--resume {tmp_path / 'none'}: no such run directory" in one_line_error(capsys, "train")
+    (tmp_path / "c.yaml").write_text("run_dir: r\n")
+    assert main(["train", str(tmp_path / "c.yaml"), "--resume", str(tmp_path), "trainer.max_steps=30"]) == 2
+    line = one_line_error(capsys, "train")
+    assert f"--resume {tmp_path} uses the run's own config.yaml, not {tmp_path / 'c.yaml'}" in line
+
+
+def test_eval_of_an_exported_file_says_what_it_is(tmp_path, capsys) -> None:
+    """[B38] a good .pt2 was called 'truncated or corrupt (RuntimeError: PytorchStreamReader ...)'."""
+    (tmp_path / "m.pt2").write_bytes(b"PK\x03\x04 an AOTInductor package")
+    assert main(["eval", str(tmp_path / "m.pt2"), "ethanol_gfn2", "--output", str(tmp_path / "e")]) == 2
+    line = one_line_error(capsys, "eval")
+    assert f"{tmp_path / 'm.pt2'} is an exported .pt2 file (compiled code, no weights to load)" in line
+
+
+def test_more_threads_than_cores_are_warned(capsys) -> None:
+    """[B53] --threads 1000 on a 2-core machine ran without a word."""
+    import os
+
+    from physnet.runtime import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        cores = os.cpu_count() or 1
+        assert set_threads(cores + 1) == cores + 1
+        assert f"--threads {cores + 1} is more than the {cores} CPU core(s) here" in capsys.readouterr().err
+        set_threads(1)
+        assert capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)

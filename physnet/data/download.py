@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import urllib.request
@@ -145,6 +146,8 @@ def fetch(
         raise UserError(
             f"unknown data set {name!r}{close_match(name, SOURCES)}; available: {', '.join(SOURCES)}"
         )
+    if sha256 is not None and re.fullmatch(r"[0-9a-fA-F]{64}", sha256) is None:
+        raise UserError(f"the SHA-256 must be 64 hexadecimal digits (as sha256sum prints), got {sha256!r}")
     src = SOURCES[name]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -162,6 +162,11 @@ def _from_dict(raw: dict[str, Any]) -> RunConfig:
             "priors: {bonds: {name: harmonic_bonds, temperature: 300}}"
         )
     model = {"name": "schnet", **(raw.get("model") or {})}
+    if kwargs["trainer"].committee < 1:
+        raise UserError(
+            f"trainer.committee={kwargs['trainer'].committee}: the number of potentials to train must be "
+            ">= 1 (1: one potential; K > 1: a committee of K)"
+        )
     return RunConfig(
         run_dir=str(raw.get("run_dir", RunConfig.run_dir)), model=model, priors=dict(priors), **kwargs
     )
@@ -209,10 +214,17 @@ def read_raw(path: str | os.PathLike | None, overrides: list[str] | tuple[str, .
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise UserError(f"config file {p} is a directory; give a YAML file (examples/configs/ has some)")
         if not p.is_file():
             raise FileNotFoundError(f"config file {p} does not exist")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"config file {p} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                f"{err.start}); save it as UTF-8"
+            ) from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

@@ -44,6 +44,7 @@ def split_model_config(model: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     """(model arguments without ``name``, fine-tuning options with defaults filled in) of the
     config's ``model`` section; raises ``ValueError`` for a bad option."""
     hparams = {k: v for k, v in model.items() if k != "name" and k not in FINETUNE_KEYS}
+    _check_option_typos(model.get("name", "schnet"), hparams)
     opts = {
         "init_from": model.get("init_from") or "",
         "references": model.get("references", "refit"),
@@ -63,6 +64,27 @@ def split_model_config(model: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
             f"or remove model.{given[0]}"
         )
     return hparams, opts
+
+
+def _check_option_typos(name: str, hparams: dict[str, Any]) -> None:
+    """Refuse a key of the model section that is no argument of the model but close to a fine-tuning
+    option (``model.init_form``): the model's own error would list only its arguments."""
+    import inspect
+
+    from physnet.errors import UnknownKeyError, close_match
+    from physnet.models.registry import ENERGY_MODELS
+
+    try:
+        known = inspect.signature(ENERGY_MODELS.lookup(name)).parameters
+    except ValueError:  # an unknown model name: reported when the model is built
+        return
+    for key in hparams:
+        hint = close_match(key, FINETUNE_KEYS)
+        if key not in known and hint:
+            raise UnknownKeyError(
+                f"model.{key} is neither an argument of model {name!r} nor a fine-tuning option{hint}; "
+                f"fine-tuning options: {list(FINETUNE_KEYS)}"
+            )
 
 
 def read_init(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
