@@ -864,3 +864,16 @@ def test_more_threads_than_cores_are_warned(capsys) -> None:
         assert capsys.readouterr().err == ""
     finally:
         torch.set_num_threads(before)
+
+
+def test_split_file_is_readable_like_the_other_run_files(tmp_path) -> None:
+    """split.json came out 0600 (mkstemp's mode) while config.yaml and potential.pt are 0644, so a
+    colleague's `physnet eval --split test` of the run failed to read it."""
+    import stat
+
+    from physnet.data.datasets import save_split
+
+    save_split(
+        {"train": np.arange(3), "val": np.arange(3, 5), "test": np.arange(5, 6)}, tmp_path / "split.json"
+    )
+    assert stat.S_IMODE((tmp_path / "split.json").stat().st_mode) == 0o644

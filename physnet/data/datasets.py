@@ -668,6 +668,7 @@ def save_split(split: dict[str, np.ndarray], path: str | os.PathLike) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the split from the user's group (eval --split)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
