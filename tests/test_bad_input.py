@@ -699,9 +699,15 @@ def test_model_argument_of_the_wrong_type_names_it(tmp_path, capsys) -> None:
     """[A13] model.n_features=abc ended as an unexpected TypeError from torch.empty."""
     with pytest.raises(UserError, match=r"model 'schnet' argument n_features='abc' is not a whole number"):
         physnet.models.build("schnet", species=["H"], n_features="abc")
-    with pytest.raises(UserError, match=r"argument cutoff='5' is not a number \(default 5.0\)"):
-        physnet.models.build("schnet", species=["H"], cutoff="5")
+    with pytest.raises(UserError, match=r"argument cutoff='five' is not a number \(default 5.0\)"):
+        physnet.models.build("schnet", species=["H"], cutoff="five")
     assert physnet.models.build("schnet", species=["H"], cutoff=4, n_features=8).hparams["cutoff"] == 4
+    # numbers YAML reads as strings (5e-4 without a dot) are taken; lists where a list is allowed too
+    assert (
+        physnet.models.build("schnet", species=["H"], cutoff="4e0", n_features="8").hparams["cutoff"] == 4.0
+    )
+    model = physnet.models.build("behler_parrinello", species=["H"], radial_eta=[0.5, 4.0])
+    assert model.hparams["radial_eta"] == [0.5, 4.0]
 
 
 def test_calculator_warns_when_an_atom_is_left_alone(pot_file) -> None:

@@ -162,8 +162,11 @@ class Registry:
                 f"{self.kind} {name!r} got unknown argument(s) {unknown}{close_match(unknown[0], allowed)}; "
                 f"it takes {allowed}"
             )
+        hints = _type_hints(builder)
         for key, value in kwargs.items():
-            _check_type(self.kind, name, key, value, sig.parameters[key].default)
+            kwargs[key] = _check_type(
+                self.kind, name, key, value, hints.get(key), sig.parameters[key].default
+            )
         bound = sig.bind(**kwargs)
         bound.apply_defaults()
         model = builder(*bound.args, **bound.kwargs)
@@ -189,22 +192,41 @@ class Registry:
         return model.eval()
 
 
-def _check_type(kind: str, name: str, key: str, value: Any, default: Any) -> None:
-    """Refuse a value of another kind than the argument's number or flag default (``n_features="abc"``
-    from a config), before the model's constructor fails deep inside torch."""
-    if isinstance(default, bool):
+def _type_hints(builder: Callable[..., Any]) -> dict[str, Any]:
+    """The builder's resolved argument annotations (``{}`` where they cannot be resolved)."""
+    import typing
+
+    try:
+        return typing.get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
+    except Exception:  # an annotation naming something not importable here: no check
+        return {}
+
+
+def _check_type(kind: str, name: str, key: str, value: Any, hint: Any, default: Any) -> Any:
+    """``value``, or a :class:`UserError` for a value of another kind than an argument annotated as
+    exactly ``int``, ``float`` or ``bool`` (``n_features="abc"`` from a config), before the model's
+    constructor fails deep inside torch. A number written as a string (YAML reads ``5e-4`` as one)
+    is converted. Arguments that also take lists, ``None`` or anything else are left to the model."""
+    if isinstance(value, str) and hint in (int, float):
+        try:
+            number = float(value)
+            value = int(number) if hint is int and number.is_integer() else number
+        except ValueError:
+            pass
+    if hint is bool:
         ok, want = isinstance(value, bool), "true or false"
-    elif isinstance(default, numbers.Integral):
+    elif hint is int:
         ok, want = isinstance(value, numbers.Integral) and not isinstance(value, bool), "a whole number"
-    elif isinstance(default, numbers.Real):
+    elif hint is float:
         ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
     else:
-        return
+        return value
     if not ok:
         raise UserError(
             f"{kind} {name!r} argument {key}={value!r} is not {want} (default {default!r}); "
             f"give e.g. {key}={default!r}"
         )
+    return value
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
