@@ -59,7 +59,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "md17_ethanol_2000.xyz"
 DEFAULT_VENV = Path(os.environ.get("PHYSNET_PEERS_VENV", Path.home() / ".cache" / "physnet-peers"))
 WORKER = Path(__file__).resolve().parent / "benchmark_peers_worker.py"
 PEER_PACKAGES = ["torch==2.4.1", "schnetpack==2.1.1", "torchani==2.9"]
-SECTIONS = ("md", "calls", "training", "scaling", "export", "accuracy")
+SECTIONS = ("md", "calls", "training", "scaling", "export", "peers", "accuracy")
 
 SPECIES = ["H", "C", "O", "Cu"]
 # SchNet of the issue: 128 features and filters, 3 interactions, 20 Gaussians, 5 Å.
@@ -248,10 +248,10 @@ class PhysnetSide:
         self.dtype = getattr(torch, dtype)
         self.state: dict[str, dict[str, Any]] = {}
 
-    def setup(self, key: str, kind: str, atoms, skin: float = 0.5) -> dict[str, Any]:
+    def setup(self, key: str, kind: str, atoms, skin: float = 0.5, model=None) -> dict[str, Any]:
         import physnet
 
-        model = physnet_model(kind)
+        model = physnet_model(kind) if model is None else model
         potential = physnet.Potential(model)
         calc = physnet.Calculator(potential, device=self.device, dtype=self.dtype, skin=skin)
         self.state[key] = {"atoms": atoms, "calc": calc, "potential": calc.potential}
@@ -290,6 +290,30 @@ class PhysnetSide:
             out["forces"].cpu().numpy()
             times.append(time.perf_counter() - start)
         return median(times)
+
+    def call_peak(self, key: str, n: int) -> tuple[float, float | None]:
+        """Median seconds per energy+forces call (as :meth:`call`) and the largest rise of the
+        peak resident set during a call, MB (VmHWM reset before each call; None where the
+        kernel does not allow the reset)."""
+        import physnet
+
+        state = self.state[key]
+        atoms, potential = state["atoms"], state["potential"]
+        periodic = bool(atoms.pbc.any())
+        times, peaks = [], []
+        for _ in range(n):
+            reset = reset_peak_rss()
+            base = current_rss()
+            start = time.perf_counter()
+            graph = physnet.data.from_ase(
+                atoms, potential.cutoff, dtype=self.dtype, device=self.device, targets=False
+            )
+            out = potential(graph, compute_forces=True, compute_stress=periodic)
+            out["forces"].cpu().numpy()
+            times.append(time.perf_counter() - start)
+            if reset:
+                peaks.append(max(_peak_rss() - base, 0) / 2**20)
+        return median(times), (max(peaks) if peaks else None)
 
     def _sync(self) -> None:
         import torch
@@ -645,6 +669,23 @@ def scaling_worker(kind: str, n_atoms: int, device: str, n_calls: int) -> dict[s
     return result
 
 
+def current_rss() -> int:
+    """Current resident set of this process, bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current resident set (``/proc/self/clear_refs``, Linux
+    >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss() -> int:
     """Peak resident set of this process's address space, bytes (VmHWM; ru_maxrss elsewhere)."""
     try:
@@ -748,54 +789,688 @@ def plot_scaling(results: dict[str, list[dict[str, Any]]], path: Path, device: s
     print(f"  plot: {path}")
 
 
-def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], dict[str, Any]]:
-    """Equal wall-clock budget on the MD17 ethanol split: test MAEs, physnet models and schnetpack."""
-    from physnet.data.datasets import make_split
+# ----------------------------------------------------------------------------- peers (MACE, NequIP)
+def physnet_config_model(config: Path, species: Sequence[str] = SPECIES):
+    """The model of a ``physnet train`` config (its ``model:`` section), seeded, for ``species``."""
+    import torch
+    import yaml
 
-    configs = {
-        "schnet": "schnet_md17_ethanol.yaml",
-        "behler_parrinello": "behler_parrinello_md17_ethanol.yaml",
-        "egnn": "egnn_md17_ethanol.yaml",
-        "se3_transformer": "se3_transformer_md17_ethanol.yaml",
+    import physnet
+
+    hp = dict(yaml.safe_load(Path(config).read_text())["model"])
+    name = hp.pop("name")
+    for key in ("species", "init_from", "references", "scale", "freeze", "add_species", "priors"):
+        hp.pop(key, None)
+    torch.manual_seed(0)
+    return name, physnet.models.build(name, species=species, **hp)
+
+
+PEERS_HEADER = [
+    "system",
+    "model",
+    "params",
+    "ms/call",
+    "peak MB/call",
+    "MD steps/s",
+    "MD vs MACE",
+    "MD vs NequIP",
+    "call vs MACE",
+    "call vs NequIP",
+]
+
+
+def section_peers(args) -> tuple[list[list[Any]], dict[str, Any]]:
+    """MACE and NequIP (their ASE calculators, random weights of the accuracy configurations)
+    against physnet's models of the MD17 configs: energy+forces ms/call with peak memory and
+    ASE MD steps/s on ethanol, aspirin and Cu 500, all contestants in turn (A B C D A B C D ...)."""
+    systems = {k: v for k, v in structures(args.quick).items() if k != "Cu box (5,000)"}
+    md_steps = {"ethanol (9)": 100, "aspirin (21)": 50, "Cu box (500)": 4}
+    n_calls = {"ethanol (9)": 20, "aspirin (21)": 20, "Cu box (500)": 2}
+    side = PhysnetSide(args.device)
+    workers: dict[str, E3Worker] = {}
+    versions: dict[str, Any] = {}
+    for p in args.e3_peers:
+        python = ensure_e3_peer(p, e3_venv(p, Path(args.peers_venv)), args.setup_peers)
+        if python is not None:
+            workers[p] = E3Worker(python, p, args.threads)
+            versions[p] = workers[p].request("info")
+    configs = [ROOT / "examples" / "configs" / PHYSNET_MD17_CONFIGS[m] for m in args.physnet_models]
+    configs += [Path(c).resolve() for c in args.physnet_configs]
+    peer_params = {"mace": MACE_CONFIG, "nequip": NEQUIP_CONFIG}
+    rows, raw = [], {"versions": versions, "configs": {"mace": MACE_CONFIG, "nequip": NEQUIP_CONFIG}}
+    try:
+        for system, atoms in systems.items():
+            contestants: dict[str, dict[str, Any]] = {}
+            for config in configs:
+                name, model = physnet_config_model(config)
+                label = (
+                    f"physnet {name}" if f"physnet {name}" not in contestants else f"physnet {config.stem}"
+                )
+                key = f"peers|{label}|{system}"
+                info = side.setup(key, name, atoms, model=model)
+                contestants[label] = {
+                    "params": info["n_params"],
+                    "call": lambda k=key, n=n_calls[system]: side.call_peak(k, n),
+                    "md": lambda k=key, s=md_steps[system]: side.md(k, s),
+                }
+            for p, worker in workers.items():
+                key = f"peers|{p}|{system}"
+                pinfo = worker.request("setup", key=key, structure=as_json(atoms), params=peer_params[p])
+
+                def call(w=worker, k=key, n=n_calls[system]) -> tuple[float, float | None]:
+                    r = w.request("call", key=k, n=n)
+                    return r["seconds"], r["peak_mb"]
+
+                contestants[{"mace": "MACE", "nequip": "NequIP"}[p]] = {
+                    "params": pinfo["n_params"],
+                    "call": call,
+                    "md": lambda w=worker, k=key, s=md_steps[system]: w.request("md", key=k, steps=s)[
+                        "seconds"
+                    ],
+                }
+            res: dict[str, dict[str, list[Any]]] = {
+                c: {"call": [], "peak": [], "md": []} for c in contestants
+            }
+            for c in contestants.values():  # untimed warm-up of each
+                c["call"](), c["md"]()
+            for _ in range(args.repeats):
+                for name, c in contestants.items():
+                    t, peak = c["call"]()
+                    res[name]["call"].append(t)
+                    res[name]["peak"].append(peak)
+                for name, c in contestants.items():
+                    res[name]["md"].append(c["md"]())
+            summary = {}
+            for name, r in res.items():
+                peaks = [v for v in r["peak"] if v is not None]
+                summary[name] = {
+                    "ms": 1e3 * median(r["call"]),
+                    "peak_mb": max(peaks) if peaks else None,
+                    "md": md_steps[system] / median(r["md"]),
+                }
+            for name, v in summary.items():
+                row = [system, name, contestants[name]["params"], v["ms"], v["peak_mb"], v["md"]]
+                for which in ("md", "ms"):
+                    for peer_label in ("MACE", "NequIP"):
+                        other = summary.get(peer_label)
+                        if other is None or name == peer_label:
+                            row.append(None)
+                        elif which == "md":
+                            row.append(v["md"] / other["md"])
+                        else:
+                            row.append(other["ms"] / v["ms"])
+                rows.append(row)
+                print(markdown_table(PEERS_HEADER, [row]).splitlines()[-1], flush=True)
+            raw[system] = {"steps": md_steps[system], "calls": n_calls[system], **res}
+    finally:
+        for w in workers.values():
+            w.close()
+    return rows, raw
+
+
+# ----------------------------------------------------------------------------- accuracy
+# MACE as issue 34 runs it: 32 channels, max_L 1, correlation 3, r 5 Å, 2 interactions, batch 5,
+# lr 0.01, AMSGrad, EMA 0.99, weights energy 1 / forces 1000, E0s fitted to the training set
+# ("average", as MACE documents when isolated-atom energies are unknown), float32, no SWA.
+MACE_CONFIG = {"num_channels": 32, "max_L": 1, "correlation": 3, "r_max": 5.0, "num_interactions": 2}
+MACE_TRAIN = {
+    "model": "MACE",
+    "E0s": "average",
+    "batch_size": 5,
+    "valid_batch_size": 10,
+    "lr": 0.01,
+    "ema_decay": 0.99,
+    "energy_weight": 1.0,
+    "forces_weight": 1000.0,
+    "default_dtype": "float32",
+    "max_num_epochs": 100000,
+    "eval_interval": 1,
+    "num_workers": 0,
+    "seed": 0,
+}
+# NequIP's documented tutorial configuration (configs/tutorial.yaml of nequip 0.19): 4 layers,
+# l_max 1, 32 features, parity, 8 Bessels, p = 6, radial MLP 2 x 64, r 5 Å, batch 5, Adam lr 0.01,
+# EMA 0.999, ReduceLROnPlateau(0.6, patience 5), loss energy per atom 1 + forces 1; no ZBL and
+# no torch.compile (CPU).
+NEQUIP_CONFIG = {
+    "r_max": 5.0,
+    "num_layers": 4,
+    "l_max": 1,
+    "parity": True,
+    "num_features": 32,
+    "num_bessels": 8,
+    "polynomial_cutoff_p": 6,
+    "radial_mlp_depth": 2,
+    "radial_mlp_width": 64,
+}
+E3_PEERS = ("mace", "nequip")
+E3_PACKAGES = {"mace": ["torch==2.13.0", "mace-torch==0.3.16"], "nequip": ["torch==2.13.0", "nequip==0.19.1"]}
+E3_WORKER = Path(__file__).resolve().parent / "benchmark_e3_peers_worker.py"
+PHYSNET_MD17_CONFIGS = {
+    "schnet": "schnet_md17_ethanol.yaml",
+    "behler_parrinello": "behler_parrinello_md17_ethanol.yaml",
+    "egnn": "egnn_md17_ethanol.yaml",
+    "se3_transformer": "se3_transformer_md17_ethanol.yaml",
+}
+
+
+def e3_venv(peer: str, root: Path) -> Path:
+    """The venv of one E(3)-equivariant peer: ``<root>-<peer>`` (``~/.cache/physnet-peers-mace``)."""
+    return Path(f"{root}-{peer}")
+
+
+def ensure_e3_peer(peer: str, venv: Path, allow_create: bool) -> Path | None:
+    """Python of a MACE / NequIP venv, made with ``python -m venv`` + pip if missing and allowed."""
+    python = venv / "bin" / "python"
+    module = {"mace": "mace.calculators", "nequip": "nequip.integrations.ase"}[peer]
+    check = [str(python), "-c", f"import {module}"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    if not allow_create:
+        print(f"{peer} venv {venv} missing or broken; run with --setup-peers to create it")
+        return None
+    print(f"creating the {peer} venv {venv} ({' '.join(E3_PACKAGES[peer])}) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", *E3_PACKAGES[peer]], check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+class E3Worker(PeerWorker):
+    """``benchmark_e3_peers_worker.py`` in a MACE or NequIP venv, one JSON line per request."""
+
+    def __init__(self, python: Path, peer: str, threads: int) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env["BENCH_THREADS"] = str(threads)
+        env.pop("PYTHONPATH", None)
+        self.peer = peer
+        self.proc = subprocess.Popen(
+            [str(python), str(E3_WORKER), peer],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=str(ROOT),
+        )
+
+
+def write_split_files(data: str | os.PathLike, out_dir: Path, seed: int = 0) -> dict[str, Path]:
+    """The MD17 ethanol split of physnet's configs (1000/100/900 of 2000, ``seed``) as extxyz.
+
+    ``{train,val,test}.xyz`` carry ``energy`` / ``forces`` (ASE's calculator keys, what NequIP
+    and ASE read); ``mace_{train,val,test}.xyz`` carry ``REF_energy`` / ``REF_forces`` (MACE's
+    documented keys). Units are the file's (kcal/mol, Å for MD17).
+    """
+    import ase.io
+
+    from physnet.data.datasets import make_split, read_frames
+
+    frames = read_frames(data)
+    split = make_split(len(frames), 1000, 100, 900, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for stage in ("train", "val", "test"):
+        chosen = [frames[int(i)] for i in split[stage]]
+        paths[stage] = out_dir / f"{stage}.xyz"
+        ase.io.write(paths[stage], chosen, format="extxyz")
+        plain = []
+        for atoms in chosen:
+            a = atoms.copy()
+            a.info["REF_energy"] = float(atoms.get_potential_energy())
+            a.arrays["REF_forces"] = atoms.get_forces().copy()
+            plain.append(a)
+        paths[f"mace_{stage}"] = out_dir / f"mace_{stage}.xyz"
+        ase.io.write(paths[f"mace_{stage}"], plain, format="extxyz")
+    return paths
+
+
+def mace_command(python: Path, work: Path, files: dict[str, Path], epochs: int | None = None) -> list[str]:
+    """``mace_run_train`` with the issue's configuration (``MACE_CONFIG``, ``MACE_TRAIN``)."""
+    exe = python.parent / "mace_run_train"
+    opts = {**MACE_CONFIG, **MACE_TRAIN, "name": "mace", "work_dir": str(work)}
+    if epochs is not None:
+        opts["max_num_epochs"] = epochs
+    cmd = [str(exe), f"--train_file={files['mace_train']}", f"--valid_file={files['mace_val']}"]
+    cmd += ["--energy_key=REF_energy", "--forces_key=REF_forces", "--device=cpu", "--ema", "--amsgrad"]
+    return cmd + [f"--{k}={v}" for k, v in opts.items()]
+
+
+def nequip_config(files: dict[str, Path], budget_minutes: float) -> dict[str, Any]:
+    """nequip-train config: its tutorial configuration on the benchmark split, CPU, time budget."""
+    seconds = int(round(budget_minutes * 60))
+    max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    metric = "val0_epoch/weighted_sum"
+    c = NEQUIP_CONFIG
+    loader = {"_target_": "torch.utils.data.DataLoader", "num_workers": 0}
+    return {
+        "run": ["train"],
+        "data": {
+            "_target_": "nequip.data.datamodule.ASEDataModule",
+            "seed": 0,
+            "train_file_path": str(files["train"]),
+            "val_file_path": str(files["val"]),
+            "transforms": [
+                {
+                    "_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper",
+                    "model_type_names": ["H", "C", "O"],
+                    "chemical_species_to_atom_type_map": {"H": "H", "C": "C", "O": "O"},
+                },
+                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": c["r_max"]},
+            ],
+            "train_dataloader": {**loader, "batch_size": 5, "shuffle": True},
+            "val_dataloader": {**loader, "batch_size": 10},
+            "stats_manager": {
+                "_target_": "nequip.data.CommonDataStatisticsManager",
+                "dataloader_kwargs": {"batch_size": 10},
+                "type_names": ["H", "C", "O"],
+            },
+        },
+        "trainer": {
+            "_target_": "lightning.Trainer",
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_checkpointing": True,
+            "max_epochs": 100000,
+            "max_time": max_time,
+            "check_val_every_n_epoch": 1,
+            "log_every_n_steps": 20,
+            "enable_progress_bar": False,
+            "logger": {
+                "_target_": "lightning.pytorch.loggers.CSVLogger",
+                "save_dir": "${hydra:runtime.output_dir}",
+            },
+            "callbacks": [
+                {
+                    "_target_": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "monitor": metric,
+                    "dirpath": "${hydra:runtime.output_dir}",
+                    "filename": "best",
+                    "save_last": True,
+                }
+            ],
+        },
+        "training_module": {
+            "_target_": "nequip.train.EMALightningModule",
+            "ema_decay": 0.999,
+            "loss": {
+                "_target_": "nequip.train.EnergyForceLoss",
+                "per_atom_energy": True,
+                "coeffs": {"total_energy": 1.0, "forces": 1.0},
+            },
+            "val_metrics": {
+                "_target_": "nequip.train.EnergyForceMetrics",
+                "coeffs": {"total_energy_mae": 1.0, "forces_mae": 1.0},
+            },
+            "train_metrics": "${training_module.val_metrics}",
+            "test_metrics": "${training_module.val_metrics}",
+            "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
+            "lr_scheduler": {
+                "scheduler": {
+                    "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+                    "factor": 0.6,
+                    "patience": 5,
+                    "threshold": 0.2,
+                    "min_lr": 1e-6,
+                },
+                "monitor": metric,
+                "interval": "epoch",
+                "frequency": 1,
+            },
+            "model": {
+                "_target_": "nequip.model.NequIPGNNModel",
+                "seed": 0,
+                "model_dtype": "float32",
+                "type_names": ["H", "C", "O"],
+                **c,
+                "bessel_trainable": False,
+                "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
+                "per_type_energy_scales": "${training_data_stats:per_type_forces_rms}",
+                "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
+                "per_type_energy_scales_trainable": False,
+                "per_type_energy_shifts_trainable": False,
+            },
+        },
+        "global_options": {"allow_tf32": False},
     }
-    models = [m for m in (args.models.split(",") if args.models else energy_models()) if m in configs]
-    rows, raw = [], {}
-    run_root = ROOT / "runs" / "benchmark_accuracy"
-    for kind in models:
-        run_dir = run_root / kind
+
+
+class TrainingRun:
+    """One training process of the accuracy section, with wall-clock snapshots of its model.
+
+    Args:
+        name: the row label (``physnet schnet``, ``mace``, ``nequip``).
+        cmd: the training command; ``env`` its environment; ``work`` its directory (the log
+            ``train.log`` and ``snapshots/`` go there).
+        source: returns the file holding the run's current model (best so far on validation),
+            or None before the first one exists.
+        marker: a line of the log that shows training has begun; the training clock (budget,
+            snapshot minutes) starts there (at the process start where it never shows).
+        budget_s: the training budget; ``kill_at_budget`` ends the process when it is spent
+            (for trainers without a time limit of their own), else it stops itself.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        work: Path,
+        source: Callable[[], Path | None],
+        marker: str,
+        budget_s: float,
+        kill_at_budget: bool,
+    ) -> None:
+        self.name, self.cmd, self.env, self.work = name, cmd, env, work
+        self.source, self.marker, self.budget_s, self.kill_at_budget = (
+            source,
+            marker,
+            budget_s,
+            kill_at_budget,
+        )
+        self.snapshots: list[dict[str, Any]] = []
+        self.proc: subprocess.Popen | None = None
+        self.started = self.train_start = self.ended = None
+        self.killed = False
+        self.config: Path | None = None  # the physnet train config, for physnet runs
+
+    @property
+    def log(self) -> Path:
+        return self.work / "train.log"
+
+    def start(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "snapshots").mkdir(exist_ok=True)
+        self._log = self.log.open("w")
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.work)
+        )
+        self.started = time.time()
+
+    def training_seconds(self, now: float) -> float:
+        return now - (self.train_start or self.started)
+
+    def snapshot(self, minutes: float) -> None:
+        """Copy the run's current model file, labelled with the training minutes it was taken at."""
+        import shutil
+
+        src = self.source()
+        if src is None or not src.is_file():
+            return
+        dst = self.work / "snapshots" / f"{len(self.snapshots):03d}_{minutes:.2f}min{src.suffix}"
+        shutil.copy2(src, dst)
+        self.snapshots.append({"minutes": minutes, "file": str(dst), "source": src.name})
+
+    def poll(self, every_s: float) -> bool:
+        """Advance the run: start the clock, take due snapshots, stop it at the budget.
+        Returns True while the process runs."""
+        assert self.proc is not None
+        now = time.time()
+        if self.train_start is None and self.log.is_file():
+            if self.marker in self.log.read_text(errors="replace"):
+                self.train_start = now
+        trained = self.training_seconds(now)
+        due = (len([s for s in self.snapshots if not s.get("final")]) + 1) * every_s
+        if self.train_start is not None and trained >= due and trained < self.budget_s:
+            self.snapshot(due / 60)
+        if self.kill_at_budget and self.train_start is not None and trained >= self.budget_s:
+            self.proc.terminate()
+            self.killed = True
+        if self.proc.poll() is None and trained > self.budget_s + 900:  # a hung run
+            self.proc.kill()
+            self.killed = True
+        if self.proc.poll() is not None:
+            self.ended = now
+            n = len(self.snapshots)
+            self.snapshot(min(trained, self.budget_s) / 60)
+            if len(self.snapshots) > n:
+                self.snapshots[-1]["final"] = True
+            self._log.close()
+            return False
+        return True
+
+
+def run_trainings(
+    runs: list[TrainingRun], parallel: int, snapshot_minutes: float, poll_s: float = 2.0
+) -> None:
+    """Run ``runs``, ``parallel`` at a time, polling every ``poll_s`` for snapshots and budgets."""
+    pending, active = list(runs), []
+    try:
+        _run_all(pending, active, parallel, snapshot_minutes, poll_s)
+    finally:  # an interrupted benchmark leaves no training behind
+        for run in active:
+            if run.proc is not None and run.proc.poll() is None:
+                run.proc.kill()
+
+
+def _run_all(
+    pending: list[TrainingRun],
+    active: list[TrainingRun],
+    parallel: int,
+    snapshot_minutes: float,
+    poll_s: float,
+) -> None:
+    while pending or active:
+        while pending and len(active) < parallel:
+            run = pending.pop(0)
+            print(f"  training {run.name} ({run.budget_s / 60:g} min) -> {run.work}", flush=True)
+            run.start()
+            active.append(run)
+        for run in list(active):
+            if not run.poll(snapshot_minutes * 60):
+                active.remove(run)
+                took = run.ended - run.started
+                setup = (run.train_start or run.started) - run.started
+                print(
+                    f"  {run.name}: done, {took:.0f} s in all, training clock from "
+                    f"{setup:.0f} s, {len(run.snapshots)} snapshots, "
+                    f"exit {run.proc.returncode}{' (stopped at the budget)' if run.killed else ''}",
+                    flush=True,
+                )
+        time.sleep(poll_s)
+
+
+def _newest(pattern_dir: Path, glob: str) -> Path | None:
+    files = sorted(pattern_dir.glob(glob), key=lambda p: p.stat().st_mtime)
+    return files[-1] if files else None
+
+
+def evaluate_physnet_snapshots(
+    snapshots: list[dict[str, Any]], test_file: Path, steps_per_epoch: int
+) -> None:
+    """Test errors of physnet checkpoints (``Potential.load``) and the epochs done (optimiser
+    steps / ``steps_per_epoch``), written into each snapshot."""
+    import torch
+
+    import physnet
+    from physnet.data.datasets import GraphDataset, read_frames
+    from physnet.train.fit import error_table, predict
+
+    frames = read_frames(test_file)
+    datasets: dict[float, Any] = {}
+    for snap in snapshots:
+        potential = physnet.Potential.load(snap["file"])
+        cutoff = float(potential.cutoff)
+        if cutoff not in datasets:
+            datasets[cutoff] = GraphDataset(frames, cutoff, dtype=torch.float32, progress=False)
+        ds = datasets[cutoff]
+        table = error_table(predict(potential.to(torch.float32), ds, np.arange(len(ds)), 50))
+        snap.update({k: table[k] for k in ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")})
+        # epochs done: optimiser steps over steps per epoch (a time limit stops mid-epoch)
+        step = int(torch.load(snap["file"], map_location="cpu", weights_only=False)["global_step"])
+        snap["epoch"] = step / steps_per_epoch
+
+
+def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Equal wall-clock budget on the MD17 ethanol split: physnet models, MACE, NequIP
+    (schnetpack too with its venv): test energy and force MAE / RMSE, and the learning curve
+    (test force MAE of snapshots taken every ``--snapshot-minutes``)."""
+    import yaml
+
+    budget_s = args.budget_minutes * 60
+    run_root = Path(args.run_root)
+    files = write_split_files(args.data, run_root / "split")
+    threads = str(args.threads)
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    runs: list[TrainingRun] = []
+    configs = [ROOT / "examples" / "configs" / PHYSNET_MD17_CONFIGS[m] for m in args.physnet_models]
+    configs += [Path(c).resolve() for c in args.physnet_configs]
+    for config in configs:
+        name = "physnet " + yaml.safe_load(config.read_text())["model"]["name"]
+        if any(r.name == name for r in runs):
+            name = f"physnet {config.stem}"
+        work = run_root / name.replace(" ", "_")
+        if work.exists():
+            import shutil
+
+            shutil.rmtree(work)
+        run_dir = work / "run"
         cmd = [
             str(Path(sys.executable).parent / "physnet"),
             "train",
-            str(ROOT / "examples" / "configs" / configs[kind]),
+            str(config),
             f"run_dir={run_dir}",
-            f"data.path={args.data}",
+            f"data.path={Path(args.data).resolve()}",
             f"trainer.max_time_minutes={args.budget_minutes}",
             f"trainer.threads={args.threads}",
             "trainer.accelerator=" + ("gpu" if args.device.startswith("cuda") else "cpu"),
         ]
-        if run_dir.exists():
+        runs.append(
+            TrainingRun(
+                name,
+                cmd,
+                env,
+                work,
+                lambda d=run_dir: d / "checkpoints" / "best.ckpt",
+                "split train/val/test",
+                budget_s,
+                kill_at_budget=False,
+            )
+        )
+        runs[-1].config = config
+    pythons = {
+        p: ensure_e3_peer(p, e3_venv(p, Path(args.peers_venv)), args.setup_peers) for p in args.e3_peers
+    }
+    for p, python in pythons.items():
+        if python is None:
+            continue
+        work = run_root / p
+        if work.exists():
             import shutil
 
-            shutil.rmtree(run_dir)
-        print(f"  training physnet {kind} for {args.budget_minutes} min ...", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
-        metrics_file = run_dir / "test_metrics.json"
-        if proc.returncode != 0 or not metrics_file.exists():
-            print(f"  physnet {kind} failed: {proc.stderr.strip().splitlines()[-3:]}")
+            shutil.rmtree(work)
+        peer_env = dict(env)
+        peer_env.pop("PYTHONPATH", None)
+        if p == "mace":
+            runs.append(
+                TrainingRun(
+                    "mace",
+                    mace_command(python, work / "run", files),
+                    peer_env,
+                    work,
+                    lambda w=work: _newest(w / "run" / "checkpoints", "*_epoch-*.pt"),
+                    "Started training",
+                    budget_s,
+                    kill_at_budget=True,
+                )
+            )
+        else:
+            work.mkdir(parents=True)
+            (work / "nequip.yaml").write_text(yaml.safe_dump(nequip_config(files, args.budget_minutes)))
+            cmd = [
+                str(python.parent / "nequip-train"),
+                "-cp",
+                str(work),
+                "-cn",
+                "nequip",
+                f"hydra.run.dir={work / 'run'}",
+            ]
+            runs.append(
+                TrainingRun(
+                    "nequip",
+                    cmd,
+                    peer_env,
+                    work,
+                    lambda w=work: w / "run" / "best.ckpt",
+                    "Total params",  # Lightning's model summary: fit begins
+                    budget_s,
+                    kill_at_budget=False,
+                )
+            )
+    run_trainings(runs, args.parallel, args.snapshot_minutes)
+
+    # evaluation of every snapshot on the 900 test frames (not part of the budget)
+    raw: dict[str, Any] = {"split_files": {k: str(v) for k, v in files.items()}, "runs": {}}
+    rows = []
+    for run in runs:
+        snaps = run.snapshots
+        try:
+            if run.name.startswith("physnet"):
+                batch = int(yaml.safe_load(run.config.read_text())["data"].get("batch_size", 10))
+                evaluate_physnet_snapshots(snaps, files["test"], -(-1000 // batch))
+            elif snaps:
+                peer_name = run.name
+                python = pythons[peer_name]
+                assert python is not None
+                template = None
+                if peer_name == "mace":  # a model object to load the checkpoints' weights into
+                    tdir = run.work / "template"
+                    subprocess.run(
+                        mace_command(python, tdir, files, epochs=0),
+                        env=run.env,
+                        cwd=str(run.work),
+                        capture_output=True,
+                        check=True,
+                    )
+                    template = str(_newest(tdir, "**/mace.model"))
+                worker = E3Worker(python, peer_name, args.threads)
+                try:
+                    res = worker.request(
+                        "evaluate",
+                        snapshots=[s["file"] for s in snaps],
+                        test=str(files["test"]),
+                        template=template,
+                    )["results"]
+                finally:
+                    worker.close()
+                for snap, r in zip(snaps, res, strict=True):
+                    snap.update({k: r[k] for k in ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")})
+                    if (
+                        peer_name == "mace"
+                    ):  # <name>_run-<seed>_epoch-<N>.pt, saved at the end of epoch N (from 0)
+                        snap["epoch"] = int(snap["source"].rsplit("epoch-", 1)[1].split(".")[0]) + 1
+                    else:  # optimiser steps / steps per epoch (batch 5): a time limit stops mid-epoch
+                        snap["epoch"] = r["global_step"] / 200
+        except (subprocess.CalledProcessError, RuntimeError, OSError, KeyError) as err:
+            print(f"  evaluating {run.name} failed: {err}")
+        raw["runs"][run.name] = {
+            "cmd": run.cmd,
+            "log": str(run.log),
+            "exit": run.proc.returncode if run.proc else None,
+            "stopped_at_budget": run.killed,
+            "setup_s": (run.train_start or run.started) - run.started,
+            "total_s": (run.ended or run.started) - run.started,
+            "snapshots": snaps,
+        }
+        final = snaps[-1] if snaps and "forces_mae" in snaps[-1] else None
+        if final is None:
+            rows.append([run.name, None, None, None, None, None, None])
             continue
-        m = json.loads(metrics_file.read_text())
         rows.append(
             [
-                "physnet " + kind,
-                m["test"]["energy_mae"],
-                m["test"]["forces_mae"],
-                m.get("epochs"),
-                m.get("wall_time_s"),
+                run.name,
+                final["energy_mae"],
+                final["energy_rmse"],
+                final["forces_mae"],
+                final["forces_rmse"],
+                final.get("epoch"),
+                final["minutes"],
             ]
         )
-        raw[kind] = m
         print(markdown_table(ACC_HEADER, [rows[-1]]).splitlines()[-1], flush=True)
-    if peer is not None:
+    if peer is not None:  # schnetpack's SchNet with its own Lightning task
+        from physnet.data.datasets import make_split
+
         split = make_split(2000, 1000, 100, 900, seed=0)
         print(f"  training schnetpack SchNet for {args.budget_minutes} min ...", flush=True)
         res = peer.request(
@@ -810,14 +1485,40 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
             workdir=str(run_root),
         )
         rows.append(
-            ["schnetpack schnet", res["energy_mae"], res["forces_mae"], res["epochs"], res["train_seconds"]]
+            [
+                "schnetpack schnet",
+                res["energy_mae"],
+                None,
+                res["forces_mae"],
+                None,
+                res["epochs"],
+                res["train_seconds"] / 60,
+            ]
         )
-        raw["schnetpack"] = res
-        print(markdown_table(ACC_HEADER, [rows[-1]]).splitlines()[-1], flush=True)
+        raw["runs"]["schnetpack"] = res
+    from physnet.train.plots import plot_test_curves
+
+    curves = {
+        name: r["snapshots"] for name, r in raw["runs"].items() if isinstance(r, dict) and r.get("snapshots")
+    }
+    png = Path(args.out_dir) / "learning_curve_md17.png"
+    if curves:
+        plot_test_curves(
+            curves, png, f"MD17 ethanol, 1000 training frames, {args.budget_minutes:g} min budget, 1 thread"
+        )
+        print(f"  plot: {png}")
     return rows, raw
 
 
-ACC_HEADER = ["model", "test energy MAE (kcal/mol)", "test force MAE (kcal/mol/Å)", "epochs", "train s"]
+ACC_HEADER = [
+    "model",
+    "test energy MAE (kcal/mol)",
+    "energy RMSE",
+    "test force MAE (kcal/mol/Å)",
+    "force RMSE",
+    "epochs",
+    "minutes",
+]
 
 
 # ----------------------------------------------------------------------------- report
@@ -859,7 +1560,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="MD17 ethanol extxyz (kcal/mol, Å)")
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument(
-        "--budget-minutes", type=float, default=3.0, help="accuracy: training budget per model"
+        "--budget-minutes", type=float, default=20.0, help="accuracy: training budget per model (minutes)"
+    )
+    parser.add_argument(
+        "--snapshot-minutes", type=float, default=2.0, help="accuracy: learning-curve snapshot interval"
+    )
+    parser.add_argument("--parallel", type=int, default=1, help="accuracy: trainings run at once")
+    parser.add_argument(
+        "--physnet-configs",
+        default="",
+        help="peers, accuracy: more physnet train configs (comma separated) beside the shipped md17 ones",
+    )
+    parser.add_argument(
+        "--peers",
+        default="schnetpack,mace,nequip",
+        help="peers to run: schnetpack (schnetpack + torchani venv), mace, nequip (comma separated)",
+    )
+    parser.add_argument(
+        "--run-root", default=str(ROOT / "runs" / "benchmark_accuracy"), help="accuracy: runs go here"
     )
     parser.add_argument("--models", default="", help="physnet models to run in every section (default: all)")
     parser.add_argument("--max-memory-gb", type=float, default=6.0, help="scaling: skip sizes expected above")
@@ -884,13 +1602,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.repeats:
         args.repeats = 3 if args.quick else 5
+    peers = {p.strip() for p in args.peers.split(",") if p.strip()}
+    unknown_peers = peers - {"schnetpack", *E3_PEERS}
+    if unknown_peers:
+        parser.error(f"unknown peer(s) {sorted(unknown_peers)}; choose from schnetpack, mace, nequip")
+    args.e3_peers = [] if args.no_peers else [p for p in E3_PEERS if p in peers]
+    wanted = args.models.split(",") if args.models else ["schnet", "se3_transformer"]
+    args.physnet_models = [m for m in wanted if m in PHYSNET_MD17_CONFIGS]
+    args.physnet_configs = [c for c in args.physnet_configs.split(",") if c.strip()]
+    for c in args.physnet_configs:
+        if not Path(c).is_file():
+            parser.error(f"--physnet-configs: {c} is not a file; give a physnet train config (YAML)")
+    if args.parallel < 1:
+        parser.error("--parallel must be >= 1")
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
 
     info = machine_info(args.device)
-    needs_peer = bool({"md", "calls", "training", "accuracy"} & set(sections)) and not args.no_peers
+    needs_peer = (
+        bool({"md", "calls", "training", "accuracy"} & set(sections))
+        and not args.no_peers
+        and "schnetpack" in peers
+    )
     peer = None
     if needs_peer:
         python = ensure_peers(Path(args.peers_venv), args.setup_peers)
@@ -927,6 +1662,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif name == "export":
                 rows, raw = section_export(args)
                 table = markdown_table(EXPORT_HEADER, rows)
+            elif name == "peers":
+                rows, raw = section_peers(args)
+                table = markdown_table(PEERS_HEADER, rows)
+                for p, v in raw["versions"].items():
+                    info[f"{p} venv"] = f"{p} {v['version']}, torch {v['torch']}, e3nn {v['e3nn']}"
             else:
                 rows, raw = section_accuracy(args, peer)
                 table = markdown_table(ACC_HEADER, rows)

@@ -79,6 +79,55 @@ def _save_figure(fig: Any, axes: Any, out: str | os.PathLike) -> Path:
     return Path(out)
 
 
+def plot_test_curves(
+    curves: dict[str, list[dict[str, Any]]], out: str | os.PathLike, title: str = "", unit: str = "kcal/mol/Å"
+) -> Path:
+    """Test force MAE against training wall-clock minutes and against epochs, one line per run.
+
+    Args:
+        curves: run name -> its snapshots, each a dict with ``minutes`` (training wall clock at
+            the snapshot), ``forces_mae`` (test force MAE, ``unit``) and optionally ``epoch``
+            (epochs done); snapshots without ``forces_mae`` are skipped.
+        out: the PNG path.
+        title: the figure's title.
+        unit: the force unit for the y label.
+
+    Returns the PNG path. The y axes are logarithmic.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, snaps in curves.items():
+        pts = [s for s in snaps if s.get("forces_mae") is not None]
+        if not pts:
+            continue
+        (line,) = axes[0].plot([s["minutes"] for s in pts], [s["forces_mae"] for s in pts], "o-", label=name)
+        ep = [s for s in pts if s.get("epoch") is not None]
+        if ep:
+            axes[1].plot(
+                [s["epoch"] for s in ep],
+                [s["forces_mae"] for s in ep],
+                "o-",
+                color=line.get_color(),
+                label=name,
+            )
+    axes[0].set_xlabel("training wall clock (minutes)")
+    axes[1].set_xlabel("epochs")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_ylabel(f"test force MAE ({unit})")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def plot_parity(
     pred: dict[str, np.ndarray],
     out: str | os.PathLike,
