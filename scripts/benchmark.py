@@ -18,20 +18,31 @@ Sections (``--only``, comma separated; all by default):
   :func:`physnet.export.export_potential` (AOTInductor ``.pt2``) against the eager inference
   copy (:meth:`physnet.Potential.frozen`) it came from, both through ``physnet.Calculator`` with
   the same Verlet list, for SchNet and Behler-Parrinello on the ``md`` systems (no peers).
-- ``accuracy``: each physnet energy model (``physnet train``) and schnetpack's SchNet (its own
-  Lightning task) trained for the same wall-clock budget on the shared MD17 ethanol split
-  (1000/100/900, seed 0); test energy and force MAE.
+- ``peers``: MACE and NequIP (random weights of the accuracy configurations, through their own
+  ASE calculators) against physnet's models of the MD17 configs (schnet, se3_transformer and any
+  ``--physnet-configs``): energy+forces ms/call, peak memory per call and ASE MD steps/s for
+  ethanol, aspirin and Cu 500, all contestants in turn.
+- ``accuracy``: physnet's MD17 configs (``physnet train``), MACE (``mace_run_train``), NequIP
+  (``nequip-train``) and schnetpack's SchNet (its own Lightning task) trained for the same
+  wall-clock budget (``--budget-minutes``, default 20; ``--parallel 2`` runs two at once) on the
+  shared MD17 ethanol split (1000/100/900, seed 0, written as extxyz for the peers); test energy
+  and force MAE / RMSE, and the learning curve: each run's best-so-far model is copied every
+  ``--snapshot-minutes`` and evaluated on the test split afterwards
+  (``docs/learning_curve_md17.png``).
 
-physnet runs in this interpreter; the peers run in their own virtual environment
-(``--peers-venv``, created on first use with ``python -m venv`` and pip: schnetpack 2.1.1 and
-torchani 2.9 with torch 2.4.1) through ``scripts/benchmark_peers_worker.py``, one JSON line
-per request. Each measurement alternates physnet and the peer (A B A B ...) and the report
+physnet runs in this interpreter; the peers run in their own virtual environments through
+JSON-line workers: schnetpack 2.1.1 and torchani 2.9 with torch 2.4.1 in ``--peers-venv``
+(``scripts/benchmark_peers_worker.py``), mace-torch 0.3.16 in ``<peers-venv>-mace`` and nequip
+0.19.1 in ``<peers-venv>-nequip``, each with torch 2.13 (``scripts/benchmark_e3_peers_worker.py``);
+``--setup-peers`` creates the missing ones with ``python -m venv`` and pip, ``--peers`` picks
+them. Each measurement alternates physnet and the peer (A B A B ...) and the report
 gives medians and ratios, so a busy machine slows both alike. Both sides run with
 ``--threads`` torch threads (default 1) and ``OMP_NUM_THREADS`` set to it.
 
     .venv/bin/python scripts/benchmark.py --quick                    # a few minutes
     .venv/bin/python scripts/benchmark.py --only md,calls --repeats 7
-    .venv/bin/python scripts/benchmark.py --only accuracy --budget-minutes 3
+    .venv/bin/python scripts/benchmark.py --only peers --repeats 3 --setup-peers
+    .venv/bin/python scripts/benchmark.py --only accuracy --budget-minutes 20 --parallel 2 --setup-peers
     .venv/bin/python scripts/benchmark.py --only export --repeats 5
     .venv/bin/python scripts/benchmark.py --only scaling --device cuda --markdown docs/benchmarks_gpu.md
 """
@@ -676,8 +687,16 @@ def current_rss() -> int:
 
 
 def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current resident set (``/proc/self/clear_refs``, Linux
-    >= 4.0); False where that is not allowed."""
+    """Return freed heap memory to the system (glibc ``malloc_trim(0)``), then reset this
+    process's VmHWM to its current resident set (``/proc/self/clear_refs``, Linux >= 4.0), so
+    that the VmHWM rise during a call counts the memory the call needs, not only what it adds to
+    pages the allocator kept from earlier calls. False where the reset is not allowed."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

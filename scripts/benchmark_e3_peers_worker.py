@@ -20,8 +20,9 @@ Requests (``op``):
   calculator from the structure's initial state; returns ``seconds``.
 - ``call``: ``{"key", "n"}`` times ``n`` energy+forces calls of the calculator on a fresh
   copy of the Atoms (neighbour list included, nothing reused); returns ``seconds`` (median)
-  and ``peak_mb``, the largest rise of the peak resident set (VmHWM, reset before each call
-  through ``/proc/self/clear_refs``) above the resident set before the call.
+  and ``peak_mb``, the largest rise of the peak resident set (VmHWM; before each call freed heap
+  is returned with ``malloc_trim(0)`` and VmHWM is reset through ``/proc/self/clear_refs``)
+  above the resident set before the call.
 - ``evaluate``: ``{"snapshots": [path, ...], "test": extxyz, "template": path}`` loads each
   saved checkpoint of a training run and returns test energy / force MAE and RMSE (units of
   the file) and, for NequIP's Lightning checkpoints, the optimiser steps done.
@@ -81,7 +82,14 @@ def _hwm() -> int:
 
 
 def _reset_hwm() -> bool:
-    """Reset VmHWM to the current resident set (Linux >= 4.0); False where not allowed."""
+    """Return freed heap to the system (glibc ``malloc_trim(0)``), then reset VmHWM to the
+    current resident set (Linux >= 4.0); False where not allowed. As in scripts/benchmark.py."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
