@@ -1192,6 +1192,7 @@ class TrainingRun:
         self.started = self.train_start = self.ended = None
         self.killed = False
         self.config: Path | None = None  # the physnet train config, for physnet runs
+        self.next_due = 0.0  # training seconds of the last snapshot point
 
     @property
     def log(self) -> Path:
@@ -1218,7 +1219,10 @@ class TrainingRun:
             return
         dst = self.work / "snapshots" / f"{len(self.snapshots):03d}_{minutes:.2f}min{src.suffix}"
         shutil.copy2(src, dst)
-        self.snapshots.append({"minutes": minutes, "file": str(dst), "source": src.name})
+        written = src.stat().st_mtime - (self.train_start or self.started or 0.0)
+        self.snapshots.append(
+            {"minutes": minutes, "file": str(dst), "source": src.name, "model_written_s": written}
+        )
 
     def poll(self, every_s: float) -> bool:
         """Advance the run: start the clock, take due snapshots, stop it at the budget.
@@ -1229,9 +1233,10 @@ class TrainingRun:
             if self.marker in self.log.read_text(errors="replace"):
                 self.train_start = now
         trained = self.training_seconds(now)
-        due = (len([s for s in self.snapshots if not s.get("final")]) + 1) * every_s
-        if self.train_start is not None and trained >= due and trained < self.budget_s:
-            self.snapshot(due / 60)
+        if self.train_start is not None and trained >= self.next_due + every_s and trained < self.budget_s:
+            # a point with no model file yet (no epoch finished) is skipped, not taken late
+            self.next_due = every_s * (trained // every_s)
+            self.snapshot(self.next_due / 60)
         if self.kill_at_budget and self.train_start is not None and trained >= self.budget_s:
             self.proc.terminate()
             self.killed = True
@@ -1421,7 +1426,8 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
     # evaluation of every snapshot on the 900 test frames (not part of the budget)
     raw: dict[str, Any] = {"split_files": {k: str(v) for k, v in files.items()}, "runs": {}}
     rows = []
-    for run in runs:
+
+    def evaluate(run: TrainingRun) -> None:
         snaps = run.snapshots
         try:
             if run.name.startswith("physnet"):
@@ -1454,14 +1460,20 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
                     worker.close()
                 for snap, r in zip(snaps, res, strict=True):
                     snap.update({k: r[k] for k in ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")})
-                    if (
-                        peer_name == "mace"
-                    ):  # <name>_run-<seed>_epoch-<N>.pt, saved at the end of epoch N (from 0)
+                    if peer_name == "mace":  # <name>_run-<seed>_epoch-<N>.pt, written after epoch N (from 0)
                         snap["epoch"] = int(snap["source"].rsplit("epoch-", 1)[1].split(".")[0]) + 1
                     else:  # optimiser steps / steps per epoch (batch 5): a time limit stops mid-epoch
                         snap["epoch"] = r["global_step"] / 200
-        except (subprocess.CalledProcessError, RuntimeError, OSError, KeyError) as err:
+        except Exception as err:  # noqa: BLE001 -- one failed evaluation must not lose the other runs
             print(f"  evaluating {run.name} failed: {err}")
+
+    # the peers evaluate in their own worker processes: ``--parallel`` runs at once
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        list(pool.map(evaluate, runs))
+    for run in runs:
+        snaps = run.snapshots
         raw["runs"][run.name] = {
             "cmd": run.cmd,
             "log": str(run.log),
