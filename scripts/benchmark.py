@@ -1440,14 +1440,19 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
                 template = None
                 if peer_name == "mace":  # a model object to load the checkpoints' weights into
                     tdir = run.work / "template"
-                    subprocess.run(
+                    (tdir / "checkpoints").mkdir(parents=True, exist_ok=True)  # it saves there
+                    proc = subprocess.run(
                         mace_command(python, tdir, files, epochs=0),
                         env=run.env,
                         cwd=str(run.work),
                         capture_output=True,
-                        check=True,
+                        text=True,
                     )
-                    template = str(_newest(tdir, "**/mace.model"))
+                    # it saves checkpoints/mace_run-<seed>.model, then evaluates (which may fail)
+                    found = _newest(tdir, "**/*.model")
+                    if found is None:
+                        raise RuntimeError(f"mace_run_train wrote no model: {proc.stderr[-2000:]}")
+                    template = str(found)
                 worker = E3Worker(python, peer_name, args.threads)
                 try:
                     res = worker.request(
