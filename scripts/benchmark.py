@@ -1449,7 +1449,14 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
                         text=True,
                     )
                     # it saves checkpoints/mace_run-<seed>.model, then evaluates (which may fail)
-                    found = _newest(tdir, "**/*.model")
+                    found = next(
+                        (
+                            m
+                            for m in sorted(tdir.glob("**/*.model"))
+                            if not m.name.endswith("_compiled.model")
+                        ),
+                        None,
+                    )
                     if found is None:
                         raise RuntimeError(f"mace_run_train wrote no model: {proc.stderr[-2000:]}")
                     template = str(found)
