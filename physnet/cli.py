@@ -326,6 +326,7 @@ def _eval(args: argparse.Namespace) -> int:
     from physnet.train.plots import plot_parity
 
     share = CpuShare(set_threads(args.threads))
+    args.checkpoint = _run_potential(args.checkpoint)
     if not args.data and not args.split:
         raise UserError("give the DATA to evaluate on (a file or an embedded set), or --split test")
     out = Path(args.output) if args.output else _next_to(args.checkpoint) / "eval"
@@ -442,6 +443,19 @@ def _convert(atoms, e_fac: float, l_fac: float):
     return new
 
 
+def _run_potential(path: str) -> str:
+    """``path``, or the ``potential.pt`` of the run directory ``path`` names (said in one line);
+    a committee directory stays as it is (``physnet md`` runs it)."""
+    from physnet.committee import is_committee
+    from physnet.potential import potential_file
+
+    if not Path(path).is_dir() or is_committee(path):
+        return path
+    found = str(potential_file(path))  # a UserError naming what it looked for when absent
+    print(f"using {found}, the potential of run directory {path}")
+    return found
+
+
 def _next_to(checkpoint: str) -> Path:
     """The folder where outputs about ``checkpoint`` go: the run directory for a
     ``RUN/checkpoints/*.ckpt``, else the checkpoint's own folder."""
@@ -465,6 +479,7 @@ def _md(args: argparse.Namespace) -> int:
 
     threads = set_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
+    args.checkpoint = [_run_potential(c) for c in args.checkpoint]
     first = args.checkpoint[0]
     traj_path, uncertain = _md_paths(args)
     atoms, source = _read_structure(args.structure, args.seed)
@@ -678,6 +693,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64, None: None}[args.dtype]
+    args.potential = _run_potential(args.potential)
     print(f"physnet export: {args.potential} -> {args.output} (tracing and compiling take a minute or more)")
     path = export_potential(
         args.potential, args.output, dtype=dtype, device=args.device, overwrite=args.overwrite, verbose=True

@@ -24,10 +24,41 @@ from physnet.nn.priors import Prior, build_prior
 from physnet.nn.scatter import scatter_sum
 from physnet.units import energy_factor, length_factor
 
-__all__ = ["Potential", "compute_forces_and_stress", "strain_graph"]
+__all__ = ["Potential", "compute_forces_and_stress", "potential_file", "strain_graph"]
 
 Graph = dict[str, torch.Tensor]
 CHECKPOINT_FORMAT = "physnet.Potential/1"
+RUN_POTENTIAL = "potential.pt"  # what ``physnet train`` leaves in its run directory
+
+
+def potential_file(path: str | os.PathLike) -> Path:
+    """The potential file ``path`` names: ``path`` itself, or ``path/potential.pt`` for the run
+    directory of a ``physnet train`` run.
+
+    Raises:
+        UserError: ``path`` is a directory without ``potential.pt`` (a committee directory, with
+            its ``committee.json``, is named as such: :class:`physnet.Committee` reads it).
+    """
+    from physnet.errors import UserError
+
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    if (p / RUN_POTENTIAL).is_file():
+        return p / RUN_POTENTIAL
+    if (p / "committee.json").is_file():
+        raise UserError(
+            f"{p} is a committee directory (committee.json, no {RUN_POTENTIAL}); this takes one potential: "
+            f"give one member's potential.pt (e.g. {p / 'member_0' / RUN_POTENTIAL})"
+        )
+    ckpt = p / "checkpoints" / "last.ckpt"
+    hint = (
+        f" ({ckpt} is there: the run did not finish; give it, or --resume the run)" if ckpt.is_file() else ""
+    )
+    raise UserError(
+        f"{p} is a directory with neither {RUN_POTENTIAL} nor committee.json{hint}; give the run directory "
+        "of a physnet train run, a committee directory, or a potential or checkpoint file"
+    )
 
 
 def strain_graph(graph: Graph) -> tuple[Graph, torch.Tensor]:
@@ -332,10 +363,11 @@ class Potential(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Potential:
-        """Load a file written by :meth:`save` or a ``physnet train`` Lightning checkpoint."""
+        """Load a file written by :meth:`save` or a ``physnet train`` Lightning checkpoint, or the
+        ``potential.pt`` of a ``physnet train`` run directory given as ``path``."""
         from physnet.errors import UserError, load_torch_file
 
-        path = Path(path)
+        path = potential_file(path)
         data = load_torch_file(path, "physnet potential or checkpoint", map_location=map_location)
         if not isinstance(data, dict) or not ("physnet" in data or "format" in data):
             raise UserError(

@@ -883,3 +883,54 @@ def test_split_file_is_readable_like_the_other_run_files(tmp_path) -> None:
         {"train": np.arange(3), "val": np.arange(3, 5), "test": np.arange(5, 6)}, tmp_path / "split.json"
     )
     assert stat.S_IMODE((tmp_path / "split.json").stat().st_mode) == 0o644
+
+
+# ------------------------------------------------------------------ third try (B18, B75, B55, B67, B70)
+
+
+def test_run_directory_is_read_for_its_potential(tmp_path, pot_file, capsys) -> None:
+    """[B18, B75] a run directory was refused as 'a directory'; its potential.pt is used (the CLI
+    says so in one line)."""
+    run = pot_file.parent  # holds potential.pt, as a physnet train run directory does
+    atoms = physnet.data.from_smiles("CCO", seed=0)[0]
+    atoms.calc = physnet.Calculator(run)
+    from_dir = atoms.get_potential_energy()
+    atoms.calc = physnet.Calculator(pot_file)
+    assert from_dir == pytest.approx(atoms.get_potential_energy(), abs=0)
+    said = f"using {pot_file}, the potential of run directory {run}"
+    assert main(["md", str(run), "CCO", "--steps", "2", "--trajectory", str(tmp_path / "t.traj")]) == 0
+    assert said in capsys.readouterr().out.splitlines()
+    assert (tmp_path / "t.traj").is_file()
+    write(tmp_path / "d.extxyz", labelled(3))
+    assert main(["eval", str(run), str(tmp_path / "d.extxyz"), "--output", str(tmp_path / "ev")]) == 0
+    assert said in capsys.readouterr().out.splitlines()
+    assert (tmp_path / "ev" / "eval_metrics.json").is_file()
+
+
+def test_directory_without_a_potential_names_what_it_looked_for(tmp_path, capsys) -> None:
+    """[B18, B75] a directory with neither potential.pt nor committee.json is refused, naming both;
+    an unfinished run points to its last.ckpt; a committee directory is named as one where a
+    single potential is needed."""
+    with pytest.raises(
+        UserError, match=f"{tmp_path} is a directory with neither potential.pt nor committee.json; "
+    ):
+        physnet.Calculator(tmp_path)
+    args = ["md", str(tmp_path), "CCO", "--steps", "2", "--trajectory", str(tmp_path / "t.traj")]
+    assert main(args) == 2
+    line = one_line_error(capsys, "md")
+    assert (
+        f"{tmp_path} is a directory with neither potential.pt nor committee.json; give the run directory"
+        in line
+    )
+    assert not (tmp_path / "t.traj").exists()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(
+        UserError, match="last.ckpt is there: the run did not finish; give it, or --resume the run"
+    ):
+        physnet.Potential.load(tmp_path)
+    (tmp_path / "committee.json").write_text('{"members": ["member_0/potential.pt"]}')
+    with pytest.raises(
+        UserError, match=f"{tmp_path} is a committee directory \\(committee.json, no potential.pt\\)"
+    ):
+        physnet.Potential.load(tmp_path)
