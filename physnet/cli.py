@@ -320,7 +320,7 @@ def _eval(args: argparse.Namespace) -> int:
     import physnet
     from physnet.data.checks import plausibility
     from physnet.data.datasets import GraphDataset, load_split, read_frames
-    from physnet.errors import UserError, atomic_write
+    from physnet.errors import UserError, atomic_write, check_writable
     from physnet.runtime import CpuShare, set_threads
     from physnet.train.fit import _resolve_data_path, error_table, predict
     from physnet.train.plots import plot_parity
@@ -338,6 +338,7 @@ def _eval(args: argparse.Namespace) -> int:
             f"{out} already holds {', '.join(existing)}; name another folder with --output "
             "or pass --overwrite"
         )
+    check_writable(out, "--output" if args.output else "output folder")
     run_cfg = None
     if args.split:
         run_dir = _next_to(args.checkpoint)
@@ -598,6 +599,9 @@ def _md_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
         raise FileExistsError(
             f"trajectory {traj_path} already exists; name another file with --trajectory or pass --overwrite"
         )
+    from physnet.errors import check_writable
+
+    check_writable(traj_path.parent, "--trajectory folder" if args.trajectory else "trajectory folder")
     uncertain = {
         "log": traj_path.with_name(traj_path.stem + "_uncertainty.csv"),
         "frames": Path(args.uncertain_frames or traj_path.with_name(traj_path.stem + "_uncertain.extxyz")),

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UserError", "UnknownKeyError", "close_match", "load_torch_file", "atomic_write"]
+__all__ = ["UserError", "UnknownKeyError", "atomic_write", "check_writable", "close_match", "load_torch_file"]
 
 
 class UserError(ValueError):
@@ -104,3 +104,48 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> Path:
+    """Raise one :class:`UserError` naming ``folder`` when files cannot be written in it: checked
+    before any work (reading data, training) rather than after. Folders that are missing are
+    created for the check and removed again, so nothing is left behind.
+
+    Args:
+        folder: the folder outputs will go to (it need not exist yet).
+        what: how the user named it, for the message (e.g. ``"run_dir"``, ``"--output"``).
+
+    Returns:
+        ``folder`` as a :class:`~pathlib.Path`.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    missing: list[Path] = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise UserError(
+            f"{what} {folder} cannot be created: {p} is a file, not a folder; choose another {what}"
+        )
+    created: list[Path] = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            created.append(d)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise UserError(
+            f"{what} {folder} cannot be written ({where}{err.strerror or err}); choose a folder you can write"
+        ) from None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    return folder

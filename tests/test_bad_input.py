@@ -934,3 +934,38 @@ def test_directory_without_a_potential_names_what_it_looked_for(tmp_path, capsys
         UserError, match=f"{tmp_path} is a committee directory \\(committee.json, no potential.pt\\)"
     ):
         physnet.Potential.load(tmp_path)
+
+
+def test_unwritable_run_dir_is_refused_before_the_data_is_read(tmp_path, emt_molecule_file, capsys) -> None:
+    """[B67, B70] an unwritable run_dir was reported only after the data was read and the graphs
+    built. A path under a regular file: no user (root included) can create it."""
+    (tmp_path / "afile").write_text("")
+    run = tmp_path / "afile" / "run"
+    args = ["train", f"data.path={emt_molecule_file}", f"run_dir={run}", "trainer.max_steps=1"]
+    assert main(args) == 2
+    line = one_line_error(capsys, "train")
+    assert (
+        f"run_dir {run} cannot be created: {tmp_path / 'afile'} is a file, not a folder; "
+        "choose another run_dir" in line
+    )
+    assert "data:" not in capsys.readouterr().out
+    args = [
+        "eval",
+        str(tmp_path / "no.pt"),
+        str(emt_molecule_file),
+        "--output",
+        str(tmp_path / "afile" / "ev"),
+    ]
+    assert main(args) == 2  # refused before the (missing) potential is read
+    assert f"--output {tmp_path / 'afile' / 'ev'} cannot be created" in one_line_error(capsys, "eval")
+
+
+def test_check_writable_leaves_nothing_behind(tmp_path) -> None:
+    from physnet.errors import check_writable
+
+    assert check_writable(tmp_path / "a" / "b", "run_dir") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(
+        UserError, match="run_dir /proc/physnet_nope/x cannot be written \\(/proc/physnet_nope"
+    ):
+        check_writable("/proc/physnet_nope/x", "run_dir")

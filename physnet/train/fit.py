@@ -26,7 +26,7 @@ from physnet.data import keys as K
 from physnet.data.checks import plausibility
 from physnet.data.datasets import GraphDataset, load_split, make_loader, make_split, read_frames, save_split
 from physnet.data.graph import atomic_number
-from physnet.errors import UnknownKeyError, UserError, atomic_write
+from physnet.errors import UnknownKeyError, UserError, atomic_write, check_writable
 from physnet.models.registry import build
 from physnet.potential import Potential
 from physnet.train.config import RunConfig
@@ -593,7 +593,7 @@ def train_committee(
 
     from physnet.committee import COMMITTEE_FILE
 
-    root = Path(cfg.run_dir)
+    root = check_writable(cfg.run_dir, "run_dir")
     k_members = cfg.trainer.committee
     if not resume and (root / COMMITTEE_FILE).exists() and not overwrite:
         raise FileExistsError(f"{root} already holds a committee; choose another run_dir or pass --overwrite")

@@ -70,7 +70,8 @@ def guard_run_dir(
     checkpoints or one of ``results`` (the files a finished run leaves) unless ``overwrite``;
     then the old checkpoints are deleted first, so that a later ``--resume`` cannot mix the two
     runs. ``config_file`` is the YAML the config was read from: the run directory's own
-    ``config.yaml`` (written there before the first run) is no sign of an earlier run.
+    ``config.yaml`` (written there before the first run) is no sign of an earlier run. A
+    ``run_dir`` that cannot be created or written is refused here, before any data is read.
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -95,6 +96,10 @@ def guard_run_dir(
             )
         if overwrite and ckpt_dir.is_dir():
             shutil.rmtree(ckpt_dir)
+    if rank() == 0:  # before the data is read: an unwritable run_dir would fail only at the end
+        from physnet.errors import check_writable
+
+        check_writable(run_dir, "run_dir")
     return last
 
 
