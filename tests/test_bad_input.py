@@ -936,6 +936,53 @@ def test_directory_without_a_potential_names_what_it_looked_for(tmp_path, capsys
         physnet.Potential.load(tmp_path)
 
 
+def test_resume_of_a_finished_run_trains_nothing(tmp_path, emt_molecule_file, capsys) -> None:
+    """[B55] `train --resume RUN` of a finished run trained nothing and rewrote the same results
+    without a word; it says the run had finished, how to go on, and leaves its files alone (~3 s)."""
+    run = tmp_path / "run"
+    args = ["train", f"data.path={emt_molecule_file}", "data.energy_unit=eV", "data.length_unit=Å"]
+    args += [f"run_dir={run}", "data.train=20", "data.val=10", "model.n_features=8", "model.n_filters=8"]
+    args += ["model.n_interactions=1", "trainer.max_steps=2", "trainer.progress_bar=false"]
+    assert main(args) == 0
+    files = [run / n for n in ("potential.pt", "config.yaml", "test_metrics.json", "split.json")]
+    before = [(f.read_bytes(), f.stat().st_mtime_ns) for f in files]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"physnet train: {run} had already finished (step 2 of trainer.max_steps=2); nothing trained, its "
+        f"files are unchanged; to train on, raise the limit: physnet train --resume {run} trainer.max_steps=4"
+    ) in out.splitlines()
+    assert "data:" not in out
+    assert [(f.read_bytes(), f.stat().st_mtime_ns) for f in files] == before
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({"max_steps": 60}, ("step 60 of trainer.max_steps=60", "trainer.max_steps=120")),
+        ({"max_steps": 61}, None),
+        ({"max_epochs": 5}, ("epoch 5 of trainer.max_epochs=5", "trainer.max_epochs=10")),
+        ({"max_epochs": 6}, None),
+        ({"max_time_minutes": 2.0}, ("2 min of trainer.max_time_minutes=2", "trainer.max_time_minutes=4")),
+        ({"max_time_minutes": 3.0}, None),
+    ],
+)
+def test_finished_limit_reads_the_checkpoint(tmp_path, limits, expected) -> None:
+    """The limit a saved run reached, as Lightning's fit loop and Timer judge it (B55)."""
+    from physnet.train.config import TrainerConfig
+    from physnet.train.runner import finished_limit
+
+    ckpt = {
+        "global_step": 60,
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 5}}}},
+        "callbacks": {"Timer": {"time_elapsed": {"train": 120.0}}},
+    }
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    t = TrainerConfig(**{"max_epochs": 1000, "max_steps": -1, **limits})
+    assert finished_limit(t, tmp_path / "last.ckpt") == expected
+
+
 def test_unwritable_run_dir_is_refused_before_the_data_is_read(tmp_path, emt_molecule_file, capsys) -> None:
     """[B67, B70] an unwritable run_dir was reported only after the data was read and the graphs
     built. A path under a regular file: no user (root included) can create it."""

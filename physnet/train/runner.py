@@ -40,6 +40,7 @@ __all__ = [
     "torch_dtype",
     "write_run_config",
     "resume_from",
+    "finished_limit",
     "make_trainer",
     "WarmupEMA",
     "train_from_config",
@@ -101,6 +102,37 @@ def guard_run_dir(
 
         check_writable(run_dir, "run_dir")
     return last
+
+
+def finished_limit(t: TrainerConfig, last: str | os.PathLike) -> tuple[str, str] | None:
+    """The limit of ``t`` that the run saved in ``last`` (its ``last.ckpt``) has already reached,
+    as Lightning's fit loop and ``Timer`` judge it, or None when resuming it would train.
+
+    Returns:
+        ``(what was reached, the override that continues)``, e.g.
+        ``("step 60 of trainer.max_steps=60", "trainer.max_steps=120")``.
+    """
+    import torch
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    step = int(ckpt.get("global_step", 0))
+    if t.max_steps != -1 and step >= t.max_steps:
+        return f"step {step} of trainer.max_steps={t.max_steps}", f"trainer.max_steps={max(2 * step, 1)}"
+    progress = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    epochs = int(progress.get("current", {}).get("processed", 0))
+    if t.max_epochs is not None and t.max_epochs != -1 and epochs >= t.max_epochs:
+        return (
+            f"epoch {epochs} of trainer.max_epochs={t.max_epochs}",
+            f"trainer.max_epochs={max(2 * epochs, 1)}",
+        )
+    timers = [v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("Timer")]
+    elapsed = float(timers[0].get("time_elapsed", {}).get("train", 0.0)) if timers else 0.0
+    if t.max_time_minutes > 0 and elapsed >= 60 * t.max_time_minutes:
+        return (
+            f"{elapsed / 60:.3g} min of trainer.max_time_minutes={t.max_time_minutes:g}",
+            f"trainer.max_time_minutes={2 * t.max_time_minutes:g}",
+        )
+    return None
 
 
 def resume_from(run_dir: str | os.PathLike, resume: bool) -> str | None:
@@ -319,6 +351,17 @@ def train_from_config(
     saved = load(source)
     cfg = load(source, list(overrides))
     cfg.run_dir = saved.run_dir = str(resume)
-    if configs.check_resume_changes(saved, cfg):
+    changed = configs.check_resume_changes(saved, cfg)
+    results = getattr(importlib.import_module(module), "RUN_RESULTS", ())
+    last = Path(resume) / "checkpoints" / "last.ckpt"
+    if results and all((Path(resume) / r).is_file() for r in results) and last.is_file():
+        done = finished_limit(cfg.trainer, last)
+        if done is not None:  # resuming would train nothing and rewrite the same results
+            say(
+                f"physnet train: {resume} had already finished ({done[0]}); nothing trained, its files are "
+                f"unchanged; to train on, raise the limit: physnet train --resume {resume} {done[1]}"
+            )
+            return Path(resume)
+    if changed:
         say(f"physnet train: resuming {resume} with {', '.join(overrides)}")
     return driver(cfg, resume=True)
