@@ -133,15 +133,22 @@ def check_writable(folder: str | os.PathLike, what: str) -> Path:
     created: list[Path] = []
     try:
         for d in reversed(missing):
-            d.mkdir()
+            try:
+                d.mkdir()
+            except OSError as err:
+                where = "" if d == folder else f"{d}: "
+                raise UserError(
+                    f"{what} {folder} cannot be created ({where}{err.strerror or err}); "
+                    "choose a folder you can write"
+                ) from None
             created.append(d)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        where = f"{err.filename}: " if err.filename else ""
-        raise UserError(
-            f"{what} {folder} cannot be written ({where}{err.strerror or err}); choose a folder you can write"
-        ) from None
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise UserError(
+                f"{what} {folder} cannot be written in ({err.strerror or err}); choose a folder you can write"
+            ) from None
     finally:
         for d in reversed(created):
             try:

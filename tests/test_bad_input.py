@@ -1013,6 +1013,26 @@ def test_check_writable_leaves_nothing_behind(tmp_path) -> None:
     assert check_writable(tmp_path / "a" / "b", "run_dir") == tmp_path / "a" / "b"
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(
-        UserError, match="run_dir /proc/physnet_nope/x cannot be written \\(/proc/physnet_nope"
+        UserError,
+        match="run_dir /proc/physnet_nope/x cannot be created \\(/proc/physnet_nope: No such file or",
     ):
         check_writable("/proc/physnet_nope/x", "run_dir")
+    with pytest.raises(UserError, match="run_dir /proc/physnet_nope cannot be created \\(No such file or"):
+        check_writable("/proc/physnet_nope", "run_dir")
+
+
+def test_check_writable_names_a_folder_it_cannot_write_in(tmp_path, monkeypatch) -> None:
+    """A folder that exists but refuses new files (chattr +i, read-only mounts; root ignores modes)."""
+    import errno
+    import tempfile
+
+    from physnet.errors import check_writable
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(tmp_path / "tmpabc"))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(
+        UserError, match=f"^--output {tmp_path} cannot be written in \\(Operation not permitted\\); "
+    ):
+        check_writable(tmp_path, "--output")
