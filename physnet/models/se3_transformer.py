@@ -78,10 +78,11 @@ from physnet.data.neighbors import edge_vectors
 from physnet.models.dynamics import DynamicsModel, register_dynamics
 from physnet.models.egnn import fully_connected_pairs, polynomial_envelope
 from physnet.models.registry import EnergyModel, register
-from physnet.nn import GaussianRBF, mlp, scatter_sum, segment_softmax
+from physnet.nn import BesselRBF, GaussianRBF, mlp, scatter_sum, segment_softmax
 
 __all__ = [
     "EquivariantLayerNorm",
+    "ProductBasis",
     "SE3AttentionLayer",
     "SE3TransformerBackbone",
     "SE3Transformer",
@@ -136,6 +137,16 @@ def _head_index(irreps: o3.Irreps, n_heads: int) -> torch.Tensor:
     return torch.cat(heads) if heads else torch.zeros(0, dtype=torch.long)
 
 
+def _refill_wigner_3j(module: torch.nn.Module) -> None:
+    """Overwrite every e3nn Wigner-3j buffer under ``module`` with float64-exact values (in its dtype)."""
+    with torch.no_grad():
+        for name, buf in module.named_buffers():
+            match = _W3J.fullmatch(name.rsplit(".", 1)[-1])
+            if match is not None and buf.is_floating_point():
+                exact = o3.wigner_3j(*(int(g) for g in match.groups()), dtype=torch.float64)
+                buf.copy_(exact.to(device=buf.device))
+
+
 class EquivariantLayerNorm(torch.nn.Module):
     """Equivariant layer norm of an irreps tensor (as Equiformer's ``EquivariantLayerNormV2``).
 
@@ -174,6 +185,85 @@ class EquivariantLayerNorm(torch.nn.Module):
         return torch.cat(out, dim=-1)
 
 
+class ProductBasis(torch.nn.Module):
+    """MACE's higher-body-order product basis on aggregated equivariant features.
+
+    Batatia, Kovács, Simm, Ortner & Csányi, "MACE: Higher Order Equivariant Message Passing
+    Neural Networks for Fast and Accurate Force Fields", NeurIPS 2022 (arXiv:2206.07697),
+    eqs. (10)-(11): from the atomic basis A_i (the sum of two-body messages of atom i) the
+    product basis B_i^(nu) couples nu copies of A_i channel by channel,
+    B^(nu)_{i,k LM} = sum_eta w^(nu)_{z_i,k,eta} sum_{lm} C^{LM}_{eta,lm} prod_{xi=1..nu} A_{i,k l_xi m_xi},
+    with element-dependent weights w (z_i the species of atom i), and the message is a linear map of
+    all orders, m_i = sum_nu W^(nu) B^(nu)_i (eq. (11)). Built recursively, as MACE's own
+    symmetric contraction: B^(1) = A and B^(nu) = sum_eta w^(nu)_{z,k,eta} (B^(nu-1) (x)_eta A)_k, a
+    channel-wise ("uuu") :class:`e3nn.o3.TensorProduct` whose paths eta into the same irrep are summed,
+    with per-atom weights gathered from an element table. The nu-fold product of A_i is a polynomial
+    of degree nu in the neighbour messages: (nu + 1)-body terms in one layer.
+
+    Args:
+        irreps_in: irreps of the aggregated messages.
+        irreps_out: irreps of the returned message m_i.
+        channels: k, channels of every degree l = 0 .. l_max of A (one linear map from irreps_in).
+        l_max: highest degree of A and of every B^(nu).
+        correlation: highest order nu (>= 2; 1 would be the plain two-body message).
+        n_species: number of elements (rows of the weight tables).
+        parity: natural-parity (E(3)) or all-even (SE(3)) irreps, as the layer's.
+    """
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps | str,
+        irreps_out: o3.Irreps | str,
+        channels: int,
+        l_max: int,
+        correlation: int,
+        n_species: int,
+        parity: bool = True,
+    ) -> None:
+        super().__init__()
+        if correlation < 2:
+            raise ValueError(f"correlation must be >= 2 for a product basis, got {correlation}")
+        self.irreps_a = hidden_irreps([channels] * (l_max + 1), parity)
+        self.linear_in = o3.Linear(irreps_in, self.irreps_a)
+        wanted = [ir for _, ir in self.irreps_a]
+        instructions = [
+            (i1, i2, wanted.index(ir_out), "uuu", True)
+            for i1, (_, ir1) in enumerate(self.irreps_a)
+            for i2, (_, ir2) in enumerate(self.irreps_a)
+            for ir_out in ir1 * ir2
+            if ir_out in wanted
+        ]
+        self.products = torch.nn.ModuleList()
+        self.weights = torch.nn.ParameterList()
+        for _ in range(correlation - 1):
+            tp = o3.TensorProduct(
+                self.irreps_a,
+                self.irreps_a,
+                self.irreps_a,
+                instructions,
+                shared_weights=False,
+                internal_weights=False,
+            )
+            self.products.append(tp)
+            self.weights.append(torch.nn.Parameter(torch.randn(n_species, tp.weight_numel)))
+        self.linear_out = o3.Linear(o3.Irreps(self.irreps_a * correlation), irreps_out)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> ProductBasis:
+        """Move/cast, then refill the 3j buffers exactly (see :meth:`SE3AttentionLayer._apply`)."""
+        super()._apply(fn, recurse)
+        _refill_wigner_3j(self)
+        return self
+
+    def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Aggregated messages [n_nodes, irreps_in.dim], species indices [n_nodes] -> [n_nodes, irreps_out.dim]."""
+        a = self.linear_in(a)  # [n_nodes, irreps_a.dim], A_i
+        basis, b = [a], a
+        for tp, w in zip(self.products, self.weights, strict=True):
+            b = tp(b, a, w[species])  # [n_nodes, irreps_a.dim], B^(nu)
+            basis.append(b)
+        return self.linear_out(torch.cat(basis, dim=-1))
+
+
 class SE3AttentionLayer(torch.nn.Module):
     """One SE(3)-Transformer attention layer, eqs. (10)-(12) of Fuchs et al. (2020), on e3nn.
 
@@ -190,6 +280,15 @@ class SE3AttentionLayer(torch.nn.Module):
         parity: natural-parity (E(3)) spherical harmonics; False labels them even (SE(3)).
         layer_norm: apply :class:`EquivariantLayerNorm` to the input first (pre-norm).
         eps: softening length of :func:`safe_spherical_harmonics` (length unit).
+        attention: the paper's softmax attention, eqs. (10)-(11) (default). False: the plain
+            envelope-weighted sum of values over neighbours divided by the mean neighbour count
+            (NequIP, Batzner et al. 2022, eq. (3); MACE, eq. (8)), f_i' = W_S f_i +
+            sum_j w_ij v_ij / avg_neighbors; no queries or keys.
+        correlation: order nu of the :class:`ProductBasis` applied to the aggregated messages
+            (MACE, Batatia et al. 2022, eqs. (10)-(11)); 1 (default) is the paper's two-body
+            message.
+        product_channels: channels per degree of the product basis (with ``correlation > 1``).
+        n_species: elements, for the product basis's element-dependent weights.
     """
 
     def __init__(
@@ -204,8 +303,15 @@ class SE3AttentionLayer(torch.nn.Module):
         parity: bool = True,
         layer_norm: bool = False,
         eps: float = 1e-6,
+        attention: bool = True,
+        correlation: int = 1,
+        product_channels: int = 8,
+        n_species: int = 1,
     ) -> None:
         super().__init__()
+        if correlation < 1:
+            raise ValueError(f"correlation must be >= 1, got {correlation}")
+        self.attention = bool(attention)
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
         self.irreps_key = o3.Irreps(irreps_key) if irreps_key is not None else self.irreps_out
@@ -229,7 +335,7 @@ class SE3AttentionLayer(torch.nn.Module):
 
         # Queries, eq. (12): a linear map of the centre's features.
         self.norm = EquivariantLayerNorm(self.irreps_in) if layer_norm else None
-        self.query = o3.Linear(self.irreps_in, self.irreps_key)
+        self.query = o3.Linear(self.irreps_in, self.irreps_key) if attention else None
 
         # Keys and values, eq. (12): channel-wise tensor product f_j (x) Y(r_ij) with radial
         # weights (one per input channel and path), keeping only outputs that k or v use.
@@ -261,7 +367,16 @@ class SE3AttentionLayer(torch.nn.Module):
         perm = [torch.arange(slices[k].start, slices[k].stop) for k in sorted_mid.inv]
         self.register_buffer("mid_order", torch.cat(perm), persistent=False)
         self.irreps_mid_grouped = sorted_mid.irreps.simplify()
-        self.key_value = o3.Linear(self.irreps_mid_grouped, self.irreps_key + self.irreps_value)
+        self.key_value = o3.Linear(
+            self.irreps_mid_grouped, self.irreps_key + self.irreps_value if attention else self.irreps_value
+        )
+        self.product = (
+            ProductBasis(
+                self.irreps_value, self.irreps_value, product_channels, l_max, correlation, n_species, parity
+            )
+            if correlation > 1
+            else None
+        )
         # Self-interaction W_S, eq. (10) and Sec. 3.3.
         self.self_interaction = o3.Linear(self.irreps_in, self.irreps_value)
 
@@ -279,12 +394,7 @@ class SE3AttentionLayer(torch.nn.Module):
         exact.
         """
         super()._apply(fn, recurse)
-        with torch.no_grad():
-            for name, buf in self.tp.named_buffers():
-                match = _W3J.fullmatch(name.rsplit(".", 1)[-1])
-                if match is not None and buf.is_floating_point():
-                    exact = o3.wigner_3j(*(int(g) for g in match.groups()), dtype=torch.float64)
-                    buf.copy_(exact.to(device=buf.device))
+        _refill_wigner_3j(self)
         return self
 
     def forward(
@@ -294,6 +404,8 @@ class SE3AttentionLayer(torch.nn.Module):
         edge_index: torch.Tensor,
         radial: torch.Tensor,
         edge_weight: torch.Tensor | None = None,
+        species: torch.Tensor | None = None,
+        avg_neighbors: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """Update node features.
 
@@ -303,6 +415,8 @@ class SE3AttentionLayer(torch.nn.Module):
             edge_index: [2, n_edges], row 0 = centre i (attends), row 1 = neighbour j.
             radial: [n_edges, n_radial] invariant edge features (distance basis, ...).
             edge_weight: [n_edges] smooth cutoff envelope w_ij in [0, 1] (None: all 1).
+            species: [n_nodes] species indices (needed with ``correlation > 1``).
+            avg_neighbors: divisor of the neighbour sum without attention (scalar).
 
         Returns:
             [n_nodes, irreps_out.dim] new node features.
@@ -312,16 +426,26 @@ class SE3AttentionLayer(torch.nn.Module):
         x = self.norm(f) if self.norm is not None else f
         sh = safe_spherical_harmonics(vec, self.l_max, self.eps)  # [n_edges, (l_max+1)^2]
         mid = self.tp(x[j], sh, self.radial(radial))[:, self.mid_order]  # [n_edges, irreps_mid.dim]
-        kv = self.key_value(mid)  # [n_edges, dk + dv]
-        k, v = kv[:, : self.irreps_key.dim], kv[:, self.irreps_key.dim :]
-        q = self.query(x)  # [n_nodes, dk]
-        qk = q[i] * k  # [n_edges, dk]
-        logits = scatter_sum(qk.t(), self.key_head, self.n_heads).t() * self.logit_scale  # [n_edges, H]
-        alpha = segment_softmax(logits, i, n_nodes, edge_weight)  # [n_edges, H], eq. (11)
-        if edge_weight is not None:
-            alpha = alpha * edge_weight.unsqueeze(-1)
-        message = alpha[:, self.value_head] * v  # [n_edges, dv]
-        out = self.self_interaction(x) + scatter_sum(message, i, n_nodes)  # [n_nodes, dv], eq. (10)
+        if self.query is not None:
+            kv = self.key_value(mid)  # [n_edges, dk + dv]
+            k, v = kv[:, : self.irreps_key.dim], kv[:, self.irreps_key.dim :]
+            q = self.query(x)  # [n_nodes, dk]
+            qk = q[i] * k  # [n_edges, dk]
+            logits = scatter_sum(qk.t(), self.key_head, self.n_heads).t() * self.logit_scale  # [n_edges, H]
+            alpha = segment_softmax(logits, i, n_nodes, edge_weight)  # [n_edges, H], eq. (11)
+            if edge_weight is not None:
+                alpha = alpha * edge_weight.unsqueeze(-1)
+            message = alpha[:, self.value_head] * v  # [n_edges, dv]
+            agg = scatter_sum(message, i, n_nodes)  # [n_nodes, dv], eq. (10)
+        else:
+            v = self.key_value(mid)  # [n_edges, dv]
+            message = v * edge_weight.unsqueeze(-1) if edge_weight is not None else v
+            agg = scatter_sum(message, i, n_nodes) / avg_neighbors  # [n_nodes, dv]
+        if self.product is not None:
+            if species is None:
+                raise ValueError("a layer with correlation > 1 needs the species indices: pass species=")
+            agg = self.product(agg, species)  # [n_nodes, dv], MACE eqs. (10)-(11)
+        out = self.self_interaction(x) + agg  # [n_nodes, dv]
         out = self.gate(out)  # [n_nodes, irreps_out.dim]
         return f + out if self.residual else out
 
@@ -338,6 +462,7 @@ class SE3TransformerBackbone(torch.nn.Module):
         n_heads: attention heads.
         parity: E(3) (True) or SE(3) (False) couplings.
         layer_norm: equivariant pre-norm in every layer after the first.
+        attention, correlation, product_channels, n_species: as :class:`SE3AttentionLayer`'s.
     """
 
     def __init__(
@@ -350,6 +475,10 @@ class SE3TransformerBackbone(torch.nn.Module):
         n_heads: int = 4,
         parity: bool = True,
         layer_norm: bool = False,
+        attention: bool = True,
+        correlation: int = 1,
+        product_channels: int = 8,
+        n_species: int = 1,
     ) -> None:
         super().__init__()
         if n_layers < 1:
@@ -367,6 +496,10 @@ class SE3TransformerBackbone(torch.nn.Module):
                 n_heads=n_heads,
                 parity=parity,
                 layer_norm=layer_norm and n > 0,
+                attention=attention,
+                correlation=correlation,
+                product_channels=product_channels,
+                n_species=n_species,
             )
             for n in range(n_layers)
         )
@@ -378,10 +511,12 @@ class SE3TransformerBackbone(torch.nn.Module):
         edge_index: torch.Tensor,
         radial: torch.Tensor,
         edge_weight: torch.Tensor | None = None,
+        species: torch.Tensor | None = None,
+        avg_neighbors: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """[n_nodes, irreps_in.dim] -> [n_nodes, irreps_hidden.dim]; arguments as the layer's."""
         for layer in self.layers:
-            f = layer(f, vec, edge_index, radial, edge_weight)
+            f = layer(f, vec, edge_index, radial, edge_weight, species, avg_neighbors)
         return f
 
 
@@ -403,6 +538,13 @@ class SE3Transformer(EnergyModel):
         layer_norm: equivariant pre-norm in the layers after the first.
         envelope_exponent: p of the cutoff envelope (1 - r^2/r_c^2)^p.
         readout_hidden: hidden width of the MLP from the l = 0 features to the energy.
+        attention: softmax attention over neighbours (the paper's, default) or a plain sum
+            divided by the mean neighbour count of the training set (NequIP/MACE; set by
+            :meth:`fit_statistics`, 1 before it).
+        correlation: body order nu of MACE's product basis in every layer (1: none, the paper's).
+        product_channels: channels per degree of the product basis.
+        radial_basis: "gaussian" (default; Gaussians on [0, r_c]) or "bessel" (DimeNet's
+            sin(w_n r) / r with trainable frequencies, Gasteiger et al. 2020, eq. (7)).
     """
 
     def __init__(
@@ -418,12 +560,21 @@ class SE3Transformer(EnergyModel):
         layer_norm: bool = True,
         envelope_exponent: int = 3,
         readout_hidden: int = 32,
+        attention: bool = True,
+        correlation: int = 1,
+        product_channels: int = 8,
+        radial_basis: str = "gaussian",
     ) -> None:
         super().__init__(species, cutoff)
         self.irreps_hidden = hidden_irreps(channels, parity)
         n_embed = int(channels[0])
         self.embedding = torch.nn.Embedding(len(self.species), n_embed)
-        self.rbf = GaussianRBF(n_rbf, cutoff)
+        if radial_basis == "gaussian":
+            self.rbf: torch.nn.Module = GaussianRBF(n_rbf, cutoff)
+        elif radial_basis == "bessel":
+            self.rbf = BesselRBF(n_rbf, cutoff)
+        else:
+            raise ValueError(f"radial_basis must be 'gaussian' or 'bessel', got {radial_basis!r}")
         self.backbone = SE3TransformerBackbone(
             o3.Irreps(f"{n_embed}x0e"),
             self.irreps_hidden,
@@ -433,7 +584,12 @@ class SE3Transformer(EnergyModel):
             n_heads=n_heads,
             parity=parity,
             layer_norm=layer_norm,
+            attention=attention,
+            correlation=correlation,
+            product_channels=product_channels,
+            n_species=len(self.species),
         )
+        self.register_buffer("avg_neighbors", torch.ones(()))
         self.readout = mlp([n_embed, readout_hidden, 1], act="silu")
         self.vector_head = o3.Linear(self.irreps_hidden, o3.Irreps("1x1o" if parity else "1x1e"))
         self.envelope_exponent = int(envelope_exponent)
@@ -451,8 +607,17 @@ class SE3Transformer(EnergyModel):
         d2 = (vec * vec).sum(-1)  # [n_edges]
         weight = polynomial_envelope(d2, self.cutoff, self.envelope_exponent)  # [n_edges]
         radial = self.rbf(torch.sqrt(d2 + self.eps * self.eps))  # [n_edges, n_rbf], safe norm
-        f = self.embedding(self.species(graph[K.Z])).to(vec.dtype)  # [n_atoms, C0]
-        return self.backbone(f, vec, edge_index, radial, weight)
+        species = self.species(graph[K.Z])  # [n_atoms]
+        f = self.embedding(species).to(vec.dtype)  # [n_atoms, C0]
+        return self.backbone(f, vec, edge_index, radial, weight, species, self.avg_neighbors)
+
+    def fit_statistics(self, graphs: Sequence[dict[str, torch.Tensor]]) -> None:
+        """Set ``avg_neighbors`` (the divisor of the neighbour sum without attention) from training graphs:
+        edges per atom over all of them. Unused with attention."""
+        n_edges = sum(int(g[K.EDGE_INDEX].shape[1]) for g in graphs)
+        n_atoms = sum(int(g[K.Z].shape[0]) for g in graphs)
+        if n_atoms and n_edges:
+            self.avg_neighbors.fill_(n_edges / n_atoms)
 
     def vectors(self, graph: dict[str, torch.Tensor]) -> torch.Tensor:
         """l = 1 output head: one vector per atom [n_atoms, 3] (x, y, z), rotating with the input."""

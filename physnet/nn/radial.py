@@ -72,3 +72,35 @@ class GaussianRBF(torch.nn.Module):
         """[n] distances -> [n, n_rbf]."""
         diff = r.unsqueeze(-1) - self.centres  # [n, n_rbf]
         return truncated_exp(-self.gamma * diff * diff)
+
+
+class BesselRBF(torch.nn.Module):
+    """Bessel radial basis sqrt(2 / r_c) sin(w_n r) / r with trainable frequencies w_n.
+
+    DimeNet, Gasteiger, Gross & Günnemann, ICLR 2020 (arXiv:2003.03123), eq. (7):
+    e_n(r) = sqrt(2 / c) sin(n pi r / c) / r, n = 1 .. N; the frequencies w_n start at n pi / c and
+    are learned (as in DimeNet and NequIP, Batzner et al., Nat. Commun. 13, 2453 (2022), eq. (8)).
+    Finite at r = 0 (limit sqrt(2 / c) w_n); callers pass a softened distance sqrt(r^2 + eps^2)
+    so that gradients stay finite too. The smooth cutoff is the caller's (an envelope).
+
+    Args:
+        n_rbf: number of basis functions N.
+        cutoff: c (length unit of the data).
+        trainable: learn the frequencies.
+    """
+
+    def __init__(self, n_rbf: int, cutoff: float, trainable: bool = True) -> None:
+        super().__init__()
+        if n_rbf < 1:
+            raise ValueError(f"n_rbf must be >= 1, got {n_rbf}")
+        freq = torch.arange(1, n_rbf + 1, dtype=torch.get_default_dtype()) * math.pi / cutoff
+        if trainable:
+            self.freq = torch.nn.Parameter(freq)
+        else:
+            self.register_buffer("freq", freq)
+        self.prefactor = math.sqrt(2.0 / cutoff)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """[n] distances (> 0) -> [n, n_rbf]."""
+        r = r.unsqueeze(-1)  # [n, 1]
+        return self.prefactor * torch.sin(self.freq * r) / r

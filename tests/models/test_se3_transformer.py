@@ -1,6 +1,7 @@
 """SE(3)-Transformer on e3nn: potential through physnet's test kit, l = 1 outputs, N-body dynamics."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,11 +15,13 @@ import physnet
 from physnet.data import keys as K
 from physnet.models.se3_transformer import (
     EquivariantLayerNorm,
+    ProductBasis,
     SE3Transformer,
     SE3TransformerDynamics,
     hidden_irreps,
     safe_spherical_harmonics,
 )
+from physnet.nn import BesselRBF
 from physnet.testing import (
     assert_kit,
     check_particle_symmetries,
@@ -236,3 +239,85 @@ def test_dynamics_batch_equals_single_and_charges_matter() -> None:
     assert (one - ref[5:10]).abs().max() <= 1e-12
     flipped = {**inputs, "charges": -inputs["charges"].abs()}
     assert not torch.allclose(model(**flipped), ref)
+
+
+# --- later-work options: plain sum (NequIP/MACE), MACE product basis, Bessel radial basis --------
+
+MACE_LIKE = {"attention": False, "correlation": 3, "product_channels": 4, "radial_basis": "bessel"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"attention": False},
+        {"correlation": 3, "product_channels": 4},
+        MACE_LIKE,
+        {**MACE_LIKE, "channels": [8, 4]},
+    ],
+    ids=["sum", "product", "mace_like", "mace_like_lmax1"],
+)
+def test_options_pass_kit_in_float64(options: dict) -> None:
+    """Rotation, reflection, translation, permutation to 1e-12, forces and stress vs finite differences."""
+    pot = _potential(10, **options)
+    if not options.get("attention", True):  # a data-set neighbour count, not 1, divides the sum
+        pot.model.fit_statistics([_graph(a) for a in reference_structures()])
+        assert float(pot.model.avg_neighbors) > 1.0
+    report = run_kit(pot, *reference_structures(), dtype=torch.float64)
+    assert_kit(report, torch.float64, complete=True)
+
+
+def test_product_basis_is_equivariant_and_element_dependent() -> None:
+    torch.manual_seed(11)
+    irreps = hidden_irreps([4, 4, 4])
+    basis = ProductBasis(irreps, irreps, channels=4, l_max=2, correlation=3, n_species=2).double()
+    x = torch.randn(6, irreps.dim, dtype=torch.float64)
+    species = torch.tensor([0, 1, 0, 1, 1, 0])
+    for reflect in (False, True):
+        d = _wigner_d(irreps, random_rotation(np.random.default_rng(12), reflect=reflect))
+        out = basis(x, species)
+        assert (basis(x @ d.T, species) - out @ d.T).abs().max() <= 1e-12 * out.abs().max()
+    # the same features on another element give another output (element-dependent weights)
+    assert not torch.allclose(
+        basis(x, torch.zeros(6, dtype=torch.long)), basis(x, torch.ones(6, dtype=torch.long))
+    )
+    # a cubic polynomial of the input: out(s x) = c1 s + c2 s^2 + c3 s^3 with c3 != 0 (4 points fit it)
+    s = torch.tensor([1.0, 2.0, -1.0, 0.5], dtype=torch.float64)
+    outs = torch.stack([basis(si * x, species) for si in s]).reshape(4, -1)  # [4, n * dim]
+    vander = torch.stack([s, s**2, s**3], dim=1)  # [4, 3]
+    coef = torch.linalg.lstsq(vander, outs).solution  # [3, n * dim]
+    assert (vander @ coef - outs).abs().max() <= 1e-10 * outs.abs().max()
+    assert coef[2].abs().max() > 1e-3 * coef[0].abs().max()
+
+
+def test_product_basis_buffers_exact_after_casts() -> None:
+    layer = _potential(correlation=3, product_channels=4).float().double().model.backbone.layers[1]
+    buffers = {n: b for n, b in layer.product.named_buffers() if "_w3j_" in n}
+    assert buffers
+    for name, buf in buffers.items():
+        l1, l2, l3 = (int(x) for x in name.split("_")[-3:])
+        assert buf.dtype == torch.float64 and torch.equal(buf, o3.wigner_3j(l1, l2, l3, dtype=torch.float64))
+
+
+def test_without_attention_no_query_and_avg_neighbors_from_data() -> None:
+    pot = _potential(13, attention=False)
+    assert all(layer.query is None for layer in pot.model.backbone.layers)
+    graphs = [_graph(a) for a in reference_structures()]
+    pot.model.fit_statistics(graphs)
+    edges = sum(int(g[K.EDGE_INDEX].shape[1]) for g in graphs)
+    atoms = sum(len(a) for a in reference_structures())
+    assert float(pot.model.avg_neighbors) == pytest.approx(edges / atoms)
+    assert "avg_neighbors" in pot.model.state_dict()
+
+
+def test_bessel_basis_values_and_trainable_frequencies() -> None:
+    rbf = BesselRBF(4, 5.0).double()
+    r = torch.tensor([0.5, 1.0, 4.0], dtype=torch.float64)
+    n = torch.arange(1, 5, dtype=torch.float64)
+    ref = math.sqrt(2 / 5.0) * torch.sin(n * math.pi * r[:, None] / 5.0) / r[:, None]
+    assert torch.allclose(rbf(r), ref, atol=1e-14)
+    assert rbf.freq.requires_grad
+    with pytest.raises(ValueError, match="radial_basis"):
+        physnet.models.build("se3_transformer", species=["H"], radial_basis="gauss")
+    with pytest.raises(ValueError, match="correlation"):
+        physnet.models.build("se3_transformer", species=["H"], correlation=0)
