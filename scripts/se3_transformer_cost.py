@@ -4,8 +4,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python scripts/se3_transformer_cost.py --config CONFIG --scaling
 
 Builds the model of ``examples/configs/se3_transformer_md17_ethanol.yaml`` (or of ``--config``, or
-``--hparams``) with random weights (cost does not depend on them) and times :class:`physnet.Potential` calls (energy and
-forces by autograd, no stress, eval mode) on two systems, each in a fresh subprocess:
+``--hparams``) with random weights (cost does not depend on them) and times :class:`physnet.Potential`
+calls (energy and forces by autograd, no stress, eval mode) on two systems, each in a fresh subprocess:
 
 - ethanol (RDKit geometry, 9 atoms, every pair within the 5 Å cutoff);
 - a 500-atom periodic fcc Cu box (5 x 5 x 5 cubic cells, a = 3.61 Å, rattled by 0.05 Å).

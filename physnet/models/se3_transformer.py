@@ -255,7 +255,7 @@ class ProductBasis(torch.nn.Module):
         return self
 
     def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """Aggregated messages [n_nodes, irreps_in.dim], species indices [n_nodes] -> [n_nodes, irreps_out.dim]."""
+        """Messages A [n_nodes, irreps_in.dim], species indices [n_nodes] -> [n_nodes, irreps_out.dim]."""
         a = self.linear_in(a)  # [n_nodes, irreps_a.dim], A_i
         basis, b = [a], a
         for tp, w in zip(self.products, self.weights, strict=True):
