@@ -265,6 +265,11 @@ def test_options_pass_kit_in_float64(options: dict) -> None:
         assert float(pot.model.avg_neighbors) > 1.0
     report = run_kit(pot, *reference_structures(), dtype=torch.float64)
     assert_kit(report, torch.float64, complete=True)
+    symmetry = {k: v for k, v in report.items() if k.split("_")[0] in SYMMETRIES}
+    assert len(symmetry) == 18 and max(symmetry.values()) <= 1e-12, symmetry
+
+
+SYMMETRIES = ("rotation", "reflection", "translation", "permutation")
 
 
 def test_product_basis_is_equivariant_and_element_dependent() -> None:
