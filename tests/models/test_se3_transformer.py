@@ -246,16 +246,14 @@ def test_dynamics_batch_equals_single_and_charges_matter() -> None:
 MACE_LIKE = {"attention": False, "correlation": 3, "product_channels": 4, "radial_basis": "bessel"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [
-        {"attention": False},
-        {"correlation": 3, "product_channels": 4},
-        MACE_LIKE,
-        {**MACE_LIKE, "channels": [8, 4]},
+        pytest.param({"attention": False}, id="sum", marks=pytest.mark.slow),
+        pytest.param({"correlation": 3, "product_channels": 4}, id="product", marks=pytest.mark.slow),
+        pytest.param(MACE_LIKE, id="mace_like", marks=pytest.mark.slow),
+        pytest.param({**MACE_LIKE, "channels": [8, 4]}, id="mace_like_lmax1"),  # the shipped options
     ],
-    ids=["sum", "product", "mace_like", "mace_like_lmax1"],
 )
 def test_options_pass_kit_in_float64(options: dict) -> None:
     """Rotation, reflection, translation, permutation to 1e-12, forces and stress vs finite differences."""
