@@ -48,6 +48,12 @@ Deviations and additions, all documented in the arguments:
   is labelled even, so all SO(3) paths (e.g. the cross product 1 x 1 -> 1) are allowed; it is
   rotation- but not reflection-equivariant (it can tell mirror images apart).
 - **Residuals.** Layers whose input and output irreps agree add their output to their input.
+- **Options from later work** (off by default, so the defaults are the paper's model):
+  ``attention=False`` replaces eq. (11) by NequIP's and MACE's plain neighbour sum over the mean
+  neighbour count; ``correlation`` > 1 applies MACE's product basis (:class:`ProductBasis`,
+  Batatia et al. 2022, eqs. (10)-(11)) to each layer's aggregated messages; ``radial_basis="bessel"``
+  feeds the radial MLPs DimeNet's Bessel functions with trainable frequencies
+  (:class:`physnet.nn.BesselRBF`) instead of Gaussians.
 
 :class:`SE3Transformer` (registered ``"se3_transformer"``) is the potential: species embedding
 -> attention layers on the cutoff graph -> MLP of the l = 0 channels -> per-atom energy
