@@ -27,7 +27,6 @@ Run by the parent, not by hand.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from peer_worker_loop import serve
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -384,22 +384,7 @@ OPS = {
 
 
 def main() -> None:
-    out = sys.stdout
-    sys.stdout = sys.stderr  # library chatter must not corrupt the JSON channel
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        req = json.loads(line)
-        if req.get("op") == "quit":
-            break
-        try:
-            reply = {"ok": True, **OPS[req["op"]](req)}
-        except Exception as exc:  # reported to the parent, which raises
-            import traceback
-
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
+    serve(OPS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""The JSON-line request loop shared by the peer workers (benchmark_peers_worker.py,
+benchmark_e3_peers_worker.py), which run in the peers' own venvs without physnet.
+
+Each request is one JSON object per line on stdin with an ``op`` key; each reply is one JSON line
+on stdout: ``{"ok": true, ...}`` or ``{"ok": false, "error": ..., "trace": ...}``. ``{"op": "quit"}``
+ends the loop. A worker script imports this module from its own folder (``scripts/``, which Python
+puts first on ``sys.path`` when it runs a script).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def serve(ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    """Answer requests from stdin with ``ops[request["op"]](request)`` until EOF or ``quit``."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # library chatter must not corrupt the JSON channel
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        if req.get("op") == "quit":
+            break
+        try:
+            reply = {"ok": True, **ops[req["op"]](req)}
+        except Exception as exc:  # reported to the parent, which raises
+            import traceback
+
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
