@@ -1714,9 +1714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows, raw = section_accuracy(args, peer)
                 table = markdown_table(ACC_HEADER, rows)
             report[name] = {"rows": rows, "raw": raw}
-            out.append(
-                f"### {name} ({time.perf_counter() - t0:.0f} s, medians of {args.repeats})\n\n{table}\n"
-            )
+            how = "one training run per model" if name == "accuracy" else f"medians of {args.repeats}"
+            out.append(f"### {name} ({time.perf_counter() - t0:.0f} s, {how})\n\n{table}\n")
             if args.json:  # after every section: a killed run keeps what it has measured
                 Path(args.json).write_text(json.dumps(report, indent=1, default=str))
     finally:
