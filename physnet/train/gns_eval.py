@@ -252,7 +252,10 @@ def report_line(r: dict[str, Any], tolerance: str) -> str:
             f"by more than {tolerance})"
         )
     if "free_fall_ratio" in r:
-        parts.append(f"free fall {r['free_fall_ratio']:.2f}x the true acceleration")
+        if np.isfinite(r["free_fall_ratio"]):
+            parts.append(f"free fall {r['free_fall_ratio']:.2f}x the true acceleration")
+        else:
+            parts.append("no free-fall frames")
     if "compression" in r:
         parts.append(f"peak neighbours per particle {r['compression']:.1f}x the truth's")
     elif "peak_neighbours" in r:

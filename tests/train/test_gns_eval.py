@@ -226,3 +226,11 @@ def test_rollout_data_is_checked_against_the_model() -> None:
         rollout_for_animation(model, unknown, 0)
     with pytest.raises(ValueError, match="out of range"):
         check_rollout_data(model, data, [7])
+
+
+def test_report_line_names_a_trajectory_without_free_fall() -> None:
+    from physnet.train.gns_eval import report_line
+
+    assert "free fall 0.97x the true acceleration" in report_line({"free_fall_ratio": 0.97}, "1.5 mm")
+    line = report_line({"free_fall_ratio": float("nan")}, "1.5 mm")
+    assert "no free-fall frames" in line and "nan" not in line
