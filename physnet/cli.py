@@ -312,23 +312,11 @@ def _add_train_parser(sub: argparse._SubParsersAction, command: str, job: str | 
     tr.set_defaults(func=_train, job=job)
 
 
-def _eval(args: argparse.Namespace) -> int:
-    import json
+def _eval_output_dir(args: argparse.Namespace) -> Path:
+    """The folder ``physnet eval`` writes to: ``--output``, else ``eval`` (``eval_<split>``) next to
+    the potential; refused when it holds earlier results (without ``--overwrite``) or is unwritable."""
+    from physnet.errors import check_writable
 
-    import numpy as np
-
-    import physnet
-    from physnet.data.checks import plausibility
-    from physnet.data.datasets import GraphDataset, load_split, read_frames
-    from physnet.errors import UserError, atomic_write, check_writable
-    from physnet.runtime import CpuShare, set_threads
-    from physnet.train.fit import _resolve_data_path, error_table, predict
-    from physnet.train.plots import plot_parity
-
-    share = CpuShare(set_threads(args.threads))
-    args.checkpoint = _run_potential(args.checkpoint)
-    if not args.data and not args.split:
-        raise UserError("give the DATA to evaluate on (a file or an embedded set), or --split test")
     out = Path(args.output) if args.output else _next_to(args.checkpoint) / "eval"
     if args.split and args.output is None:
         out = out.with_name(f"eval_{args.split}")
@@ -339,17 +327,44 @@ def _eval(args: argparse.Namespace) -> int:
             "or pass --overwrite"
         )
     check_writable(out, "--output" if args.output else "output folder")
-    run_cfg = None
-    if args.split:
-        run_dir = _next_to(args.checkpoint)
-        if not (run_dir / "split.json").is_file() or not (run_dir / "config.yaml").is_file():
-            raise UserError(
-                f"--split {args.split} needs the run directory of {args.checkpoint} ({run_dir}) with its "
-                "split.json and config.yaml; give a potential.pt or checkpoint inside a physnet train run"
-            )
-        from physnet.train.config import load_config
+    return out
 
-        run_cfg = load_config(run_dir / "config.yaml")
+
+def _eval_run_config(args: argparse.Namespace) -> Any:
+    """With ``--split``, the config of the run the potential belongs to (it needs its split.json)."""
+    if not args.split:
+        return None
+    from physnet.errors import UserError
+    from physnet.train.config import load_config
+
+    run_dir = _next_to(args.checkpoint)
+    if not (run_dir / "split.json").is_file() or not (run_dir / "config.yaml").is_file():
+        raise UserError(
+            f"--split {args.split} needs the run directory of {args.checkpoint} ({run_dir}) with its "
+            "split.json and config.yaml; give a potential.pt or checkpoint inside a physnet train run"
+        )
+    return load_config(run_dir / "config.yaml")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    import physnet
+    from physnet.data.checks import plausibility
+    from physnet.data.datasets import GraphDataset, load_split, read_frames
+    from physnet.errors import UserError, atomic_write
+    from physnet.runtime import CpuShare, set_threads
+    from physnet.train.fit import _resolve_data_path, error_table, predict
+    from physnet.train.plots import plot_parity
+
+    share = CpuShare(set_threads(args.threads))
+    args.checkpoint = _run_potential(args.checkpoint)
+    if not args.data and not args.split:
+        raise UserError("give the DATA to evaluate on (a file or an embedded set), or --split test")
+    out = _eval_output_dir(args)
+    run_cfg = _eval_run_config(args)
     data = args.data or (run_cfg.data.path if run_cfg is not None else None)
     if not data:
         raise UserError("give the DATA to evaluate on (a file or an embedded set), or --split test")
@@ -464,6 +479,20 @@ def _next_to(checkpoint: str) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
+def _md_structure(args: argparse.Namespace) -> tuple[Any, str]:
+    """The structure ``physnet md`` starts from (ASE Atoms) and where it came from; one atom, and
+    (unless ``--no-guard``) overlapping atoms, are refused."""
+    atoms, source = _read_structure(args.structure, args.seed)
+    if len(atoms) < 2:
+        raise ValueError(
+            f"structure {args.structure} has {len(atoms)} atom: the MD holds the centre of mass fixed, so a "
+            "lone atom cannot move (and has no temperature); give two or more atoms (repeat a crystal's cell)"
+        )
+    if not args.no_guard:
+        _check_geometry(atoms, f"structure {args.structure}")
+    return atoms, source
+
+
 def _md(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -483,14 +512,7 @@ def _md(args: argparse.Namespace) -> int:
     args.checkpoint = [_run_potential(c) for c in args.checkpoint]
     first = args.checkpoint[0]
     traj_path, uncertain = _md_paths(args)
-    atoms, source = _read_structure(args.structure, args.seed)
-    if len(atoms) < 2:
-        raise ValueError(
-            f"structure {args.structure} has {len(atoms)} atom: the MD holds the centre of mass fixed, so a "
-            "lone atom cannot move (and has no temperature); give two or more atoms (repeat a crystal's cell)"
-        )
-    if not args.no_guard:
-        _check_geometry(atoms, f"structure {args.structure}")
+    atoms, source = _md_structure(args)
     calc = physnet.Calculator(
         args.checkpoint if len(args.checkpoint) > 1 else first, device=args.device, dtype=dtype
     )
