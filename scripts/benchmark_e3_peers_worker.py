@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from peer_worker_loop import atoms_from_request as _atoms
 from peer_worker_loop import serve
 
 PEER = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_PEER", "mace")
@@ -49,21 +50,6 @@ torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 STATE: dict[str, dict[str, Any]] = {}
 TMP = tempfile.mkdtemp(prefix=f"physnet-peers-{PEER}-")
 SYMBOLS = ["H", "C", "O", "Cu"]
-
-
-def _atoms(structure: dict[str, Any]):
-    """ASE Atoms with the structure's positions, cell, pbc and momenta."""
-    from ase import Atoms
-
-    atoms = Atoms(
-        numbers=structure["numbers"],
-        positions=np.asarray(structure["positions"], dtype=np.float64),
-        cell=np.asarray(structure["cell"], dtype=np.float64),
-        pbc=structure["pbc"],
-    )
-    if structure.get("momenta") is not None:
-        atoms.set_momenta(np.asarray(structure["momenta"], dtype=np.float64))
-    return atoms
 
 
 def _rss() -> int:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from peer_worker_loop import atoms_from_request as _atoms
 from peer_worker_loop import serve
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
@@ -42,21 +43,6 @@ torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 
 STATE: dict[str, dict[str, Any]] = {}
 TMP = tempfile.mkdtemp(prefix="physnet-peers-")
-
-
-def _atoms(structure: dict[str, Any]):
-    """ASE Atoms with the structure's positions, cell, pbc and momenta."""
-    from ase import Atoms
-
-    atoms = Atoms(
-        numbers=structure["numbers"],
-        positions=np.asarray(structure["positions"], dtype=np.float64),
-        cell=np.asarray(structure["cell"], dtype=np.float64),
-        pbc=structure["pbc"],
-    )
-    if structure.get("momenta") is not None:
-        atoms.set_momenta(np.asarray(structure["momenta"], dtype=np.float64))
-    return atoms
 
 
 def _spk_model(params: dict[str, Any], training: bool = False):

@@ -1,5 +1,6 @@
-"""The JSON-line request loop shared by the peer workers (benchmark_peers_worker.py,
-benchmark_e3_peers_worker.py), which run in the peers' own venvs without physnet.
+"""The JSON-line request loop and the request-to-Atoms helper shared by the peer workers
+(benchmark_peers_worker.py, benchmark_e3_peers_worker.py), which run in the peers' own venvs
+without physnet.
 
 Each request is one JSON object per line on stdin with an ``op`` key; each reply is one JSON line
 on stdout: ``{"ok": true, ...}`` or ``{"ok": false, "error": ..., "trace": ...}``. ``{"op": "quit"}``
@@ -13,6 +14,8 @@ import json
 import sys
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 
 def serve(ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
@@ -33,3 +36,19 @@ def serve(ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
         out.write(json.dumps(reply) + "\n")
         out.flush()
+
+
+def atoms_from_request(structure: dict[str, Any]) -> Any:
+    """ASE Atoms from a request's ``structure`` (numbers, positions [n, 3] in Å, cell [3, 3] in Å,
+    pbc, and optional momenta [n, 3] in ASE units)."""
+    from ase import Atoms
+
+    atoms = Atoms(
+        numbers=structure["numbers"],
+        positions=np.asarray(structure["positions"], dtype=np.float64),
+        cell=np.asarray(structure["cell"], dtype=np.float64),
+        pbc=structure["pbc"],
+    )
+    if structure.get("momenta") is not None:
+        atoms.set_momenta(np.asarray(structure["momenta"], dtype=np.float64))
+    return atoms
