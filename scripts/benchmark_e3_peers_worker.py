@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 from peer_worker_loop import atoms_from_request as _atoms
-from peer_worker_loop import serve
+from peer_worker_loop import serve, timed_md
 
 PEER = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_PEER", "mace")
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -205,16 +205,8 @@ def op_setup(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_md(req: dict[str, Any]) -> dict[str, Any]:
-    from ase import units
-    from ase.md.verlet import VelocityVerlet
-
     state = STATE[req["key"]]
-    atoms = _atoms(state["structure"])
-    atoms.calc = state["calc"]
-    dyn = VelocityVerlet(atoms, req.get("timestep_fs", 0.5) * units.fs)
-    start = time.perf_counter()
-    dyn.run(req["steps"])
-    return {"seconds": time.perf_counter() - start}
+    return {"seconds": timed_md(state["structure"], state["calc"], req["steps"], req.get("timestep_fs", 0.5))}
 
 
 def op_call(req: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,3 +53,17 @@ def atoms_from_request(structure: dict[str, Any]) -> Any:
     if structure.get("momenta") is not None:
         atoms.set_momenta(np.asarray(structure["momenta"], dtype=np.float64))
     return atoms
+
+
+def timed_md(structure: dict[str, Any], calc: Any, steps: int, timestep_fs: float = 0.5) -> float:
+    """Seconds for ``steps`` ASE velocity-Verlet steps of ``timestep_fs`` fs from ``structure``
+    (as :func:`atoms_from_request` reads it) with the ASE calculator ``calc``."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = atoms_from_request(structure)
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
+    start = time.perf_counter()
+    dyn.run(steps)
+    return time.perf_counter() - start
