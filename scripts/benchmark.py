@@ -929,12 +929,12 @@ def section_peers(args) -> tuple[list[list[Any]], dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- accuracy
 # MACE as issue 34 runs it: 32 channels, max_L 1, correlation 3, r 5 Å, 2 interactions, batch 5,
-# lr 0.01, AMSGrad, EMA 0.99, weights energy 1 / forces 1000, E0s fitted to the training set
-# ("average", as MACE documents when isolated-atom energies are unknown), float32, no SWA.
+# lr 0.01, AMSGrad, EMA 0.99, weights energy 1 / forces 1000, float32, no SWA. E0s: per-element
+# reference energies fitted to the training energies by least squares (``training_e0s``); MACE's
+# own "average" leaves a one-composition set's energies off by a constant.
 MACE_CONFIG = {"num_channels": 32, "max_L": 1, "correlation": 3, "r_max": 5.0, "num_interactions": 2}
 MACE_TRAIN = {
     "model": "MACE",
-    "E0s": "average",
     "batch_size": 5,
     "valid_batch_size": 10,
     "lr": 0.01,
@@ -1044,10 +1044,27 @@ def write_split_files(data: str | os.PathLike, out_dir: Path, seed: int = 0) -> 
     return paths
 
 
+def training_e0s(train_file: Path) -> dict[int, float]:
+    """Per-element reference energies {Z: E0} (the file's energy unit) that best reproduce the
+    training energies as sum_i E0(Z_i): the minimum-norm least-squares fit over the compositions,
+    so that with one composition (MD17) their sum is the mean training energy."""
+    import ase.io
+    import numpy as np
+
+    frames = ase.io.read(train_file, index=":")
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    counts = np.array([[np.count_nonzero(a.numbers == z) for z in elements] for a in frames], dtype=float)
+    energies = np.array([float(a.info["REF_energy"]) for a in frames])
+    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return {z: float(e) for z, e in zip(elements, e0, strict=True)}
+
+
 def mace_command(python: Path, work: Path, files: dict[str, Path], epochs: int | None = None) -> list[str]:
-    """``mace_run_train`` with the issue's configuration (``MACE_CONFIG``, ``MACE_TRAIN``)."""
+    """``mace_run_train`` with the issue's configuration (``MACE_CONFIG``, ``MACE_TRAIN``) and
+    E0s from :func:`training_e0s` of the training file."""
     exe = python.parent / "mace_run_train"
-    opts = {**MACE_CONFIG, **MACE_TRAIN, "name": "mace", "work_dir": str(work)}
+    e0s = "{" + ", ".join(f"{z}: {e!r}" for z, e in training_e0s(files["mace_train"]).items()) + "}"
+    opts = {**MACE_CONFIG, **MACE_TRAIN, "E0s": e0s, "name": "mace", "work_dir": str(work)}
     if epochs is not None:
         opts["max_num_epochs"] = epochs
     cmd = [str(exe), f"--train_file={files['mace_train']}", f"--valid_file={files['mace_val']}"]

@@ -3,6 +3,7 @@ learning-curve plot, and (slow, where the peers' venvs exist) one worker round t
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import sys
@@ -72,8 +73,30 @@ def test_plot_test_curves(tmp_path: Path) -> None:
     assert out.stat().st_size > 1000
 
 
+def _mace_train_file(path: Path) -> Path:
+    """Two compositions, H2O (E = -10) and H2 (E = -2): E0(H) = -1, E0(O) = -8 exactly."""
+    import ase.io
+    from ase import Atoms
+
+    frames = [
+        Atoms("H2O", positions=[[0, 0, 0], [1, 0, 0], [0, 1, 0]]),
+        Atoms("H2", positions=[[0, 0, 0], [1, 0, 0]]),
+    ]
+    for atoms, e in zip(frames, (-10.0, -2.0), strict=True):
+        atoms.info["REF_energy"] = e
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def test_training_e0s_fit_compositions(bench: ModuleType, tmp_path: Path) -> None:
+    e0 = bench.training_e0s(_mace_train_file(tmp_path / "mace_train.xyz"))
+    assert e0.keys() == {1, 8}
+    assert e0[1] == pytest.approx(-1.0) and e0[8] == pytest.approx(-8.0)
+
+
 def test_nequip_config_and_mace_command(bench: ModuleType, tmp_path: Path) -> None:
     files = {k: tmp_path / f"{k}.xyz" for k in ("train", "val", "test", "mace_train", "mace_val")}
+    _mace_train_file(files["mace_train"])
     cfg = bench.nequip_config(files, 20)
     assert cfg["trainer"]["max_time"] == "00:00:20:00"
     assert cfg["training_module"]["model"]["num_features"] == 32
@@ -84,6 +107,8 @@ def test_nequip_config_and_mace_command(bench: ModuleType, tmp_path: Path) -> No
     for opt in ("--num_channels=32", "--max_L=1", "--correlation=3", "--r_max=5.0", "--batch_size=5"):
         assert opt in cmd
     assert "--forces_weight=1000.0" in cmd and "--ema" in cmd
+    (e0s,) = [ast.literal_eval(c.split("=", 1)[1]) for c in cmd if c.startswith("--E0s=")]
+    assert e0s == pytest.approx({1: -1.0, 8: -8.0})
     assert "--max_num_epochs=0" in bench.mace_command(Path("/v/bin/python"), tmp_path, files, epochs=0)
 
 
