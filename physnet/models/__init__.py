@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "build": "physnet.models.registry",
     "register": "physnet.models.registry",
     "SchNet": "physnet.models.schnet",
+    "PaiNN": "physnet.models.painn",
     "BehlerParrinello": "physnet.models.behler_parrinello",
     "CGnet": "physnet.models.cgnet",
     "EGNN": "physnet.models.egnn",
@@ -52,6 +53,7 @@ __all__ = [
     "build",
     "register",
     "SchNet",
+    "PaiNN",
     "BehlerParrinello",
     "CGnet",
     "EGNN",
@@ -80,6 +82,7 @@ _SUBMODULES = (
     "simulator",
     "dynamics",
     "schnet",
+    "painn",
     "behler_parrinello",
     "cgnet",
     "egnn",
@@ -99,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from physnet.models.egnn import EGNN, EGNNDynamics
     from physnet.models.gns import GNS
+    from physnet.models.painn import PaiNN
     from physnet.models.registry import EnergyModel, Registry, available, build, register
     from physnet.models.schnet import SchNet
     from physnet.models.se3_transformer import SE3Transformer, SE3TransformerDynamics

@@ -11,6 +11,7 @@ ENERGY_MODELS: dict[str, str] = {
     "behler_parrinello": "physnet.models.behler_parrinello",
     "cgnet": "physnet.models.cgnet",
     "egnn": "physnet.models.egnn",
+    "painn": "physnet.models.painn",
     "schnet": "physnet.models.schnet",
     "se3_transformer": "physnet.models.se3_transformer",
 }
