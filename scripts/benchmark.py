@@ -967,6 +967,7 @@ E3_PACKAGES = {"mace": ["torch==2.13.0", "mace-torch==0.3.16"], "nequip": ["torc
 E3_WORKER = Path(__file__).resolve().parent / "benchmark_e3_peers_worker.py"
 PHYSNET_MD17_CONFIGS = {
     "schnet": "schnet_md17_ethanol.yaml",
+    "painn": "painn_md17_ethanol.yaml",
     "behler_parrinello": "behler_parrinello_md17_ethanol.yaml",
     "egnn": "egnn_md17_ethanol.yaml",
     "se3_transformer": "se3_transformer_md17_ethanol.yaml",
@@ -1271,6 +1272,17 @@ class TrainingRun:
         return True
 
 
+def alternate_sides(runs: list[TrainingRun]) -> list[TrainingRun]:
+    """physnet and peer runs interleaved (physnet 1, peer 1, physnet 2, peer 2, ...), in their own
+    orders, so that with ``--parallel 2`` each physnet model trains beside a peer."""
+    ours = [r for r in runs if r.name.startswith("physnet")]
+    theirs = [r for r in runs if not r.name.startswith("physnet")]
+    out: list[TrainingRun] = []
+    for k in range(max(len(ours), len(theirs))):
+        out += ours[k : k + 1] + theirs[k : k + 1]
+    return out
+
+
 def run_trainings(
     runs: list[TrainingRun], parallel: int, snapshot_minutes: float, poll_s: float = 2.0
 ) -> None:
@@ -1438,7 +1450,7 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
                     kill_at_budget=False,
                 )
             )
-    run_trainings(runs, args.parallel, args.snapshot_minutes)
+    run_trainings(alternate_sides(runs), args.parallel, args.snapshot_minutes)
 
     # evaluation of every snapshot on the 900 test frames (not part of the budget)
     raw: dict[str, Any] = {"split_files": {k: str(v) for k, v in files.items()}, "runs": {}}

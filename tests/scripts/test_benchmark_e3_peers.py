@@ -152,3 +152,12 @@ def test_e3_worker_round_trip(bench: ModuleType, peer: str) -> None:
         assert worker.request("md", key="k", steps=3)["seconds"] > 0
     finally:
         worker.close()
+
+
+def test_alternate_sides_pairs_each_physnet_model_with_a_peer(bench: ModuleType, tmp_path: Path) -> None:
+    def run(name: str):
+        return bench.TrainingRun(name, ["true"], {}, tmp_path / name, lambda: None, "x", 1.0, False)
+
+    runs = [run(n) for n in ("physnet painn", "physnet schnet", "physnet egnn", "mace", "nequip")]
+    order = [r.name for r in bench.alternate_sides(runs)]
+    assert order == ["physnet painn", "mace", "physnet schnet", "nequip", "physnet egnn"]
