@@ -1,7 +1,7 @@
 """Small potentials of every energy model, exported once per test session (float64).
 
 Each has non-trivial references, energy scale and shift (and priors where the model has them),
-so the tests see everything a trained potential carries. Compiling all five takes about two
+so the tests see everything a trained potential carries. Compiling all six takes about two
 minutes on one core; the files are shared by the export, calculator and LAMMPS tests.
 """
 
@@ -17,8 +17,8 @@ import physnet
 from physnet.export import example_graph, export_potential
 from physnet.nn.priors import ZBLRepulsion, fit_cg_priors
 
-MODELS = ("schnet", "behler_parrinello", "egnn", "se3_transformer", "cgnet")
-ATOMIC = ("schnet", "behler_parrinello", "egnn", "se3_transformer")
+MODELS = ("schnet", "painn", "behler_parrinello", "egnn", "se3_transformer", "cgnet")
+ATOMIC = ("schnet", "painn", "behler_parrinello", "egnn", "se3_transformer")
 
 
 def _make_potential(name: str, dtype: torch.dtype = torch.float64, seed: int = 0) -> physnet.Potential:
@@ -31,6 +31,8 @@ def _make_potential(name: str, dtype: torch.dtype = torch.float64, seed: int = 0
             "schnet", species=species, cutoff=4.0, n_features=32, n_filters=32, n_interactions=3, n_rbf=20
         )
         priors = {"zbl": ZBLRepulsion(species, cutoff=1.5)}
+    elif name == "painn":
+        model = physnet.models.build("painn", species=species, cutoff=4.0, n_features=16, n_interactions=2)
     elif name == "behler_parrinello":
         model = physnet.models.build("behler_parrinello", species=species, cutoff=4.0, hidden=(16, 16))
     elif name == "egnn":

@@ -19,8 +19,8 @@ from physnet.data import keys as K
 from physnet.data.graph import collate, from_ase
 from physnet.export import ExportedPotential, export_potential, exported_inputs, read_metadata
 
-MODELS = ("schnet", "behler_parrinello", "egnn", "se3_transformer", "cgnet")
-ATOMIC = MODELS[:4]
+MODELS = ("schnet", "painn", "behler_parrinello", "egnn", "se3_transformer", "cgnet")
+ATOMIC = MODELS[:5]
 
 
 def _structures(name: str, potential: physnet.Potential, triclinic_box) -> dict[str, dict[str, torch.Tensor]]:
