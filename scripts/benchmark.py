@@ -18,22 +18,23 @@ Sections (``--only``, comma separated; all by default):
   :func:`physnet.export.export_potential` (AOTInductor ``.pt2``) against the eager inference
   copy (:meth:`physnet.Potential.frozen`) it came from, both through ``physnet.Calculator`` with
   the same Verlet list, for SchNet and Behler-Parrinello on the ``md`` systems (no peers).
-- ``peers``: MACE and NequIP (random weights of the accuracy configurations, through their own
-  ASE calculators) against physnet's models of the MD17 configs (schnet, se3_transformer and any
-  ``--physnet-configs``): energy+forces ms/call, peak memory per call and ASE MD steps/s for
-  ethanol, aspirin and Cu 500, all contestants in turn.
+- ``peers``: MACE, NequIP and TensorNet (random weights of the accuracy configurations, through
+  their own ASE calculators) against physnet's models of the MD17 configs (schnet,
+  se3_transformer and any ``--physnet-configs``): energy+forces ms/call, peak memory per call
+  and ASE MD steps/s for ethanol, aspirin and Cu 500, all contestants in turn.
 - ``accuracy``: physnet's MD17 configs (``physnet train``), MACE (``mace_run_train``), NequIP
-  (``nequip-train``) and schnetpack's SchNet (its own Lightning task) trained for the same
-  wall-clock budget (``--budget-minutes``, default 20; ``--parallel 2`` runs two at once) on the
-  shared MD17 ethanol split (1000/100/900, seed 0, written as extxyz for the peers); test energy
-  and force MAE / RMSE, and the learning curve: each run's best-so-far model is copied every
-  ``--snapshot-minutes`` and evaluated on the test split afterwards
-  (``docs/learning_curve_md17.png``).
+  (``nequip-train``), TensorNet (``torchmd-train``) and schnetpack's SchNet (its own Lightning
+  task) trained for the same wall-clock budget (``--budget-minutes``, default 20; ``--parallel 2``
+  runs two at once) on the shared MD17 ethanol split (1000/100/900, seed 0, written as extxyz
+  for the peers and as .npy for torchmd-net); test energy and force MAE / RMSE, and the
+  learning curve: each run's best-so-far model is copied every ``--snapshot-minutes`` and
+  evaluated on the test split afterwards (``docs/learning_curve_md17.png``).
 
 physnet runs in this interpreter; the peers run in their own virtual environments through
 JSON-line workers: schnetpack 2.1.1 and torchani 2.9 with torch 2.4.1 in ``--peers-venv``
-(``scripts/benchmark_peers_worker.py``), mace-torch 0.3.16 in ``<peers-venv>-mace`` and nequip
-0.19.1 in ``<peers-venv>-nequip``, each with torch 2.13 (``scripts/benchmark_e3_peers_worker.py``);
+(``scripts/benchmark_peers_worker.py``), mace-torch 0.3.16 in ``<peers-venv>-mace``, nequip
+0.19.1 in ``<peers-venv>-nequip`` and torchmd-net 3.1.0 in ``<peers-venv>-torchmdnet``, each with
+torch 2.13 (``scripts/benchmark_e3_peers_worker.py``);
 ``--setup-peers`` creates the missing ones with ``python -m venv`` and pip, ``--peers`` picks
 them. Each measurement alternates physnet and the peer (A B A B ...) and the report
 gives medians and ratios, so a busy machine slows both alike. Both sides run with
@@ -833,13 +834,15 @@ PEERS_HEADER = [
     "MD steps/s",
     "MD vs MACE",
     "MD vs NequIP",
+    "MD vs TensorNet",
     "call vs MACE",
     "call vs NequIP",
+    "call vs TensorNet",
 ]
 
 
 def section_peers(args) -> tuple[list[list[Any]], dict[str, Any]]:
-    """MACE and NequIP (their ASE calculators, random weights of the accuracy configurations)
+    """MACE, NequIP and TensorNet (their ASE calculators, random weights of the accuracy configurations)
     against physnet's models of the MD17 configs: energy+forces ms/call with peak memory and
     ASE MD steps/s on ethanol, aspirin and Cu 500, all contestants in turn (A B C D A B C D ...)."""
     systems = {k: v for k, v in structures(args.quick).items() if k != "Cu box (5,000)"}
@@ -855,8 +858,7 @@ def section_peers(args) -> tuple[list[list[Any]], dict[str, Any]]:
             versions[p] = workers[p].request("info")
     configs = [ROOT / "examples" / "configs" / PHYSNET_MD17_CONFIGS[m] for m in args.physnet_models]
     configs += [Path(c).resolve() for c in args.physnet_configs]
-    peer_params = {"mace": MACE_CONFIG, "nequip": NEQUIP_CONFIG}
-    rows, raw = [], {"versions": versions, "configs": {"mace": MACE_CONFIG, "nequip": NEQUIP_CONFIG}}
+    rows, raw = [], {"versions": versions, "configs": {p: E3_PARAMS[p] for p in workers}}
     try:
         for system, atoms in systems.items():
             contestants: dict[str, dict[str, Any]] = {}
@@ -874,13 +876,13 @@ def section_peers(args) -> tuple[list[list[Any]], dict[str, Any]]:
                 }
             for p, worker in workers.items():
                 key = f"peers|{p}|{system}"
-                pinfo = worker.request("setup", key=key, structure=as_json(atoms), params=peer_params[p])
+                pinfo = worker.request("setup", key=key, structure=as_json(atoms), params=E3_PARAMS[p])
 
                 def call(w=worker, k=key, n=n_calls[system]) -> tuple[float, float | None]:
                     r = w.request("call", key=k, n=n)
                     return r["seconds"], r["peak_mb"]
 
-                contestants[{"mace": "MACE", "nequip": "NequIP"}[p]] = {
+                contestants[E3_LABELS[p]] = {
                     "params": pinfo["n_params"],
                     "call": call,
                     "md": lambda w=worker, k=key, s=md_steps[system]: w.request("md", key=k, steps=s)[
@@ -910,7 +912,7 @@ def section_peers(args) -> tuple[list[list[Any]], dict[str, Any]]:
             for name, v in summary.items():
                 row = [system, name, contestants[name]["params"], v["ms"], v["peak_mb"], v["md"]]
                 for which in ("md", "ms"):
-                    for peer_label in ("MACE", "NequIP"):
+                    for peer_label in E3_LABELS.values():
                         other = summary.get(peer_label)
                         if other is None or name == peer_label:
                             row.append(None)
@@ -962,8 +964,79 @@ NEQUIP_CONFIG = {
     "radial_mlp_depth": 2,
     "radial_mlp_width": 64,
 }
-E3_PEERS = ("mace", "nequip")
-E3_PACKAGES = {"mace": ["torch==2.13.0", "mace-torch==0.3.16"], "nequip": ["torch==2.13.0", "nequip==0.19.1"]}
+# TensorNet (Simeon & De Fabritiis 2023) with torchmd-net's documented rMD17 configuration,
+# examples/TensorNet-rMD17.yaml of the torchmd-net repository (unchanged since commit a5d921b,
+# 2023-11-20): 2 layers, 128 channels, 32 expnorm RBFs (not trainable), r 0 - 4.5 Å, O(3), silu,
+# at most 32 neighbours, scalar output summed over atoms, energy standardised with the training
+# set's mean and std; batch 8 (inference 64), lr 1e-3 with 500 warm-up steps, ReduceLROnPlateau
+# (0.8, patience 25, min 1e-8), early stopping after 300 epochs, gradient clipping 40, loss
+# weights energy 0.5 / forces 0.5 with loss EMAs 0.01 / 1.0, float32. Changed for this
+# benchmark: the benchmark's split files instead of its MD17 download and 950/50 split, seed 0
+# (as the other peers), a checkpoint every epoch (save_interval 1, its yaml has 10) so the
+# snapshots see every improvement, no test set during training (the 900 test frames are
+# evaluated afterwards), 0 data-loader workers and the CPU.
+TENSORNET_CONFIG = {
+    "model": "tensornet",
+    "embedding_dimension": 128,
+    "num_layers": 2,
+    "num_rbf": 32,
+    "rbf_type": "expnorm",
+    "trainable_rbf": False,
+    "activation": "silu",
+    "cutoff_lower": 0.0,
+    "cutoff_upper": 4.5,
+    "max_z": 100,
+    "max_num_neighbors": 32,
+    "equivariance_invariance_group": "O(3)",
+    "output_model": "Scalar",
+    "reduce_op": "add",
+    "aggr": "add",
+    "atom_filter": -1,
+    "derivative": True,
+    "precision": 32,
+    "prior_model": None,
+    "box_vecs": None,
+    "charge": False,
+    "spin": False,
+}
+TENSORNET_TRAIN = {
+    "batch_size": 8,
+    "inference_batch_size": 64,
+    "lr": 1.0e-3,
+    "lr_factor": 0.8,
+    "lr_min": 1.0e-8,
+    "lr_patience": 25,
+    "lr_warmup_steps": 500,
+    "early_stopping_patience": 300,
+    "ema_alpha_y": 0.01,
+    "ema_alpha_neg_dy": 1.0,
+    "y_weight": 0.5,
+    "neg_dy_weight": 0.5,
+    "gradient_clipping": 40.0,
+    "weight_decay": 0.0,
+    "standardize": True,
+    "num_epochs": 10000,
+    "seed": 0,
+    "save_interval": 1,
+    "test_interval": -1,
+    "num_workers": 0,
+    "ngpus": 1,
+    "num_nodes": 1,
+    "redirect": False,
+}
+E3_PEERS = ("mace", "nequip", "tensornet")
+E3_PACKAGES = {
+    "mace": ["torch==2.13.0", "mace-torch==0.3.16"],
+    "nequip": ["torch==2.13.0", "nequip==0.19.1"],
+    "tensornet": ["torch==2.13.0", "torchmd-net==3.1.0"],
+}
+E3_MODULES = {
+    "mace": "mace.calculators",
+    "nequip": "nequip.integrations.ase",
+    "tensornet": "torchmdnet.calculators",
+}
+E3_LABELS = {"mace": "MACE", "nequip": "NequIP", "tensornet": "TensorNet"}
+E3_PARAMS = {"mace": MACE_CONFIG, "nequip": NEQUIP_CONFIG, "tensornet": TENSORNET_CONFIG}
 E3_WORKER = Path(__file__).resolve().parent / "benchmark_e3_peers_worker.py"
 PHYSNET_MD17_CONFIGS = {
     "schnet": "schnet_md17_ethanol.yaml",
@@ -975,15 +1048,16 @@ PHYSNET_MD17_CONFIGS = {
 
 
 def e3_venv(peer: str, root: Path) -> Path:
-    """The venv of one E(3)-equivariant peer: ``<root>-<peer>`` (``~/.cache/physnet-peers-mace``)."""
-    return Path(f"{root}-{peer}")
+    """The venv of one E(3)-equivariant peer: ``<root>-<peer>`` (``~/.cache/physnet-peers-mace``;
+    TensorNet's is torchmd-net's, ``<root>-torchmdnet``)."""
+    return Path(f"{root}-{'torchmdnet' if peer == 'tensornet' else peer}")
 
 
 def ensure_e3_peer(peer: str, venv: Path, allow_create: bool) -> Path | None:
-    """Python of a MACE / NequIP venv, made with ``python -m venv`` + pip if missing and allowed."""
+    """Python of a MACE / NequIP / TensorNet (torchmd-net) venv, made with ``python -m venv`` +
+    pip if missing and allowed."""
     python = venv / "bin" / "python"
-    module = {"mace": "mace.calculators", "nequip": "nequip.integrations.ase"}[peer]
-    check = [str(python), "-c", f"import {module}"]
+    check = [str(python), "-c", f"import {E3_MODULES[peer]}"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     if not allow_create:
@@ -997,7 +1071,8 @@ def ensure_e3_peer(peer: str, venv: Path, allow_create: bool) -> Path | None:
 
 
 class E3Worker(PeerWorker):
-    """``benchmark_e3_peers_worker.py`` in a MACE or NequIP venv, one JSON line per request."""
+    """``benchmark_e3_peers_worker.py`` in a MACE, NequIP or torchmd-net venv, one JSON line per
+    request."""
 
     def __init__(self, python: Path, peer: str, threads: int) -> None:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -1020,7 +1095,8 @@ def write_split_files(data: str | os.PathLike, out_dir: Path, seed: int = 0) -> 
 
     ``{train,val,test}.xyz`` carry ``energy`` / ``forces`` (ASE's calculator keys, what NequIP
     and ASE read); ``mace_{train,val,test}.xyz`` carry ``REF_energy`` / ``REF_forces`` (MACE's
-    documented keys). Units are the file's (kcal/mol, Å for MD17).
+    documented keys). Units are the file's (kcal/mol, Å for MD17). ``tmdnet_*`` are the
+    train and val frames for torchmd-net's ``Custom`` dataset (see :func:`write_torchmdnet_files`).
     """
     import ase.io
 
@@ -1030,8 +1106,9 @@ def write_split_files(data: str | os.PathLike, out_dir: Path, seed: int = 0) -> 
     split = make_split(len(frames), 1000, 100, 900, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    stages: dict[str, list[Any]] = {}
     for stage in ("train", "val", "test"):
-        chosen = [frames[int(i)] for i in split[stage]]
+        chosen = stages[stage] = [frames[int(i)] for i in split[stage]]
         paths[stage] = out_dir / f"{stage}.xyz"
         ase.io.write(paths[stage], chosen, format="extxyz")
         plain = []
@@ -1042,6 +1119,7 @@ def write_split_files(data: str | os.PathLike, out_dir: Path, seed: int = 0) -> 
             plain.append(a)
         paths[f"mace_{stage}"] = out_dir / f"mace_{stage}.xyz"
         ase.io.write(paths[f"mace_{stage}"], plain, format="extxyz")
+    paths.update(write_torchmdnet_files(stages["train"], stages["val"], out_dir))
     return paths
 
 
@@ -1058,6 +1136,75 @@ def training_e0s(train_file: Path) -> dict[int, float]:
     energies = np.array([float(a.info["REF_energy"]) for a in frames])
     e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return {z: float(e) for z, e in zip(elements, e0, strict=True)}
+
+
+def write_torchmdnet_files(train: Sequence[Any], val: Sequence[Any], out_dir: Path) -> dict[str, Path]:
+    """The train and val frames (ASE Atoms with energy and forces, all of one molecule in one
+    atom order) as torchmd-net's ``Custom`` dataset: ``tmdnet_pos.npy`` [n, atoms, 3] Å,
+    ``tmdnet_z.npy`` [atoms] atomic numbers, ``tmdnet_energy.npy`` [n, 1] and ``tmdnet_forces.npy``
+    [n, atoms, 3] in the frames' units (kcal/mol, kcal/mol/Å for MD17), float32, train frames
+    first; and ``tmdnet_splits.npz`` (``idx_train`` the train frames, ``idx_val`` the val frames,
+    ``idx_test`` empty: the test frames stay out of torchmd-net, they are evaluated afterwards)."""
+    frames = list(train) + list(val)
+    numbers = frames[0].numbers
+    for i, atoms in enumerate(frames):
+        if not np.array_equal(atoms.numbers, numbers):
+            raise ValueError(
+                f"frame {i} has other atoms than frame 0; torchmd-net's Custom dataset needs one "
+                "molecule in one atom order per file (split the data by molecule)"
+            )
+    arrays = {
+        "pos": np.stack([a.positions for a in frames]).astype(np.float32),
+        "z": np.asarray(numbers, dtype=np.int64),
+        "energy": np.array([[a.get_potential_energy()] for a in frames], dtype=np.float32),
+        "forces": np.stack([a.get_forces() for a in frames]).astype(np.float32),
+    }
+    paths = {}
+    for key, value in arrays.items():
+        paths[f"tmdnet_{key}"] = out_dir / f"tmdnet_{key}.npy"
+        np.save(paths[f"tmdnet_{key}"], value)
+    paths["tmdnet_splits"] = out_dir / "tmdnet_splits.npz"
+    np.savez(
+        paths["tmdnet_splits"],
+        idx_train=np.arange(len(train)),
+        idx_val=np.arange(len(train), len(frames)),
+        idx_test=np.zeros(0, dtype=np.int64),
+    )
+    return paths
+
+
+def tensornet_config(files: dict[str, Path], log_dir: Path) -> dict[str, Any]:
+    """``torchmd-train --conf`` of TensorNet: ``TENSORNET_CONFIG`` and ``TENSORNET_TRAIN`` on the
+    benchmark split (the ``tmdnet_*`` files of :func:`write_split_files`), logs and checkpoints
+    in ``log_dir``. torchmd-train has no time limit: the benchmark stops it at the budget."""
+    return {
+        **TENSORNET_CONFIG,
+        **TENSORNET_TRAIN,
+        "dataset": "Custom",
+        "coord_files": str(files["tmdnet_pos"]),
+        "embed_files": str(files["tmdnet_z"]),
+        "energy_files": str(files["tmdnet_energy"]),
+        "force_files": str(files["tmdnet_forces"]),
+        "splits": str(files["tmdnet_splits"]),
+        "train_size": None,
+        "val_size": None,
+        "test_size": None,
+        "log_dir": str(log_dir),
+    }
+
+
+def tensornet_best(log_dir: Path) -> Path | None:
+    """torchmd-train's best checkpoint so far in ``log_dir``: the lowest validation loss among
+    its ``epoch=<N>-val_loss=<L>.ckpt`` files (it keeps the 10 best), None before the first."""
+    best: tuple[float, Path] | None = None
+    for path in log_dir.glob("epoch=*-val_loss=*.ckpt"):
+        try:
+            loss = float(path.stem.split("val_loss=", 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if best is None or loss < best[0]:
+            best = (loss, path)
+    return best[1] if best else None
 
 
 def mace_command(python: Path, work: Path, files: dict[str, Path], epochs: int | None = None) -> list[str]:
@@ -1355,7 +1502,7 @@ def evaluate_physnet_snapshots(
 
 
 def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], dict[str, Any]]:
-    """Equal wall-clock budget on the MD17 ethanol split: physnet models, MACE, NequIP
+    """Equal wall-clock budget on the MD17 ethanol split: physnet models, MACE, NequIP, TensorNet
     (schnetpack too with its venv): test energy and force MAE / RMSE, and the learning curve
     (test force MAE of snapshots taken every ``--snapshot-minutes``)."""
     import yaml
@@ -1423,6 +1570,22 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
                     work,
                     lambda w=work: _newest(w / "run" / "checkpoints", "*_epoch-*.pt"),
                     "Started training",
+                    budget_s,
+                    kill_at_budget=True,
+                )
+            )
+        elif p == "tensornet":
+            work.mkdir(parents=True)
+            conf = work / "tensornet.yaml"
+            conf.write_text(yaml.safe_dump(tensornet_config(files, work / "run")))
+            runs.append(
+                TrainingRun(
+                    "tensornet",
+                    [str(python.parent / "torchmd-train"), "--conf", str(conf)],
+                    peer_env,
+                    work,
+                    lambda w=work: tensornet_best(w / "run"),
+                    "Total params",  # Lightning's model summary: fit begins
                     budget_s,
                     kill_at_budget=True,
                 )
@@ -1503,6 +1666,8 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
                     snap.update({k: r[k] for k in ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")})
                     if peer_name == "mace":  # <name>_run-<seed>_epoch-<N>.pt, written after epoch N (from 0)
                         snap["epoch"] = int(snap["source"].rsplit("epoch-", 1)[1].split(".")[0]) + 1
+                    elif peer_name == "tensornet":  # written at the end of an epoch: steps / (1000 / 8)
+                        snap["epoch"] = r["global_step"] / -(-1000 // TENSORNET_TRAIN["batch_size"])
                     else:  # optimiser steps / steps per epoch (batch 5): a time limit stops mid-epoch
                         snap["epoch"] = r["global_step"] / 200
         except Exception as err:  # noqa: BLE001 -- one failed evaluation must not lose the other runs
@@ -1645,8 +1810,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--peers",
-        default="schnetpack,mace,nequip",
-        help="peers to run: schnetpack (schnetpack + torchani venv), mace, nequip (comma separated)",
+        default="schnetpack,mace,nequip,tensornet",
+        help="peers to run, comma separated: schnetpack (with torchani), mace, nequip, tensornet",
     )
     parser.add_argument(
         "--run-root", default=str(ROOT / "runs" / "benchmark_accuracy"), help="accuracy: runs go here"
@@ -1677,7 +1842,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = {p.strip() for p in args.peers.split(",") if p.strip()}
     unknown_peers = peers - {"schnetpack", *E3_PEERS}
     if unknown_peers:
-        parser.error(f"unknown peer(s) {sorted(unknown_peers)}; choose from schnetpack, mace, nequip")
+        parser.error(
+            f"unknown peer(s) {sorted(unknown_peers)}; choose from schnetpack, {', '.join(E3_PEERS)}"
+        )
     args.e3_peers = [] if args.no_peers else [p for p in E3_PEERS if p in peers]
     wanted = args.models.split(",") if args.models else ["schnet", "se3_transformer"]
     args.physnet_models = [m for m in wanted if m in PHYSNET_MD17_CONFIGS]
@@ -1738,7 +1905,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows, raw = section_peers(args)
                 table = markdown_table(PEERS_HEADER, rows)
                 for p, v in raw["versions"].items():
-                    info[f"{p} venv"] = f"{p} {v['version']}, torch {v['torch']}, e3nn {v['e3nn']}"
+                    e3nn = f", e3nn {v['e3nn']}" if v.get("e3nn") else ""
+                    info[f"{p} venv"] = f"{p} {v['version']}, torch {v['torch']}{e3nn}"
             else:
                 rows, raw = section_accuracy(args, peer)
                 table = markdown_table(ACC_HEADER, rows)

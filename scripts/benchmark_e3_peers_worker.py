@@ -1,21 +1,25 @@
-"""Peer side of ``scripts/benchmark.py`` for MACE and NequIP, as JSON lines.
+"""Peer side of ``scripts/benchmark.py`` for MACE, NequIP and TensorNet, as JSON lines.
 
 Runs inside one peer's own virtual environment (``~/.cache/physnet-peers-mace`` with
-mace-torch, or ``~/.cache/physnet-peers-nequip`` with nequip; ``scripts/benchmark.py
---setup-peers`` makes them) and imports nothing from physnet. The peer is named by the
-first argument (``mace`` or ``nequip``). It reads one JSON request per line on stdin and
+mace-torch, ``~/.cache/physnet-peers-nequip`` with nequip, or
+``~/.cache/physnet-peers-torchmdnet`` with torchmd-net; ``scripts/benchmark.py --setup-peers``
+makes them) and imports nothing from physnet. The peer is named by the first argument
+(``mace``, ``nequip`` or ``tensornet``). It reads one JSON request per line on stdin and
 answers one JSON line on stdout, so the parent can alternate it with physnet (A B A B ...).
 
 Requests (``op``):
 
-- ``info``: versions of python, torch, e3nn, ase and the peer.
+- ``info``: versions of python, torch, e3nn (None for torchmd-net, which has none), ase and the
+  peer.
 - ``setup``: ``{"key", "structure", "params"}`` builds a model with random weights of the
   configuration in ``params`` (MACE: ``mace.modules.ScaleShiftMACE`` as ``mace_run_train``
   builds it; NequIP: ``nequip.model.NequIPGNNModel``), saves it where the peer's ASE
   calculator loads it from (MACE: ``torch.save`` of the module, read by
   ``MACECalculator(model_paths=...)``; NequIP: the built ``GraphModel`` is handed to
-  ``NequIPCalculator`` with the transforms its ``_from_saved_model`` would add) and returns
-  the parameter count and the energy.
+  ``NequIPCalculator`` with the transforms its ``_from_saved_model`` would add; TensorNet:
+  ``torchmdnet.models.model.create_model`` with ``torchmd-train``'s defaults under ``params``,
+  saved as a checkpoint (``hyper_parameters`` + ``state_dict``) that torchmd-net's
+  ``TMDNETCalculator`` loads) and returns the parameter count and the energy.
 - ``md``: ``{"key", "steps"}`` runs ``steps`` velocity-Verlet steps (0.5 fs) through the
   calculator from the structure's initial state; returns ``seconds``.
 - ``call``: ``{"key", "n"}`` times ``n`` energy+forces calls of the calculator on a fresh
@@ -25,7 +29,7 @@ Requests (``op``):
   above the resident set before the call.
 - ``evaluate``: ``{"snapshots": [path, ...], "test": extxyz, "template": path}`` loads each
   saved checkpoint of a training run and returns test energy / force MAE and RMSE (units of
-  the file) and, for NequIP's Lightning checkpoints, the optimiser steps done.
+  the file) and, for NequIP's and torchmd-net's Lightning checkpoints, the optimiser steps done.
 - ``quit``.
 
 Run by the parent, not by hand.
@@ -164,24 +168,57 @@ def _nequip_calc(model):
     return NequIPCalculator(model=model, device="cpu", transforms=transforms)
 
 
+def _tensornet_checkpoint(params: dict[str, Any], path: str) -> torch.nn.Module:
+    """TensorNet (torchmd-net's ``create_model``) with random weights (seed 0) of ``params`` over
+    ``torchmd-train``'s defaults, saved at ``path`` as torchmd-net's ``load_model`` reads a
+    checkpoint (``hyper_parameters``, ``state_dict``)."""
+    from torchmdnet.models.model import create_model
+    from torchmdnet.scripts.train import get_argparse
+
+    args = {**vars(get_argparse().parse_args([])), **params}
+    torch.manual_seed(0)
+    model = create_model(dict(args))
+    torch.save({"hyper_parameters": args, "state_dict": model.state_dict()}, path)
+    return model
+
+
+def _tensornet_calc(path: str):
+    """torchmd-net's ASE calculator for a checkpoint (forces by autograd of its energy). It reads
+    the total charge from ``atoms.info["charge"]``; a neutral system is assumed where unset."""
+    from ase.calculators.calculator import all_changes
+    from torchmdnet.calculators import TMDNETCalculator
+
+    class _Neutral(TMDNETCalculator):
+        def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+            if atoms is not None:
+                atoms.info.setdefault("charge", 0.0)
+            super().calculate(atoms, properties, system_changes)
+
+    return _Neutral(path, device="cpu")
+
+
 # ----------------------------------------------------------------------------- ops
 def op_info(_: dict[str, Any]) -> dict[str, Any]:
-    import ase
-    import e3nn
+    import importlib.metadata
 
+    import ase
+
+    try:
+        import e3nn
+
+        e3nn_version = e3nn.__version__
+    except ImportError:  # torchmd-net does without
+        e3nn_version = None
     out = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "e3nn": e3nn.__version__,
+        "e3nn": e3nn_version,
         "ase": ase.__version__,
         "threads": torch.get_num_threads(),
         "peer": PEER,
     }
-    if PEER == "mace":
-        from mace import __version__ as v
-    else:
-        from nequip import __version__ as v
-    out["version"] = str(v)
+    dist = {"mace": "mace-torch", "nequip": "nequip", "tensornet": "torchmd-net"}[PEER]
+    out["version"] = importlib.metadata.version(dist)
     return out
 
 
@@ -193,6 +230,10 @@ def op_setup(req: dict[str, Any]) -> dict[str, Any]:
         path = os.path.join(TMP, f"{abs(hash(req['key']))}.model")
         torch.save(model, path)
         calc = _mace_calc(path, dtype)
+    elif PEER == "tensornet":
+        path = os.path.join(TMP, f"{abs(hash(req['key']))}.ckpt")
+        model = _tensornet_checkpoint(params, path)
+        calc = _tensornet_calc(path)
     else:
         model = _nequip_model(params)
         calc = _nequip_calc(model)
@@ -245,7 +286,7 @@ def _errors(calc, frames) -> dict[str, float]:
 
 
 def op_evaluate(req: dict[str, Any]) -> dict[str, Any]:
-    """Test errors of each snapshot (a MACE checkpoint ``*.pt`` or a NequIP ``*.ckpt``)."""
+    """Test errors of each snapshot (a MACE checkpoint ``*.pt``, a NequIP or torchmd-net ``*.ckpt``)."""
     import ase.io
 
     frames = ase.io.read(req["test"], index=":")
@@ -261,6 +302,9 @@ def op_evaluate(req: dict[str, Any]) -> dict[str, Any]:
             torch.save(model, model_path)
             calc = _mace_calc(model_path, dtype)
             step = None
+        elif PEER == "tensornet":
+            calc = _tensornet_calc(path)
+            step = int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
         else:
             from nequip.integrations.ase import NequIPCalculator
 

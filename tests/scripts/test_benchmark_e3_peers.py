@@ -1,11 +1,12 @@
-"""scripts/benchmark.py's MACE / NequIP peers: split files, training-run bookkeeping, the
-learning-curve plot, and (slow, where the peers' venvs exist) one worker round trip each."""
+"""scripts/benchmark.py's MACE / NequIP / TensorNet peers: split files, training-run bookkeeping,
+the learning-curve plot, and (slow, where the peers' venvs exist) one worker round trip each."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -112,6 +113,116 @@ def test_nequip_config_and_mace_command(bench: ModuleType, tmp_path: Path) -> No
     assert "--max_num_epochs=0" in bench.mace_command(Path("/v/bin/python"), tmp_path, files, epochs=0)
 
 
+def _frames(n: int, numbers: list[int] | None = None) -> list:
+    """``n`` water-like frames with energies (kcal/mol) and forces that differ frame by frame."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        atoms = Atoms(numbers or [8, 1, 1], positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+        atoms.positions += 0.05 * rng.standard_normal((3, 3))
+        forces = rng.standard_normal((3, 3))
+        atoms.calc = SinglePointCalculator(atoms, energy=-100.0 - i, forces=forces)
+        out.append(atoms)
+    return out
+
+
+def test_torchmdnet_files_and_config(bench: ModuleType, tmp_path: Path) -> None:
+    train, val = _frames(12), _frames(4)
+    files = bench.write_torchmdnet_files(train, val, tmp_path)
+    pos, z = np.load(files["tmdnet_pos"]), np.load(files["tmdnet_z"])
+    energy, forces = np.load(files["tmdnet_energy"]), np.load(files["tmdnet_forces"])
+    assert pos.shape == (16, 3, 3) and forces.shape == (16, 3, 3) and energy.shape == (16, 1)
+    assert pos.dtype == np.float32 and z.tolist() == [8, 1, 1]
+    np.testing.assert_allclose(pos[12 + 2], val[2].positions, rtol=1e-6)
+    np.testing.assert_allclose(forces[5], train[5].get_forces(), rtol=1e-6)
+    assert energy[12 + 1, 0] == pytest.approx(val[1].get_potential_energy())
+    idx = np.load(files["tmdnet_splits"])
+    assert idx["idx_train"].tolist() == list(range(12)) and idx["idx_val"].tolist() == list(range(12, 16))
+    assert len(idx["idx_test"]) == 0
+    with pytest.raises(ValueError, match="one molecule"):
+        bench.write_torchmdnet_files(train, _frames(2, [1, 8, 1]), tmp_path)
+
+    cfg = bench.tensornet_config(files, tmp_path / "run")
+    # torchmd-net's examples/TensorNet-rMD17.yaml hyper-parameters
+    assert cfg["model"] == "tensornet" and cfg["num_layers"] == 2 and cfg["embedding_dimension"] == 128
+    assert cfg["cutoff_upper"] == 4.5 and cfg["num_rbf"] == 32 and cfg["batch_size"] == 8
+    assert cfg["lr"] == 1e-3 and cfg["y_weight"] == 0.5 and cfg["neg_dy_weight"] == 0.5
+    assert cfg["dataset"] == "Custom" and cfg["splits"] == str(files["tmdnet_splits"])
+    assert cfg["coord_files"] == str(files["tmdnet_pos"]) and cfg["log_dir"] == str(tmp_path / "run")
+    assert cfg["save_interval"] == 1 and cfg["test_interval"] == -1 and cfg["num_workers"] == 0
+    assert bench.e3_venv("tensornet", Path("/x/peers")) == Path("/x/peers-torchmdnet")
+
+
+def test_tensornet_best_is_the_lowest_validation_loss(bench: ModuleType, tmp_path: Path) -> None:
+    assert bench.tensornet_best(tmp_path) is None
+    for name in ("epoch=0-val_loss=33.4799", "epoch=3-val_loss=18.7055", "epoch=5-val_loss=20.1000"):
+        (tmp_path / f"{name}.ckpt").write_text("x")
+    (tmp_path / "epoch=6-val_loss=9.0-v1.ckpt").write_text("x")  # Lightning's suffix for a repeated name
+    (tmp_path / "last.ckpt").write_text("x")
+    assert bench.tensornet_best(tmp_path).name == "epoch=6-val_loss=9.0-v1.ckpt"
+    (tmp_path / "epoch=6-val_loss=9.0-v1.ckpt").unlink()
+    assert bench.tensornet_best(tmp_path).name == "epoch=3-val_loss=18.7055.ckpt"
+
+
+def _tensornet_python(bench: ModuleType) -> Path:
+    venv = bench.e3_venv("tensornet", bench.DEFAULT_VENV)
+    python = bench.ensure_e3_peer("tensornet", venv, allow_create=False)
+    if python is None:
+        pytest.skip(f"torchmd-net venv {venv} absent (scripts/benchmark.py --setup-peers makes it)")
+    return python
+
+
+@pytest.mark.slow
+def test_tensornet_config_is_accepted_by_torchmd_train(bench: ModuleType, tmp_path: Path) -> None:
+    import yaml
+
+    python = _tensornet_python(bench)
+    files = bench.write_torchmdnet_files(_frames(4), _frames(2), tmp_path)
+    conf = tmp_path / "tensornet.yaml"
+    conf.write_text(yaml.safe_dump(bench.tensornet_config(files, tmp_path / "run")))
+    code = (
+        "import sys; from torchmdnet.scripts.train import get_argparse\n"
+        "a = get_argparse().parse_args(['--conf', sys.argv[1]])\n"
+        "print(a.model, a.num_layers, a.batch_size, a.dataset, a.save_interval)\n"
+    )
+    out = subprocess.run([str(python), "-c", code, str(conf)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]  # an unknown key makes torchmd-train raise
+    assert out.stdout.splitlines()[-1].split() == ["tensornet", "2", "8", "Custom", "1"]  # Warp prints first
+
+
+@pytest.mark.slow
+def test_tensornet_trains_and_its_checkpoint_evaluates(bench: ModuleType, tmp_path: Path) -> None:
+    import ase.io
+    import yaml
+
+    python = _tensornet_python(bench)
+    train, val = _frames(16), _frames(4)
+    files = bench.write_torchmdnet_files(train, val, tmp_path)
+    cfg = {**bench.tensornet_config(files, tmp_path / "run"), "num_epochs": 2, "embedding_dimension": 16}
+    (tmp_path / "tensornet.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    cmd = [str(python.parent / "torchmd-train"), "--conf", str(tmp_path / "tensornet.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    best = bench.tensornet_best(tmp_path / "run")
+    assert best is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
+    test_file = tmp_path / "test.xyz"
+    ase.io.write(test_file, val, format="extxyz")
+    worker = bench.E3Worker(python, "tensornet", 1)
+    try:
+        (res,) = worker.request("evaluate", snapshots=[str(best)], test=str(test_file), template=None)[
+            "results"
+        ]
+    finally:
+        worker.close()
+    assert res["global_step"] in (2, 4)  # 16 frames / batch 8, after epoch 1 or 2
+    assert all(np.isfinite(res[k]) and res[k] > 0 for k in ("energy_mae", "forces_mae", "forces_rmse"))
+    assert res["forces_rmse"] >= res["forces_mae"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not MD17.is_file(), reason=f"shared MD17 ethanol data absent ({MD17})")
 def test_split_files_hold_physnet_split_frames(bench: ModuleType, tmp_path: Path) -> None:
@@ -131,10 +242,22 @@ def test_split_files_hold_physnet_split_frames(bench: ModuleType, tmp_path: Path
     ref_val = frames[int(split["val"][3])]
     assert mace_val[3].info["REF_energy"] == pytest.approx(ref_val.get_potential_energy())
     np.testing.assert_allclose(mace_val[3].arrays["REF_forces"], ref_val.get_forces())
+    # torchmd-net's Custom dataset: the 1000 train frames, then the 100 val frames; no test frames
+    idx = np.load(files["tmdnet_splits"])
+    assert len(idx["idx_train"]) == 1000 and len(idx["idx_val"]) == 100 and len(idx["idx_test"]) == 0
+    row = int(idx["idx_val"][3])
+    np.testing.assert_allclose(np.load(files["tmdnet_pos"])[row], ref_val.positions, rtol=1e-6)
+    np.testing.assert_allclose(np.load(files["tmdnet_forces"])[row], ref_val.get_forces(), rtol=1e-5)
+    assert np.load(files["tmdnet_energy"])[row, 0] == pytest.approx(ref_val.get_potential_energy())
+    np.testing.assert_array_equal(np.load(files["tmdnet_z"]), ref_val.numbers)
+    ref_train = frames[int(split["train"][0])]
+    np.testing.assert_allclose(
+        np.load(files["tmdnet_pos"])[int(idx["idx_train"][0])], ref_train.positions, rtol=1e-6
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("peer", ["mace", "nequip"])
+@pytest.mark.parametrize("peer", ["mace", "nequip", "tensornet"])
 def test_e3_worker_round_trip(bench: ModuleType, peer: str) -> None:
     venv = bench.e3_venv(peer, bench.DEFAULT_VENV)
     python = bench.ensure_e3_peer(peer, venv, allow_create=False)
@@ -144,8 +267,7 @@ def test_e3_worker_round_trip(bench: ModuleType, peer: str) -> None:
     worker = bench.E3Worker(python, peer, 1)
     try:
         assert worker.request("info")["peer"] == peer
-        params = {"mace": bench.MACE_CONFIG, "nequip": bench.NEQUIP_CONFIG}[peer]
-        info = worker.request("setup", key="k", structure=bench.as_json(atoms), params=params)
+        info = worker.request("setup", key="k", structure=bench.as_json(atoms), params=bench.E3_PARAMS[peer])
         assert info["n_params"] > 10_000 and np.isfinite(info["energy"])
         call = worker.request("call", key="k", n=2)
         assert call["seconds"] > 0
