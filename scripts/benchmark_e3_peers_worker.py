@@ -217,8 +217,17 @@ def op_info(_: dict[str, Any]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "peer": PEER,
     }
-    dist = {"mace": "mace-torch", "nequip": "nequip", "tensornet": "torchmd-net"}[PEER]
-    out["version"] = importlib.metadata.version(dist)
+    if PEER == "mace":
+        # mace's import sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD; e3nn 0.4.4's o3 needs it to load its
+        # constants, and _mace_model imports e3nn.o3 first: mace must be imported here, before it
+        from mace import __version__ as v
+    elif PEER == "nequip":
+        from nequip import __version__ as v
+    else:  # torchmdnet has no __version__
+        import torchmdnet  # noqa: F401
+
+        v = importlib.metadata.version("torchmd-net")
+    out["version"] = str(v)
     return out
 
 
