@@ -1747,6 +1747,29 @@ def section_accuracy(args, peer: PeerWorker | None) -> tuple[list[list[Any]], di
     return rows, raw
 
 
+def replot_accuracy(files: Sequence[Path], out_dir: Path) -> list[list[Any]]:
+    """The learning curves of the accuracy runs in several ``--json`` files on one plot
+    (``out_dir/learning_curve_md17.png``); returns their table rows, in file order."""
+    from physnet.train.plots import plot_test_curves
+
+    rows: list[list[Any]] = []
+    curves: dict[str, list[dict[str, Any]]] = {}
+    budgets = set()
+    for f in files:
+        report = json.loads(Path(f).read_text())
+        if "accuracy" not in report:
+            raise SystemExit(f"{f} has no accuracy section; give a JSON written by --only accuracy --json")
+        budgets.add(report["args"]["budget_minutes"])
+        rows += report["accuracy"]["rows"]
+        for name, run in report["accuracy"]["raw"]["runs"].items():
+            if isinstance(run, dict) and run.get("snapshots"):
+                curves[name] = run["snapshots"]
+    budget = "/".join(f"{b:g}" for b in sorted(budgets))
+    title = f"MD17 ethanol, 1000 training frames, {budget} min budget, 1 thread"
+    plot_test_curves(curves, out_dir / "learning_curve_md17.png", title)
+    return rows
+
+
 ACC_HEADER = [
     "model",
     "test energy MAE (kcal/mol)",
@@ -1826,6 +1849,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="physnet only (peer columns empty)")
     parser.add_argument("--out-dir", default=str(ROOT / "docs"), help="where PNGs go")
     parser.add_argument("--json", default="", help="also write raw results to this JSON file")
+    parser.add_argument(
+        "--plot-from",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="accuracy: one learning-curve plot and table from earlier --json files; trains nothing",
+    )
     parser.add_argument("--scaling-worker", nargs=2, metavar=("MODEL", "N_ATOMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -1836,6 +1866,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scaling_worker:
         kind, n = args.scaling_worker
         print(json.dumps(scaling_worker(kind, int(n), args.device, 1 if int(n) > 20000 else 3)))
+        return 0
+    if args.plot_from:
+        missing = [f for f in args.plot_from if not Path(f).is_file()]
+        if missing:
+            parser.error(f"--plot-from: {missing[0]} is not a file; give JSON files written by --json")
+        print(
+            markdown_table(ACC_HEADER, replot_accuracy([Path(f) for f in args.plot_from], Path(args.out_dir)))
+        )
         return 0
     if not args.repeats:
         args.repeats = 3 if args.quick else 5

@@ -283,3 +283,26 @@ def test_alternate_sides_pairs_each_physnet_model_with_a_peer(bench: ModuleType,
     runs = [run(n) for n in ("physnet painn", "physnet schnet", "physnet egnn", "mace", "nequip")]
     order = [r.name for r in bench.alternate_sides(runs)]
     assert order == ["physnet painn", "mace", "physnet schnet", "nequip", "physnet egnn"]
+
+
+def test_plot_from_merges_json_files(bench: ModuleType, tmp_path: Path) -> None:
+    import json
+
+    def report(name: str, mae: float) -> dict:
+        snaps = [{"minutes": m, "epoch": 2 * m, "forces_mae": mae / m} for m in (1.0, 2.0)]
+        row = [name, 0.1, 0.2, mae / 2, 0.5, 4, 2.0]
+        return {
+            "args": {"budget_minutes": 2.0},
+            "accuracy": {"rows": [row], "raw": {"runs": {name: {"snapshots": snaps}}}},
+        }
+
+    files = []
+    for name, mae in (("physnet painn", 1.0), ("mace", 1.2)):
+        files.append(tmp_path / f"{name.split()[-1]}.json")
+        files[-1].write_text(json.dumps(report(name, mae)))
+    assert bench.main(["--plot-from", *map(str, files), "--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "learning_curve_md17.png").stat().st_size > 1000
+    rows = bench.replot_accuracy(files, tmp_path)
+    assert [r[0] for r in rows] == ["physnet painn", "mace"] and rows[1][3] == pytest.approx(0.6)
+    with pytest.raises(SystemExit):
+        bench.main(["--plot-from", str(tmp_path / "missing.json")])
