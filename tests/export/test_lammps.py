@@ -61,7 +61,8 @@ def plugin() -> Path:
 def models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[physnet.Potential, Path]]:
     """``get(name)`` -> (eager float64 potential, its float64 export), made once per session.
 
-    SchNet has 3 interactions (interaction range 3 x 4 Å), Behler-Parrinello is strictly local.
+    SchNet and PaiNN have 3 interactions (interaction range 3 x 4 Å), Behler-Parrinello is strictly
+    local.
     """
     from physnet.export import export_potential
 
@@ -73,6 +74,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[ph
             torch.manual_seed(0)
             if name == "schnet":
                 model = physnet.models.build("schnet", species=SPECIES, cutoff=4.0, n_interactions=3)
+            elif name == "painn":  # vector features carried across ranks through the ghost shell
+                model = physnet.models.build(
+                    "painn", species=SPECIES, cutoff=4.0, n_features=16, n_interactions=3
+                )
             else:
                 model = physnet.models.build(name, species=SPECIES, cutoff=4.0)
             potential = physnet.Potential(model).double().eval()
@@ -238,6 +243,7 @@ def unit_factor(units: str) -> float:
         ("behler_parrinello", "cuau_triclinic", "metal", "shift"),
         ("schnet", "cuau_emt", "metal", "shift"),
         ("behler_parrinello", "cuau_emt", "real", "explicit"),
+        ("painn", "cuau_triclinic", "metal", "shift"),
     ],
 )
 def test_single_point_matches_python(plugin, models, tmp_path, name, structure, units, images):
@@ -280,6 +286,7 @@ def test_single_point_matches_python(plugin, models, tmp_path, name, structure, 
         ("schnet", (10, 4, 4), ((2, ""),)),  # 36 Å long: two 18 Å halves, each wider than the ghost shell
         ("schnet", None, ((2, ""), (4, ""))),  # 32-atom triclinic cell: ghosts are images of a few atoms
         ("behler_parrinello", (5, 5, 5), ((2, ""), (4, ""))),
+        ("painn", (5, 5, 5), ((2, ""),)),
     ],
 )
 def test_mpi_matches_one_rank(plugin, models, tmp_path, name, repeat, runs):
