@@ -136,7 +136,8 @@ def test_train_help_shows_every_option_with_default() -> None:
     # every job's fields: the GNS's and the N-body dynamics models'
     assert "job: gns" in result.stdout and "task.noise_std: 0.00067" in result.stdout
     assert "job: dynamics" in result.stdout and "data.frame_out: 40" in result.stdout
-    assert "(behler_parrinello | cgnet | egnn | painn | schnet | se3_transformer;" in result.stdout  # model names
+    names = "(behler_parrinello | cgnet | egnn | painn | schnet | se3_transformer;"
+    assert names in result.stdout  # model names
     from physnet.data import embedded
 
     listed = next(line for line in result.stdout.splitlines() if line.startswith("Embedded data sets"))
