@@ -25,7 +25,7 @@ Target scaling and references are applied by :class:`physnet.Potential`, not her
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -33,9 +33,13 @@ from physnet.data import keys as K
 from physnet.data.neighbors import edge_vectors
 from physnet.models.registry import EnergyModel, register
 from physnet.nn import BesselRBF, CosineCutoff, mlp, scatter_sum
+from physnet.nn.tracing import is_exporting
 
 # |V v| = sqrt(sum_k (V v)_k^2 + EPS): finite gradient where a vector feature is zero (v^0 = 0)
 NORM_EPS = 1e-8
+# In eval mode, the message step sums over the edges of graphs larger than this in chunks of this
+# size, so that no [edges, 3, F] temporary is larger than a chunk's.
+CHUNK_EDGES = 16384
 
 
 class Message(torch.nn.Module):
@@ -54,16 +58,40 @@ class Message(torch.nn.Module):
         self,
         s: torch.Tensor,
         v: torch.Tensor,
-        w: torch.Tensor,
+        filters: Callable[[slice], torch.Tensor],
         unit: torch.Tensor,
         edge_index: torch.Tensor,
         first: bool = False,
+        chunk: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """s [N, F], v [N, 3, F], filters w [E, 3F], unit vectors r_ij/|r_ij| [E, 3] ->
-        (Δs [N, F], Δv [N, 3, F]). ``first``: v is zero (the first block), its term is skipped."""
+        """s [N, F], v [N, 3, F], ``filters(edges)`` -> W [edges, 3F] of a slice of the edges,
+        unit vectors r_ij/|r_ij| [E, 3] -> (Δs [N, F], Δv [N, 3, F]). ``first``: v is zero (the
+        first block), its term is skipped. ``chunk``: sum over the edges this many at a time (the
+        same sums; no [E, 3, F] temporaries)."""
+        n_edges = edge_index.shape[1]
+        phi = self.phi(s)  # [N, 3F]
+        if chunk is None or n_edges <= chunk:
+            return self._sums(phi, v, filters(slice(None)), unit, edge_index, first)
+        ds, dv = torch.zeros_like(s), torch.zeros_like(v)
+        for start in range(0, n_edges, chunk):
+            part = slice(start, start + chunk)
+            ds_part, dv_part = self._sums(phi, v, filters(part), unit[part], edge_index[:, part], first)
+            ds, dv = ds + ds_part, dv + dv_part
+        return ds, dv
+
+    def _sums(
+        self,
+        phi: torch.Tensor,
+        v: torch.Tensor,
+        w: torch.Tensor,
+        unit: torch.Tensor,
+        edge_index: torch.Tensor,
+        first: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. (7)-(8) summed over the given edges: phi(s) [N, 3F], W [E, 3F] -> (Δs, Δv)."""
         i, j = edge_index[0], edge_index[1]
-        n, f = s.shape[0], self.n_features
-        x = self.phi(s).index_select(0, j) * w  # [E, 3F]
+        n, f = phi.shape[0], self.n_features
+        x = phi.index_select(0, j) * w  # [E, 3F]
         a_s, a_vv, a_vs = torch.split(x, f, dim=-1)  # 3 x [E, F]
         dv = unit.unsqueeze(-1) * a_vs.unsqueeze(1)  # [E, 3, F]
         if not first:
@@ -144,12 +172,22 @@ class PaiNN(EnergyModel):
         vectors = edge_vectors(graph)  # [E, 3]
         r = torch.linalg.vector_norm(vectors, dim=-1)  # [E]
         unit = vectors / r.unsqueeze(-1)  # [E, 3]
-        w = self.filters(self.rbf(r)) * self.fcut(r).unsqueeze(-1)  # [E, T * 3F]
+        rbf, fcut = self.rbf(r), self.fcut(r).unsqueeze(-1)  # [E, n_rbf], [E, 1]
+        n_edges = edge_index.shape[1]
+        chunk = CHUNK_EDGES if not self.training and not is_exporting() and n_edges > CHUNK_EDGES else None
         s = self.embedding(self.species(graph[K.Z]))  # [N, F]
         v = s.new_zeros(s.shape[0], 3, self.n_features)  # [N, 3, F]
+        width = 3 * self.n_features
         for t, (message, update) in enumerate(zip(self.messages, self.updates, strict=True)):
-            wt = w[:, t * 3 * self.n_features : (t + 1) * 3 * self.n_features]
-            ds, dv = message(s, v, wt, unit, edge_index, first=t == 0)
+            weight = self.filters.weight[t * width : (t + 1) * width]  # block t's rows of the filter layer
+            bias = self.filters.bias[t * width : (t + 1) * width]
+
+            def filters(
+                part: slice, weight: torch.Tensor = weight, bias: torch.Tensor = bias
+            ) -> torch.Tensor:
+                return torch.nn.functional.linear(rbf[part], weight, bias) * fcut[part]  # [edges, 3F]
+
+            ds, dv = message(s, v, filters, unit, edge_index, first=t == 0, chunk=chunk)
             s, v = s + ds, v + dv
             ds, dv = update(s, v)
             s, v = s + ds, v + dv

@@ -76,3 +76,23 @@ def test_zero_vectors_have_finite_gradients() -> None:
     out[K.ENERGY].sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in pot.parameters() if p.grad is not None)
     assert torch.isfinite(out[K.FORCES]).all()
+
+
+def test_chunked_message_sums_match_unchunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In eval mode a large graph's edges are summed in chunks: the same energy, forces and stress."""
+    from ase.build import bulk
+
+    import physnet.models.painn as painn_module
+
+    torch.manual_seed(4)
+    pot = physnet.Potential(physnet.models.build("painn", species=["Cu"], cutoff=4.0, n_features=8))
+    pot = pot.double().eval()
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=1)
+    graph = physnet.data.from_ase(atoms, 4.0, targets=False, dtype=torch.float64)
+    whole = pot(graph, compute_stress=True)
+    monkeypatch.setattr(painn_module, "CHUNK_EDGES", 97)  # not a divisor of the edge count
+    assert graph[K.EDGE_INDEX].shape[1] > 3 * 97
+    chunked = pot(graph, compute_stress=True)
+    for key in (K.ENERGY, K.FORCES, K.STRESS):
+        torch.testing.assert_close(chunked[key], whole[key], rtol=1e-12, atol=1e-12)

@@ -17,8 +17,8 @@ def test_build_records_hparams_with_defaults() -> None:
 
 
 def test_unknown_model_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="unknown model 'painn'.*schnet"):
-        physnet.models.build("painn", species=["H"])
+    with pytest.raises(ValueError, match="unknown model 'dimenet'.*schnet"):
+        physnet.models.build("dimenet", species=["H"])
 
 
 def test_unknown_hparam_is_an_error() -> None:
