@@ -96,3 +96,9 @@ def test_chunked_message_sums_match_unchunked(monkeypatch: pytest.MonkeyPatch) -
     chunked = pot(graph, compute_stress=True)
     for key in (K.ENERGY, K.FORCES, K.STRESS):
         torch.testing.assert_close(chunked[key], whole[key], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("key", "value"), [("n_features", 1), ("n_interactions", 0)])
+def test_too_small_widths_are_refused(key: str, value: int) -> None:
+    with pytest.raises(ValueError, match=f"{key}={value}; raise model.n_features"):
+        physnet.models.build("painn", species=["H"], **{key: value})
