@@ -150,7 +150,8 @@ class PaiNN(EnergyModel):
         super().__init__(species, cutoff)
         if n_features < 2 or n_interactions < 1:
             raise ValueError(
-                f"need n_features >= 2 and n_interactions >= 1, got {n_features}, {n_interactions}"
+                f"painn needs n_features >= 2 and n_interactions >= 1, got n_features={n_features}, "
+                f"n_interactions={n_interactions}; raise model.n_features / model.n_interactions"
             )
         self.n_features = n_features
         self.embedding = torch.nn.Embedding(len(self.species), n_features)
